@@ -1,0 +1,223 @@
+"""The one-second snapshot: everything the meter knows about one second, frozen.
+
+Every interface (the live table, JSON, Modbus, CANopen) reads only a snapshot, so two
+interfaces asked in the same second always agree. Arrays are read-only numpy arrays indexed
+from 0 (CT k is index k-1, Meter m is index m-1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import IntFlag
+from typing import Any
+
+import numpy as np
+
+from pm4324.device.settings import Settings
+
+
+class Flag(IntFlag):
+    """Quality flags per value (per CT, Meter or main); 0 means good."""
+
+    VOLTAGE_ABSENT = 1  # the voltage this value uses is below 10 % of nominal
+    CLIPPING = 2  # a sample reached the input's full scale this second
+    FREQUENCY_RANGE = 4  # frequency outside 45..65 Hz
+    INVALID_SAMPLES = 8  # NaN/inf samples were dropped (never integrated into energy)
+    UNSYNCHRONISED = 16  # no valid zero crossings: cycles run free at the nominal period
+    NO_DATA = 32  # no whole cycle ended in this second
+    UNUSED = 64  # this CT is not used by its Meter's wiring mode
+
+    def names(self) -> list[str]:
+        return [f.name.lower() for f in Flag if f in self]
+
+
+ENERGY_KINDS = ("wh_import", "wh_export", "varh_q1", "varh_q2", "varh_q3", "varh_q4", "vah")
+
+
+def _frozen(a: Any) -> np.ndarray:
+    arr = np.array(a)
+    arr.flags.writeable = False
+    return arr
+
+
+class _Frozen:
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray | list | tuple) and f.name not in ("wiring",):
+                object.__setattr__(self, f.name, _frozen(value))
+
+
+@dataclass(frozen=True)
+class CtValues(_Frozen):
+    """Per CT (shape (24,)); harmonics shape (24, 51): rms of orders 0..50 (index = order)."""
+
+    v_rms: np.ndarray
+    i_rms: np.ndarray
+    p_w: np.ndarray
+    q_var: np.ndarray  # fundamental reactive power Q1, signed (+ inductive when importing)
+    s_va: np.ndarray  # V_rms * I_rms of the element
+    pf: np.ndarray  # P/S, signed like P (IEC); lead/lag from the sign of Q1
+    thd_v_pct: np.ndarray
+    thd_i_pct: np.ndarray
+    frequency_hz: np.ndarray
+    v_harmonics: np.ndarray
+    i_harmonics: np.ndarray
+    flags: np.ndarray
+
+
+@dataclass(frozen=True)
+class MeterValues(_Frozen):
+    """Per Meter (shape (8,)). s_va is the Meter's kVA (see docs/metering.md)."""
+
+    v_rms: np.ndarray
+    i_rms: np.ndarray
+    p_w: np.ndarray
+    q_var: np.ndarray
+    s_va: np.ndarray
+    s_arith_va: np.ndarray
+    s_vector_va: np.ndarray
+    pf: np.ndarray
+    frequency_hz: np.ndarray
+    flags: np.ndarray
+
+
+@dataclass(frozen=True)
+class MainValues(_Frozen):
+    """Per main (shape (n_mains,) or (n_mains, 3) for phases a, b, c / ab, bc, ca)."""
+
+    frequency_hz: np.ndarray
+    v_ln: np.ndarray
+    v_ll: np.ndarray
+    thd_v_pct: np.ndarray
+    flags: np.ndarray
+
+
+@dataclass(frozen=True)
+class Energies(_Frozen):
+    """Energy registers in Wh / varh / VAh, shape (n,). varh_qN is quadrant N (IEC 62053-23)."""
+
+    wh_import: np.ndarray
+    wh_export: np.ndarray
+    varh_q1: np.ndarray
+    varh_q2: np.ndarray
+    varh_q3: np.ndarray
+    varh_q4: np.ndarray
+    vah: np.ndarray
+
+    @property
+    def varh_import(self) -> np.ndarray:
+        """Q+ = QI + QII (OBIS 3.8.0)."""
+        return self.varh_q1 + self.varh_q2
+
+    @property
+    def varh_export(self) -> np.ndarray:
+        """Q- = QIII + QIV (OBIS 4.8.0)."""
+        return self.varh_q3 + self.varh_q4
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    seq: int  # seconds since the meter started measuring (0, 1, 2 ...)
+    time: float  # Unix time of the end of the second
+    settings: Settings
+    ct: CtValues
+    meter: MeterValues
+    main: MainValues
+    ct_energy: Energies
+    meter_energy: Energies
+    relays: tuple[bool, bool] = (False, False)
+    duration_s: float = 0.0  # total length of the whole cycles this snapshot covers
+
+    # -- JSON view (keys are stable and documented in docs/json.md) ----------------------------
+
+    def to_dict(self, meters: list[int] | None = None) -> dict[str, Any]:
+        chosen = meters or list(range(1, 9))
+        cts = [3 * (m - 1) + k for m in chosen for k in (1, 2, 3)]
+        return {
+            "seq": self.seq,
+            "time": round(self.time, 3),
+            "model": self.settings.model,
+            "duration_s": round(self.duration_s, 6),
+            "relays": list(self.relays),
+            "mains": [self._main_dict(i) for i in range(self.settings.n_mains)],
+            "cts": [self._ct_dict(k) for k in cts],
+            "meters": [self._meter_dict(m) for m in chosen],
+        }
+
+    def _main_dict(self, i: int) -> dict[str, Any]:
+        mv = self.main
+        return {
+            "main": i + 1,
+            "frequency_hz": _num(mv.frequency_hz[i]),
+            "v_ln": [_num(x) for x in mv.v_ln[i]],
+            "v_ll": [_num(x) for x in mv.v_ll[i]],
+            "thd_v_pct": [_num(x) for x in mv.thd_v_pct[i]],
+            "flags": Flag(int(mv.flags[i])).names(),
+        }
+
+    def _ct_dict(self, k: int) -> dict[str, Any]:
+        c, i = self.ct, k - 1
+        d = {
+            "ct": k,
+            "v_rms": _num(c.v_rms[i]),
+            "i_rms": _num(c.i_rms[i]),
+            "p_w": _num(c.p_w[i]),
+            "q_var": _num(c.q_var[i]),
+            "s_va": _num(c.s_va[i]),
+            "pf": _num(c.pf[i]),
+            "lead_lag": _lead_lag(c.p_w[i], c.q_var[i]),
+            "thd_v_pct": _num(c.thd_v_pct[i]),
+            "thd_i_pct": _num(c.thd_i_pct[i]),
+            "frequency_hz": _num(c.frequency_hz[i]),
+            "flags": Flag(int(c.flags[i])).names(),
+        }
+        d.update(_energy_dict(self.ct_energy, i))
+        return d
+
+    def _meter_dict(self, m: int) -> dict[str, Any]:
+        mv, i = self.meter, m - 1
+        d = {
+            "meter": m,
+            "wiring": self.settings.meters[i].wiring.value,
+            "v_rms": _num(mv.v_rms[i]),
+            "i_rms": _num(mv.i_rms[i]),
+            "p_w": _num(mv.p_w[i]),
+            "q_var": _num(mv.q_var[i]),
+            "s_va": _num(mv.s_va[i]),
+            "s_arith_va": _num(mv.s_arith_va[i]),
+            "s_vector_va": _num(mv.s_vector_va[i]),
+            "pf": _num(mv.pf[i]),
+            "lead_lag": _lead_lag(mv.p_w[i], mv.q_var[i]),
+            "frequency_hz": _num(mv.frequency_hz[i]),
+            "flags": Flag(int(mv.flags[i])).names(),
+        }
+        d.update(_energy_dict(self.meter_energy, i))
+        return d
+
+
+def _num(x: Any, digits: int = 6) -> float | None:
+    x = float(x)
+    if not np.isfinite(x):
+        return None
+    return float(f"{x:.{digits + 3}g}")
+
+
+def _lead_lag(p: float, q: float) -> str:
+    """Current lags voltage in quadrants I and III (IEC 62053-23 / §3.5 of the standards brief)."""
+    if q == 0 or not np.isfinite(q):
+        return ""
+    return "lag" if (p >= 0) == (q > 0) else "lead"
+
+
+def _energy_dict(e: Energies, i: int) -> dict[str, Any]:
+    k = 1000.0
+    return {
+        "kwh_import": _num(e.wh_import[i] / k, 9),
+        "kwh_export": _num(e.wh_export[i] / k, 9),
+        "kvarh_q1": _num(e.varh_q1[i] / k, 9),
+        "kvarh_q2": _num(e.varh_q2[i] / k, 9),
+        "kvarh_q3": _num(e.varh_q3[i] / k, 9),
+        "kvarh_q4": _num(e.varh_q4[i] / k, 9),
+        "kvah": _num(e.vah[i] / k, 9),
+    }
