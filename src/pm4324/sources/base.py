@@ -72,9 +72,11 @@ class Source(ABC):
                 f" expected ({nv}, n) and ({N_CURRENTS}, n)"
             )
         if v.shape[1] != i.shape[1] or v.shape[1] == 0 or v.shape[1] > n:
-            raise SourceError(f"{type(self).__name__} gave a block of {v.shape[1]}/{i.shape[1]} samples for {n}")
+            name = type(self).__name__
+            raise SourceError(f"{name} gave a block of {v.shape[1]}/{i.shape[1]} samples for {n}")
         if block.start != self._next:
-            raise SourceError(f"{type(self).__name__} skipped samples: block starts at {block.start}, expected {self._next}")
+            raise SourceError(f"{type(self).__name__} skipped samples: block starts at {block.start},"
+                              f" expected {self._next}")
         self._next += v.shape[1]
         return SampleBlock(block.start, v, i)
 

@@ -1,0 +1,31 @@
+# The two commands a newcomer needs:  make run   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: run test setup lint bench docs clean
+
+$(BIN)/pm4324: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/pm4324
+
+run: setup  ## run the meter on the simulated building (Ctrl-C to stop)
+	$(BIN)/pm4324 run $(ARGS)
+
+test: setup  ## lint, then the whole test suite
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest
+
+bench: setup  ## speed benchmarks (results go to docs/benchmarks.md by hand)
+	$(BIN)/python bench/metering_bench.py
+
+docs: setup  ## regenerate the generated docs (register map ...)
+	$(BIN)/python -m pm4324.registers.docs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,81 @@
+"""The composition root: wires source, meter, protocol servers and the live display.
+
+Data flows one way (source -> metering -> device -> registers -> protocols/host); this is
+the only module that knows all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+
+from pm4324.device.meter import Meter
+from pm4324.device.settings import Settings
+from pm4324.device.snapshot import Snapshot
+from pm4324.host.display import render_table
+from pm4324.sources.simulator import SimulatorSource, load_scenario
+
+
+def _printer(args: argparse.Namespace):
+    tty = sys.stdout.isatty() and not args.json
+
+    def show(snap: Snapshot) -> None:
+        d = snap.to_dict(args.meter)
+        if args.json:
+            print(json.dumps(d), flush=True)
+        else:
+            text = render_table(d)
+            print(("\x1b[H\x1b[2J" if tty else "") + text + ("" if tty else "\n"), flush=True)
+
+    return show
+
+
+async def run_meter(settings: Settings, args: argparse.Namespace,
+                    settings_path: str | None = None) -> int:
+    scenario = load_scenario(args.scenario)
+    meter = Meter(settings, SimulatorSource(scenario, settings), settings_path=settings_path)
+    meter.add_listener(_printer(args))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    servers = await _start_servers(meter, settings, args)
+    try:
+        await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
+    finally:
+        for server in servers:
+            await server.stop()
+    return 0
+
+
+async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namespace) -> list:
+    """Modbus TCP by default, RTU when a serial port is given (see docs/modbus.md)."""
+    try:
+        from pm4324.protocols.modbus.rtu import RtuServer
+        from pm4324.protocols.modbus.tcp import TcpServer
+        from pm4324.registers.image import MapBackend
+    except ImportError:
+        return []
+    servers = []
+    backend = MapBackend(meter)
+    mb = settings.modbus
+    if mb.tcp_enabled and not args.no_modbus:
+        host, _, port = (args.listen or mb.tcp_listen).rpartition(":")
+        tcp = TcpServer(backend, unit_id=mb.address, host=host, port=int(port))
+        await tcp.start()
+        print(f"Modbus TCP on {host}:{tcp.port} (unit {mb.address})", file=sys.stderr, flush=True)
+        servers.append(tcp)
+    port_name = args.rtu or mb.serial_port
+    if port_name:
+        rtu = RtuServer(backend, port_name, address=mb.address, baud=mb.baud,
+                        data_format=mb.data_format)
+        await rtu.start()
+        print(f"Modbus RTU on {port_name} {mb.baud} {mb.data_format} (unit {mb.address})",
+              file=sys.stderr, flush=True)
+        servers.append(rtu)
+    return servers

@@ -1,0 +1,65 @@
+"""The human-readable table shared by `run`, `analyze` and `read`.
+
+It takes the JSON form of a snapshot (``Snapshot.to_dict()``, or what `pm4324 read` decodes
+from registers), so every command shows the same thing whatever the meter it talks to.
+Missing values (None) print as "-".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+HEADER = (f"{'Meter':<6}{'wiring':<10}{'CT':>3} {'V':>8} {'I A':>8} {'P kW':>9} {'Q kvar':>9}"
+          f" {'S kVA':>9} {'PF':>7} {'THDv%':>6} {'THDi%':>6} {'kWh imp':>11} {'kWh exp':>11}"
+          "  flags")
+
+
+def _f(x: Any, width: int, digits: int, scale: float = 1.0) -> str:
+    if x is None:
+        return f"{'-':>{width}}"
+    return f"{x / scale:>{width}.{digits}f}"
+
+
+def _pf(pf: Any, lead_lag: str | None) -> str:
+    if pf is None:
+        return f"{'-':>7}"
+    mark = {"lag": "L", "lead": "C"}.get(lead_lag or "", " ")
+    return f"{pf:>6.3f}{mark}"
+
+
+def _row(label: str, wiring: str, ct: str, d: dict[str, Any]) -> str:
+    flags = ",".join(d.get("flags") or [])
+    return (f"{label:<6}{wiring:<10}{ct:>3} {_f(d.get('v_rms'), 8, 1)} {_f(d.get('i_rms'), 8, 2)}"
+            f" {_f(d.get('p_w'), 9, 3, 1e3)} {_f(d.get('q_var'), 9, 3, 1e3)}"
+            f" {_f(d.get('s_va'), 9, 3, 1e3)} {_pf(d.get('pf'), d.get('lead_lag'))}"
+            f" {_f(d.get('thd_v_pct'), 6, 1)} {_f(d.get('thd_i_pct'), 6, 1)}"
+            f" {_f(d.get('kwh_import'), 11, 4)} {_f(d.get('kwh_export'), 11, 4)}  {flags}")
+
+
+def render_table(d: dict[str, Any]) -> str:
+    """One screen: mains, then each Meter's CTs and total."""
+    stamp = d.get("time")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
+    relays = d.get("relays") or []
+    relay_txt = "  ".join(f"R{k + 1} {'CLOSED' if r else 'open'}" for k, r in enumerate(relays))
+    lines = [f"{d.get('model', 'PM-4324')}  second {d.get('seq', '-')}  {when}  {relay_txt}"]
+    for m in d.get("mains", []):
+        v = "/".join(_f(x, 1, 1).strip() for x in m.get("v_ln") or [])
+        vll = "/".join(_f(x, 1, 1).strip() for x in m.get("v_ll") or [])
+        thd = "/".join(_f(x, 1, 1).strip() for x in m.get("thd_v_pct") or [])
+        flags = ",".join(m.get("flags") or [])
+        lines.append(f"main {m['main']}: {_f(m.get('frequency_hz'), 1, 3).strip()} Hz"
+                     f"  V L-N {v}  V L-L {vll}  THD-V % {thd}  {flags}")
+    lines.append(HEADER)
+    cts = {c["ct"]: c for c in d.get("cts", [])}
+    for meter in d.get("meters", []):
+        m = meter["meter"]
+        wiring = meter.get("wiring") or "-"
+        for k in (1, 2, 3):
+            ct = 3 * (m - 1) + k
+            if ct in cts:
+                lines.append(_row(str(m) if k == 1 else "", wiring if k == 1 else "", str(ct),
+                                  cts[ct]))
+        lines.append(_row("", "  total", "", meter))
+    return "\n".join(lines)
