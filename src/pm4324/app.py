@@ -17,6 +17,7 @@ from pm4324.device.meter import Meter
 from pm4324.device.settings import Settings
 from pm4324.device.snapshot import Snapshot
 from pm4324.host.display import render_table
+from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
 
 
@@ -36,8 +37,11 @@ def _printer(args: argparse.Namespace):
 
 async def run_meter(settings: Settings, args: argparse.Namespace,
                     settings_path: str | None = None) -> int:
-    scenario = load_scenario(args.scenario)
-    meter = Meter(settings, SimulatorSource(scenario, settings), settings_path=settings_path)
+    if args.source:
+        source = source_class(args.source)(settings)
+    else:
+        source = SimulatorSource(load_scenario(args.scenario), settings)
+    meter = Meter(settings, source, settings_path=settings_path)
     meter.add_listener(_printer(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

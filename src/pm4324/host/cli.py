@@ -43,6 +43,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the meter (the simulated building by default)")
     p.add_argument("--settings", help="settings TOML (default: the simulated building's)")
     p.add_argument("--scenario", help="simulator scenario TOML (default: the built-in building)")
+    p.add_argument("--source", help="an installed ADC plug-in instead of the simulator")
     p.add_argument("--speed", type=_positive, default=1.0, help="run N times faster than real time")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds of measurement")
     p.add_argument("--json", action="store_true", help="one JSON object per second, no table")
