@@ -434,6 +434,15 @@ def validate(s: Settings) -> None:
     for k, main in enumerate(s.mains, start=1):
         if not 0.01 <= main.pt_ratio <= 655.35:
             raise SettingsError(src, f"mains.{k}.pt_ratio", main.pt_ratio, "must be from 0.01 to 655.35")
+        terminal = main.nominal_voltage_v / main.pt_ratio
+        if not 10 <= terminal <= 500:
+            raise SettingsError(src, f"mains.{k}.pt_ratio", main.pt_ratio,
+                                f"nominal {main.nominal_voltage_v:g} V / PT ratio gives {terminal:g} V"
+                                " at the terminals; the inputs measure 10 to 500 V")
+    for m, meter in enumerate(s.meters, start=1):
+        if meter.wiring is not Wiring.W1P2W_1CT and tuple(meter.circuit_phases) != PHASES:
+            raise SettingsError(src, f"meters.{m}.circuit_phases", list(meter.circuit_phases),
+                                "applies only to wiring 1P2W-1CT")
     if len(s.mains) != s.n_mains:
         raise SettingsError(src, "mains", len(s.mains), f"{s.model} has {s.n_mains} main(s)")
 

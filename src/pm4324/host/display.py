@@ -43,7 +43,7 @@ def render_table(d: dict[str, Any]) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
     relays = d.get("relays") or []
     relay_txt = "  ".join(f"R{k + 1} {'CLOSED' if r else 'open'}" for k, r in enumerate(relays))
-    lines = [f"{d.get('model', 'PM-4324')}  second {d.get('seq', '-')}  {when}  {relay_txt}"]
+    lines = [f"{d.get('model') or '-'}  second {d.get('seq', '-')}  {when}  {relay_txt}"]
     for m in d.get("mains", []):
         v = "/".join(_f(x, 1, 1).strip() for x in m.get("v_ln") or [])
         vll = "/".join(_f(x, 1, 1).strip() for x in m.get("v_ll") or [])
