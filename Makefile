@@ -18,7 +18,7 @@ run: setup  ## run the meter on the simulated building (Ctrl-C to stop)
 	$(BIN)/pm4324 run $(ARGS)
 
 test: setup  ## lint, then the whole test suite
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench examples)
 	$(BIN)/pytest
 
 bench: setup  ## speed benchmarks (results go to docs/benchmarks.md by hand)
