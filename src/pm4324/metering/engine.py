@@ -12,7 +12,8 @@ Pipeline per main (metering-standards.md §2.8, §5):
 5. the report for a step aggregates the cycles that ended in it: RMS for V and I,
    time-weighted means for powers; S and PF from the aggregates, never averaged PFs.
 
-Pure numpy, no I/O: the device feeds it blocks and reads ``StepResult``s.
+numpy plus the compiled per-sample kernels of ``cycles``, no I/O: the device feeds it blocks
+and reads ``StepResult``s.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pm4324.device.settings import N_CTS, N_METERS, Settings, Wiring
-from pm4324.metering.cycles import CycleTracker, cycle_integrals, resample, synchronous_grid
+from pm4324.metering.cycles import (
+    CycleTracker,
+    cycle_integrals,
+    harmonic_sums,
+    product_integrals,
+    synchronous_resample,
+)
 from pm4324.metering.wiring import meter_wiring
 
 GRID = 128  # synchronous points per cycle: harmonics up to 63 are resolved, 50 reported
@@ -49,8 +56,39 @@ class StepResult:
     meter_energy: np.ndarray  # (8, 7)
 
 
+# Line-to-line V^2 (ab, bc, ca) from the phase-voltage Gram rows (aa, bb, cc, ab, bc, ca).
+_GRAM_TO_LL = np.array([[1, 1, 0, -2, 0, 0], [0, 1, 1, 0, -2, 0], [1, 0, 1, 0, 0, -2]], dtype=float)
+# |rfft bin|^2 -> rms^2 of that order: (sqrt(2) / GRID)^2, DC (1 / GRID)^2
+_BIN_SCALE2 = np.r_[1.0, np.full(MAX_ORDER, 2.0)] / GRID**2
+
+
+@dataclass(frozen=True)
+class _Elements:
+    """Per-main constants of the measuring elements (CTs ``rows``), fixed by the settings."""
+
+    rows: slice
+    coeff: np.ndarray  # (k, 3) element voltage from va, vb, vc
+    uses_v: np.ndarray  # (k, 3) bool
+    gram_weights: np.ndarray  # (k, 6) element V^2 from the Gram rows
+    pairs: np.ndarray  # product rows for ``product_integrals``
+    pt: float
+    pt_ct: np.ndarray  # (k, 1) terminal V*A -> primary W
+    ct2: np.ndarray  # (k, 1) squared CT ratios
+    start_a: np.ndarray  # (k, 1) anti-creep threshold, primary A
+    used: np.ndarray  # (k,) bool
+    nominal_v: np.ndarray  # (k,) nominal element voltage, primary
+    nominal_ln: float
+    meters: np.ndarray  # global index of each of the main's Meters
+    aron: np.ndarray  # local indices of its 3P3W-2CT Meters
+
+
 class _MainState:
-    """Buffer and tracker of one main; ``cts`` are the 0-based CTs it serves."""
+    """Buffer and tracker of one main; ``cts`` are the 0-based CTs it serves.
+
+    The buffer and the spectrum work arrays are allocated once and reused: a fresh ~2 MB
+    array per block (the concatenate this replaced) costs page faults, which here took
+    as much CPU time as the arithmetic.
+    """
 
     def __init__(self, settings: Settings, main: int, cts: np.ndarray):
         ms = settings.mains[main]
@@ -61,39 +99,48 @@ class _MainState:
         self.tracker = CycleTracker(
             self.fs, ms.nominal_frequency_hz, ABSENT_FRACTION * self.nominal_terminal_v * 2**0.5
         )
-        n_ch = 3 + cts.size
-        self.buf = np.zeros((n_ch, 0))
-        self.bad = np.zeros((n_ch, 0), dtype=bool)  # non-finite samples, kept only while any
-        self.offset = 0  # absolute index of buf[:, 0]
+        self.n_ch = 3 + cts.size
+        self.store = np.zeros((self.n_ch, 0))  # rows va, vb, vc, then the currents
+        self.length = 0  # samples held: store[:, :length]
+        self.bad = np.zeros((self.n_ch, 0), dtype=bool)  # non-finite samples, kept only while any
+        self.offset = 0  # absolute index of store[:, 0]
         self.bounds: list[float] = []  # boundaries not yet closed into a processed cycle
         self.sync: list[bool] = []
+        self.grid = np.empty((0, self.n_ch, GRID))  # synchronous samples (cycle, channel, phase)
+        self.spec = np.empty((0, self.n_ch, GRID // 2 + 1), dtype=complex)
 
     def append(self, v: np.ndarray, i: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-        block = np.concatenate((v, i))
-        finite = np.isfinite(block)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            block = np.where(finite, block, 0.0)
-        if self.buf.shape[1] == 0:
+        """Add a block; returns each input's peak |x| and whether it had non-finite samples
+        (those are held as 0 and marked in ``bad``)."""
+        n = v.shape[1]
+        if self.length == 0:
             self.offset = start
-        if all_finite and not self.bad.any():
-            self.bad = np.zeros((block.shape[0], 0), dtype=bool)
+        end = self.length + n
+        if end > self.store.shape[1]:  # with room for the tail kept between blocks
+            grown = np.empty((self.n_ch, end + end // 4))
+            grown[:, : self.length] = self.store[:, : self.length]
+            self.store = grown
+        block = self.store[:, self.length : end]
+        block[:3], block[3:] = v, i
+        self.length = end
+        hi, lo = block.max(axis=1), block.min(axis=1)
+        nonfinite = ~(np.isfinite(hi) & np.isfinite(lo))  # max and min propagate NaN and +-inf
+        if nonfinite.any() or self.bad.any():
+            bad_block = ~np.isfinite(block)
+            block[bad_block] = 0.0
+            hi, lo = block.max(axis=1), block.min(axis=1)
+            pad = end - n - self.bad.shape[1]
+            self.bad = np.concatenate((np.pad(self.bad, ((0, 0), (pad, 0))), bad_block), axis=1)
         else:
-            pad = self.buf.shape[1] - self.bad.shape[1]
-            self.bad = np.concatenate(
-                (np.pad(self.bad, ((0, 0), (pad, 0))), ~finite), axis=1
-            )
-        self.buf = np.concatenate((self.buf, block), axis=1)
-        peak = np.maximum(block.max(axis=1), -block.min(axis=1))
-        return peak, ~finite.all(axis=1)
+            self.bad = np.zeros((self.n_ch, 0), dtype=bool)
+        return np.maximum(hi, -lo), nonfinite
 
     def new_cycles(self) -> tuple[np.ndarray, bool]:
-        """Boundaries of the cycles that can be processed now (relative to buf), sync flag."""
-        ref = self.buf[0] - 0.5 * (self.buf[1] + self.buf[2])
-        new, real = self.tracker.update(ref, self.offset)
+        """Boundaries of the cycles that can be processed now (relative to store), sync flag."""
+        new, real = self.tracker.update(self.store[:3, : self.length], self.offset)
         self.bounds.extend(new.tolist())
         self.sync.extend(real.tolist())
-        end = self.offset + self.buf.shape[1] - 3  # interpolation needs 2 samples beyond
+        end = self.offset + self.length - 3  # interpolation needs 2 samples beyond
         usable = int(np.searchsorted(np.asarray(self.bounds), end, side="right"))
         if usable < 2:
             return np.empty(0), True
@@ -103,13 +150,28 @@ class _MainState:
         del self.sync[: usable - 1]
         return rel, synced
 
+    def spectra(self, bounds: np.ndarray) -> np.ndarray:
+        """Per-cycle spectra of the inputs, (cycles, 3 + CTs, GRID // 2 + 1), unscaled rfft.
+
+        Synchronous resampling to GRID phases per cycle, then one FFT per cycle and channel:
+        bin h is harmonic order h exactly, whatever the frequency.
+        """
+        m = bounds.size - 1
+        if self.grid.shape[0] < m:
+            self.grid = np.empty((m + m // 4, self.n_ch, GRID))
+            self.spec = np.empty((m + m // 4, self.n_ch, GRID // 2 + 1), dtype=complex)
+        synchronous_resample(self.store, bounds, self.grid[:m])
+        return np.fft.rfft(self.grid[:m], axis=2, out=self.spec[:m])
+
     def trim(self) -> None:
         """Drop samples no longer needed: keep filter history before the oldest open boundary."""
-        keep_from = (self.bounds[0] if self.bounds else self.offset + self.buf.shape[1])
+        keep_from = (self.bounds[0] if self.bounds else self.offset + self.length)
         cut = int(np.floor(keep_from)) - self.offset - self.tracker.history_needed()
-        cut = max(0, min(cut, self.buf.shape[1]))
+        cut = max(0, min(cut, self.length))
         if cut:
-            self.buf = self.buf[:, cut:]
+            rest = self.length - cut
+            self.store[:, :rest] = self.store[:, cut : self.length]
+            self.length = rest
             if self.bad.shape[1]:
                 self.bad = self.bad[:, cut:]
             self.offset += cut
@@ -153,6 +215,23 @@ class Engine:
         self.cal_v = settings.calibration_v
         self.cal_i = settings.calibration_i
         self.aron = np.array([w.wiring is Wiring.W3P3W_2CT for w in self.wirings])
+        self.elements = [self._elements(ms.main, ms.cts) for ms in self._mains]
+
+    def _elements(self, main: int, cts: np.ndarray) -> _Elements:
+        coeff = self.coeff[cts]
+        c0, c1, c2 = coeff.T
+        ct = self.ct[cts][:, None]
+        meters = cts[::3] // 3
+        aron = np.flatnonzero(self.aron[meters])
+        return _Elements(
+            rows=slice(cts[0], cts[-1] + 1), coeff=coeff, uses_v=np.abs(coeff) > 0,
+            gram_weights=np.stack((c0 * c0, c1 * c1, c2 * c2, 2 * c0 * c1, 2 * c1 * c2,
+                                   2 * c2 * c0), axis=1),
+            pairs=_product_rows(cts.size, aron), pt=float(self.pt[cts[0]]),
+            pt_ct=self.pt[cts][:, None] * ct, ct2=ct * ct, start_a=START_FRACTION * ct,
+            used=self.used[cts], nominal_v=self.nominal_el_v[cts],
+            nominal_ln=self.settings.mains[main].nominal_voltage_v, meters=meters, aron=aron,
+        )
 
     # -- input calibration -----------------------------------------------------------------
 
@@ -220,106 +299,77 @@ class _Collector:
     def add_main(self, ms: _MainState, bounds: np.ndarray, synced: bool,
                  clip: np.ndarray, nonfinite: np.ndarray) -> None:
         e, m = self.e, ms.main
-        cts = ms.cts
-        coeff = e.coeff[cts]  # (k, 3)
-        flags = 0
-        if not synced:
-            flags |= UNSYNC
+        el = e.elements[m]
+        rows = el.rows
+        flags = 0 if synced else UNSYNC
         if clip[:3].any():
             flags |= CLIPPING
-        ct_flags = np.zeros(cts.size, dtype=np.int64)
-        volt_clip = (np.abs(coeff) > 0) & clip[:3][None, :]
-        ct_flags[volt_clip.any(axis=1) | clip[3:]] |= CLIPPING
+        ct_flags = np.where((el.uses_v & clip[:3]).any(axis=1) | clip[3:], CLIPPING, 0)
         if bounds.size < 2:
             self.flags_main[m] |= flags | NO_DATA
-            self.flags_ct[cts] |= ct_flags | NO_DATA
+            self.flags_ct[rows] |= ct_flags | NO_DATA
             self.sync[m] &= synced
             return
-        fs = e.fs
-        x = ms.buf
-        v = x[:3]
-        cur = x[3:]
-        lengths = np.diff(bounds)  # samples
-        dt = lengths / fs  # seconds per cycle
-        n_cyc = lengths.size
-        v_el = coeff @ v
-        gram_rows = np.stack((v[0] * v[0], v[1] * v[1], v[2] * v[2],
-                              v[0] * v[1], v[1] * v[2], v[2] * v[0]))
-        aron_local = np.flatnonzero(e.aron[cts[::3] // 3])
-        rows = [v_el * cur, cur * cur, gram_rows]
-        if aron_local.size:
-            ia = cur[3 * aron_local]
-            ic = cur[3 * aron_local + 2]
-            rows.append(ia * ic)
-        integ = cycle_integrals(np.concatenate(rows), bounds) / fs  # (rows, cyc) in unit*s
-        k = cts.size
-        pt, ctr = e.pt[cts][:, None], e.ct[cts][:, None]
-        p_c = integ[:k] * pt * ctr  # W*s per cycle
-        i2_c = integ[k : 2 * k] * ctr * ctr
-        g = integ[2 * k : 2 * k + 6] * (e.pt[cts[0]] ** 2)  # Gram of phase voltages, V^2*s
-        gram = np.empty((3, 3, n_cyc))
-        gram[0, 0], gram[1, 1], gram[2, 2] = g[0], g[1], g[2]
-        gram[0, 1] = gram[1, 0] = g[3]
-        gram[1, 2] = gram[2, 1] = g[4]
-        gram[2, 0] = gram[0, 2] = g[5]
-        v2_c = np.einsum("kj,jlc,kl->kc", coeff, gram, coeff)  # element V^2*s per cycle
-        ll2_c = np.stack((g[0] + g[1] - 2 * g[3], g[1] + g[2] - 2 * g[4], g[2] + g[0] - 2 * g[5]))
+        dt = np.diff(bounds) / e.fs  # seconds per cycle
+        n_cyc = dt.size
+        k = el.coeff.shape[0]
+        # (rows, cyc) in unit*s: v_el*i per CT, then i*i, the voltage Gram (aa bb cc ab bc ca)
+        # and ia*ic per 3P3W-2CT Meter
+        integ = product_integrals(ms.store, el.coeff, el.pairs, bounds) / e.fs
+        p_c = integ[:k] * el.pt_ct  # W*s per cycle
+        i2_c = integ[k : 2 * k] * el.ct2
+        g = integ[2 * k : 2 * k + 6] * el.pt**2  # Gram of phase voltages, V^2*s
+        v2_c = el.gram_weights @ g  # element V^2*s per cycle
+        ll2_c = _GRAM_TO_LL @ g  # line-to-line V^2*s per cycle
 
-        # Synchronous spectrum: fundamental phasors and harmonics per cycle.
-        idx, w = synchronous_grid(bounds, GRID)
-        spec = np.fft.rfft(resample(np.concatenate((v, cur)), idx, w).reshape(3 + k, n_cyc, GRID),
-                           axis=2)[:, :, : MAX_ORDER + 1] * (np.sqrt(2) / GRID)
-        spec[:, :, 0] *= np.sqrt(0.5)  # DC: rms = mean
-        vspec = spec[:3] * e.pt[cts[0]]
-        ispec = spec[3:] * ctr[:, :, None]
-        el_spec = np.einsum("kj,jch->kch", coeff, vspec)
-        s1 = el_spec[:, :, 1] * np.conj(ispec[:, :, 1])  # P1 + jQ1 per cycle (rms phasors)
-        q_c = s1.imag * dt  # var*s
+        # Synchronous spectrum: fundamental phasors and harmonics per cycle. An rfft bin times
+        # sqrt(2) / GRID is the rms phasor of that order (DC: 1 / GRID, its rms is its mean).
+        h_ch, h_el, s1 = harmonic_sums(ms.spectra(bounds), el.coeff, dt, MAX_ORDER)
+        q_c = s1.imag * dt * (_BIN_SCALE2[1] * el.pt_ct)  # var*s
 
         # Validity per element and cycle: non-finite samples drop the cycle from energy.
-        valid = np.ones((k, n_cyc), dtype=bool)
+        valid = True
         if ms.bad.shape[1] and ms.bad.any():
             bad_c = cycle_integrals(ms.bad.astype(np.float64), bounds) > 0  # (3+k, cyc)
-            uses_v = np.abs(coeff) > 0
-            bad_el = bad_c[3:] | (uses_v.astype(float) @ bad_c[:3].astype(float) > 0)
-            valid &= ~bad_el
+            bad_el = bad_c[3:] | (el.uses_v.astype(float) @ bad_c[:3].astype(float) > 0)
+            valid = ~bad_el
             ct_flags[bad_el.any(axis=1)] |= INVALID
             if bad_c[:3].any():
                 flags |= INVALID
 
-        used = e.used[cts]
-        rated = e.ct[cts] * 1.0  # rated primary current per CT
         irms_c = np.sqrt(i2_c / dt)
         vrms_c = np.sqrt(np.maximum(v2_c, 0) / dt)
-        live = valid & (irms_c >= START_FRACTION * rated[:, None]) & used[:, None]
+        live = valid & (irms_c >= el.start_a) & el.used[:, None]
         s_c = vrms_c * irms_c * dt  # VA*s per element and cycle
 
-        _route(self.ct_energy, cts, p_c, q_c, s_c, live)
-        # Meter totals per cycle, from the elements that count
-        meters = cts[::3] // 3
-        pm = np.where(live, p_c, 0).reshape(-1, 3, n_cyc).sum(axis=1)
-        qm = np.where(live, q_c, 0).reshape(-1, 3, n_cyc).sum(axis=1)
-        sm = np.where(live, s_c, 0).reshape(-1, 3, n_cyc).sum(axis=1)
-        if aron_local.size:
-            ratio2 = (e.ct[cts][3 * aron_local] ** 2)[:, None]
-            cross = 2 * integ[2 * k + 6 :] * ratio2
-            ib2_c = i2_c[3 * aron_local] + i2_c[3 * aron_local + 2] + cross
-            self.ib2[meters[aron_local]] += ib2_c.sum(axis=1)
-            isum = i2_c[3 * aron_local] + ib2_c + i2_c[3 * aron_local + 2]
+        # Energy per cycle: the CTs' elements that count, and their Meters' totals.
+        p_live, q_live, s_live = (np.where(live, x, 0.0) for x in (p_c, q_c, s_c))
+        pm = p_live.reshape(-1, 3, n_cyc).sum(axis=1)
+        qm = q_live.reshape(-1, 3, n_cyc).sum(axis=1)
+        sm = s_live.reshape(-1, 3, n_cyc).sum(axis=1)
+        aron = el.aron
+        if aron.size:
+            cross = 2 * integ[2 * k + 6 :] * el.ct2[3 * aron]
+            ib2_c = i2_c[3 * aron] + i2_c[3 * aron + 2] + cross
+            self.ib2[el.meters[aron]] += ib2_c.sum(axis=1)
+            isum = i2_c[3 * aron] + ib2_c + i2_c[3 * aron + 2]
             se_c = np.sqrt(np.maximum(ll2_c.sum(axis=0)[None, :] * isum, 0) / 3)  # VA*s
-            sm[aron_local] = np.where(live.reshape(-1, 3, n_cyc).any(axis=1)[aron_local], se_c, 0)
-        _route(self.meter_energy, meters, pm, qm, sm, np.ones(pm.shape, dtype=bool))
+            sm[aron] = np.where(live.reshape(-1, 3, n_cyc).any(axis=1)[aron], se_c, 0)
+        inc = _energy(np.concatenate((p_live, pm)), np.concatenate((q_live, qm)),
+                      np.concatenate((s_live, sm)))
+        self.ct_energy[rows] += inc[:k]
+        self.meter_energy[el.meters] += inc[k:]
 
         # Step aggregates (x seconds)
-        self.v2[cts] += v2_c.sum(axis=1)
-        self.i2[cts] += i2_c.sum(axis=1)
-        self.p[cts] += p_c.sum(axis=1)
-        self.q[cts] += q_c.sum(axis=1)
-        self.vh2[cts] += (np.abs(el_spec) ** 2 * dt[None, :, None]).sum(axis=1)
-        self.ih2[cts] += (np.abs(ispec) ** 2 * dt[None, :, None]).sum(axis=1)
+        self.v2[rows] += v2_c.sum(axis=1)
+        self.i2[rows] += i2_c.sum(axis=1)
+        self.p[rows] += p_c.sum(axis=1)
+        self.q[rows] += q_c.sum(axis=1)
+        self.vh2[rows] += h_el * (_BIN_SCALE2 * el.pt**2)
+        self.ih2[rows] += h_ch[3:] * _BIN_SCALE2 * el.ct2
         self.ph_v2[m] += g[:3].sum(axis=1)
         self.ll_v2[m] += ll2_c.sum(axis=1)
-        self.ph_h2[m] += (np.abs(vspec) ** 2 * dt[None, :, None]).sum(axis=1)
+        self.ph_h2[m] += h_ch[:3] * (_BIN_SCALE2 * el.pt**2)
         total = dt.sum()
         self.duration[m] += total
         self.cycles[m] += n_cyc
@@ -327,18 +377,17 @@ class _Collector:
 
         # Flags
         vrms_ph = np.sqrt(g[:3].sum(axis=1) / total)
-        if vrms_ph.max() < ABSENT_FRACTION * e.settings.mains[m].nominal_voltage_v:
+        if vrms_ph.max() < ABSENT_FRACTION * el.nominal_ln:
             flags |= VOLTAGE_ABSENT
         el_v = np.sqrt(v2_c.sum(axis=1) / total)
-        absent_el = el_v < ABSENT_FRACTION * e.nominal_el_v[cts]
-        ct_flags[absent_el & used] |= VOLTAGE_ABSENT
+        ct_flags[(el_v < ABSENT_FRACTION * el.nominal_v) & el.used] |= VOLTAGE_ABSENT
         freq = n_cyc / total
         if synced and not 45.0 <= freq <= 65.0:
             flags |= FREQUENCY_RANGE
         self.flags_main[m] |= flags
         ct_flags |= flags & (FREQUENCY_RANGE | UNSYNC)
-        ct_flags[~used] |= UNUSED
-        self.flags_ct[cts] |= ct_flags
+        ct_flags[~el.used] |= UNUSED
+        self.flags_ct[rows] |= ct_flags
 
     def result(self) -> StepResult:
         e = self.e
@@ -393,6 +442,16 @@ class _Collector:
             )
 
 
+def _product_rows(k: int, aron: np.ndarray) -> np.ndarray:
+    """Row pairs of a main's buffer (va, vb, vc, then k currents) integrated per cycle
+    besides v_el * i: i * i per CT, the voltage Gram matrix (aa, bb, cc, ab, bc, ca), then
+    ia * ic of each 3P3W-2CT Meter (for its derived I_b); ``aron`` holds their local indices."""
+    ct = np.arange(3, 3 + k)
+    pairs = [np.stack((ct, ct), axis=1), np.array([[0, 0], [1, 1], [2, 2], [0, 1], [1, 2], [2, 0]]),
+             np.stack((3 + 3 * aron, 5 + 3 * aron), axis=1)]
+    return np.concatenate(pairs).astype(np.intp)
+
+
 def _nominal_ln(e: Engine) -> np.ndarray:
     return np.array([e.settings.mains[m].nominal_voltage_v for m in range(e.n_mains)])
 
@@ -407,14 +466,12 @@ def _pf(p: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.where(s > 0, p / np.where(s > 0, s, 1.0), 0.0)
 
 
-def _route(target: np.ndarray, rows: np.ndarray, p: np.ndarray, q: np.ndarray, s: np.ndarray,
-           live: np.ndarray) -> None:
-    """Add per-cycle energies (W*s, var*s, VA*s; shape (rows, cycles)) to the registers in Wh.
+def _energy(p: np.ndarray, q: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Register increments in Wh, varh, VAh (rows, 7) from per-cycle W*s, var*s, VA*s.
 
     Import/export is decided per cycle by the sign of P; the reactive quadrant per cycle by
     the signs of P and Q1 (IEC 62053-23 quadrants, metering-standards.md §3.5).
     """
-    p, q, s = (np.where(live, x, 0.0) for x in (p, q, s))
     imp, ind = p >= 0, q >= 0
     qa = np.abs(q)
     inc = np.stack((
@@ -426,4 +483,4 @@ def _route(target: np.ndarray, rows: np.ndarray, p: np.ndarray, q: np.ndarray, s
         (qa * (imp & ~ind)).sum(axis=1),
         s.sum(axis=1),
     ), axis=1)
-    target[rows] += inc / 3600.0
+    return inc / 3600.0
