@@ -1,4 +1,5 @@
-"""Shared fixtures: where the read-only recordings live, if they are here at all."""
+"""Shared fixtures: where the read-only recordings live, if they are here at all, and a
+private state directory for every test."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory, monkeypatch) -> Path:
+    """`pm4324 run` without --settings keeps its state in $XDG_STATE_HOME/pm4324: never the
+    user's own in a test (subprocesses inherit the variable)."""
+    state = tmp_path_factory.mktemp("xdg-state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
 
 
 @pytest.fixture

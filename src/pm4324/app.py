@@ -14,8 +14,10 @@ import signal
 import sys
 
 from pm4324.device.meter import Meter
+from pm4324.device.relays import make_driver
 from pm4324.device.settings import Settings
 from pm4324.device.snapshot import Snapshot
+from pm4324.device.store import Store, StoreError, store_location
 from pm4324.host.display import render_table
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
@@ -25,7 +27,7 @@ def _printer(args: argparse.Namespace):
     tty = sys.stdout.isatty() and not args.json
 
     def show(snap: Snapshot) -> None:
-        d = snap.to_dict(args.meter)
+        d = {**snap.to_dict(args.meter), **snap.alarms_dict()}
         if args.json:
             print(json.dumps(d), flush=True)
         else:
@@ -35,13 +37,35 @@ def _printer(args: argparse.Namespace):
     return show
 
 
+def open_store(settings: Settings, settings_path: str | None, reset: bool) -> Store:
+    """The state store of this meter; says on stderr where it is and what opening found."""
+    path, id_path = store_location(settings, settings_path)
+    store = Store.open(path, id_path, reset=reset)
+    r = store.restored
+    print(f"State file {path} (boot {store.boot}; restored commit {r.seq}, second {r.second} "
+          f"of boot {r.boot})", file=sys.stderr, flush=True)
+    for kind, text in store.notes:
+        print(f"  {kind}: {text}", file=sys.stderr, flush=True)
+    return store
+
+
 async def run_meter(settings: Settings, args: argparse.Namespace,
                     settings_path: str | None = None) -> int:
     if args.source:
         source = source_class(args.source)(settings)
     else:
         source = SimulatorSource(load_scenario(args.scenario), settings)
-    meter = Meter(settings, source, settings_path=settings_path)
+    try:
+        store = open_store(settings, settings_path, args.reset_store)
+    except StoreError as exc:
+        print(f"pm4324: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        meter = Meter(settings, source, settings_path=settings_path, store=store,
+                      driver=make_driver(settings.relays.driver))
+    except BaseException:
+        store.close()
+        raise
     meter.add_listener(_printer(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -54,6 +78,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     finally:
         for server in servers:
             await server.stop()
+        meter.close()
     return 0
 
 

@@ -911,10 +911,6 @@ def _t15_final():
     return scenario([main_3ph()], [m(W4, 1.0, "1")])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: Engine.step ignores final=True; the whole cycle 9.975-9.995 s that ends 64 samples "
-    "before the end of the data is never reported (498 of 499 cycles, sum(duration) 9.96 s "
-    "instead of 9.98 s; energy short by 0.2 % of a 10-s run)"))
 def test_t15_final_block_reports_every_whole_cycle():
     r = result("t15-final")
     f = 50.0
@@ -1036,10 +1032,6 @@ def test_checks_detect_a_small_error():
 # unsynchronised main); unused CTs: THD 0 like any element without voltage (docs/metering.md)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: thd_v_pct is NaN for unused CTs (Aron CT b, 1P3W CT c): their element voltage is "
-    "0 and the 10 %-of-nominal gate compares 0 >= 0.1 * 0 (nominal_factor 0), so 0/0 gets "
-    "through (engine.py result(): np.where(vh[:, 1] >= ABSENT_FRACTION * nominal_el_v, ...))"))
 def test_all_values_finite_and_unused_thd_zero():
     r = result("t14")
     st = r.steady

@@ -95,10 +95,13 @@ class RefTracker:
         y = ref_filter(v[0] - 0.5 * (v[1] + v[2]), self.half)
         shift = offset + first_valid - self.delay
         crossings = np.empty(0)
-        if np.sqrt(np.mean(y * y)) * np.sqrt(2) >= self.min_amplitude:
+        strong = np.sqrt(np.mean(y * y)) * np.sqrt(2) >= self.min_amplitude
+        if strong:
             j = np.flatnonzero((y[:-1] < 0) & (y[1:] >= 0))
             crossings = j + y[j] / (y[j] - y[j + 1]) + shift
-        limit = shift + y.shape[0] - 1
+        # without a voltage, free-running cycles start at the buffer's second sample and may
+        # use the whole buffer
+        limit = shift + y.shape[0] - 1 if strong else offset + v.shape[1] - 1.0
         out: list[float] = []
         real: list[bool] = []
         last = self.last
@@ -107,6 +110,10 @@ class RefTracker:
                 last = float(crossings[0])
                 out.append(last)
                 real.append(True)
+            elif not strong:
+                last = offset + 1.0
+                out.append(last)
+                real.append(False)
             elif limit - shift > self.max_period:
                 last = float(shift)
                 out.append(last)

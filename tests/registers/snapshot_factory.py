@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pm4324.device.relays import RelayModeError
 from pm4324.device.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.snapshot import (
     ENERGY_KINDS,
+    AlarmStatus,
     CtValues,
     Energies,
     Flag,
@@ -102,6 +104,8 @@ class FakeMeter:
         self.listeners: list[Callable[[Snapshot], None]] = []
         self.applied: list[Settings] = []
         self.resets: list[int | None] = []
+        self.acks: list[int | None] = []
+        self.alarm_status = AlarmStatus()
 
     def apply_settings(self, new: Settings) -> None:
         validate(new)
@@ -109,12 +113,17 @@ class FakeMeter:
         self.applied.append(new)
 
     def set_relay(self, index: int, closed: bool) -> None:
+        if self.settings.relays.relays[index].mode == "alarm":
+            raise RelayModeError(f"relay {index + 1} is in alarm mode")
         relays = list(self.relays)
         relays[index] = closed
         self.relays = (relays[0], relays[1])
 
     def reset_energy(self, meter: int | None) -> None:
         self.resets.append(meter)
+
+    def acknowledge_alarms(self, relay: int | None) -> None:
+        self.acks.append(relay)
 
     def add_listener(self, callback: Callable[[Snapshot], None]) -> None:
         self.listeners.append(callback)

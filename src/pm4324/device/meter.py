@@ -1,37 +1,52 @@
 """The meter: one second at a time, source -> engine -> energy registers -> snapshot.
 
 ``Meter.step()`` reads one second of samples (sample-count based, so replay is
-deterministic), runs the engine, adds the energy increments to the registers and publishes
-one immutable ``Snapshot`` to every listener. ``Meter.run()`` paces that loop against the
-wall clock (or N times faster), so a snapshot is out a few milliseconds after its second ends.
+deterministic), runs the engine, adds the energy increments to the registers, advances the
+alarm rules and the relays they drive, **commits the registers to the state store**, and
+only then publishes one immutable ``Snapshot`` to every listener: whatever a listener shows
+(a JSON line, a Modbus register) is already on disk. ``Meter.run()`` paces that loop against
+the wall clock (or N times faster), so a snapshot is out a few milliseconds after its second
+ends.
+
+With a store, the meter starts from the store's newest record (energy registers, manual
+relay states for ``power_up = "last"``, unacknowledged alarm latches) and logs a power-up
+event. Relay and alarm behaviour: docs/relays-and-alarms.md; the store: device/store.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.energy import EnergyRegisters
+from pm4324.device.events import Event
+from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
 from pm4324.device.settings import N_CTS, N_METERS, Settings, validate
-from pm4324.device.snapshot import CtValues, MainValues, MeterValues, Snapshot
+from pm4324.device.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
+from pm4324.device.store import Store, StoreError
 from pm4324.metering.engine import Engine, StepResult
-from pm4324.sources.base import Source
+from pm4324.sources.base import SampleBlock, Source
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Snapshot], None]
+RECENT_EVENTS = 1000  # kept in memory (all of them also go to the store, when there is one)
 
 
 class Meter:
     """A running PM-4324(A). Implements ``registers.backend.MeterControl``."""
 
     def __init__(self, settings: Settings, source: Source, *, settings_path: str | None = None,
-                 start_time: float | None = None):
+                 start_time: float | None = None, store: Store | None = None,
+                 driver: RelayDriver | None = None):
         if source.n_mains != settings.n_mains:
             raise ValueError(f"source has {source.n_mains} main(s), {settings.model} has "
                              f"{settings.n_mains}")
@@ -41,14 +56,36 @@ class Meter:
         self.source = source
         self.settings_path = settings_path
         self.engine = Engine(settings)
-        self.ct_registers = EnergyRegisters(N_CTS)
-        self.meter_registers = EnergyRegisters(N_METERS)
-        self._relays = (False, False)
+        self.store = store
+        self.driver = driver or RecordingDriver()  # the composition root picks a real one
+        self.boot = store.boot if store else 1
+        self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
+        self._unsaved: deque[Event] = deque(maxlen=RECENT_EVENTS)  # not yet in the store
+        self._store_failing = False
+        self._lock = threading.RLock()  # protocol threads (CANopen) vs the 1-s loop
         self._snapshot: Snapshot | None = None
         self._listeners: list[Listener] = []
         self.seq = 0
         self.start_time = time.time() if start_time is None else start_time
         self.finished = False
+        self._ahead: SampleBlock | None = None  # finite sources: the next block, read early
+        restored = store.restored if store else None
+        self.ct_registers = restored.ct if restored else EnergyRegisters(N_CTS)
+        self.meter_registers = restored.meter if restored else EnergyRegisters(N_METERS)
+        self.alarms = AlarmEngine(settings.alarms, restored.latched if restored else None)
+        for kind, text in store.notes if store else ():
+            self._event(kind, text)
+        self._event("power_up", _power_up_text(store))
+        self._relays = (False, False)
+        for k, relay in enumerate(settings.relays.relays):
+            if relay.mode == "alarm":
+                closed, why = self.alarms.demand(k + 1, relay.combine), "power-up, alarm mode"
+            elif relay.power_up == "last":
+                closed, why = bool(restored and restored.relays[k]), "power-up, last state"
+            else:
+                closed, why = relay.power_up == "closed", f"power-up {relay.power_up}"
+            self._switch(k, closed, why, always=True)
+        self._save()
 
     # -- MeterControl ----------------------------------------------------------------------
 
@@ -64,6 +101,10 @@ class Meter:
     def relays(self) -> tuple[bool, bool]:
         return self._relays
 
+    @property
+    def alarm_status(self) -> AlarmStatus:
+        return self.alarms.status()
+
     def add_listener(self, callback: Listener) -> None:
         self._listeners.append(callback)
 
@@ -71,61 +112,159 @@ class Meter:
         validate(new)
         if new.model != self._settings.model or new.sample_rate_hz != self._settings.sample_rate_hz:
             raise ValueError("model and sample rate change only with a restart")
-        self.engine.configure(new)
-        self._settings = new
-        if self.settings_path:
-            from pm4324.device.settings_file import save_settings
+        with self._lock:
+            old = self._settings
+            self.engine.configure(new)
+            self._settings = new
+            for t in self.alarms.configure(new.alarms):
+                self._alarm_event(t)
+            self._drive_relays("settings changed")
+            if self.settings_path:
+                from pm4324.device.settings_file import save_settings
 
-            save_settings(new, Path(self.settings_path))
-        log.info("settings changed")
+                save_settings(new, Path(self.settings_path))
+            self._event("settings", _changes(old, new))
 
     def set_relay(self, index: int, closed: bool) -> None:
-        relays = list(self._relays)
-        relays[index] = bool(closed)
-        self._relays = (relays[0], relays[1])
-        log.info("relay %d %s", index + 1, "closed" if closed else "open")
+        """Manual control; raises RelayModeError when the relay is in alarm mode."""
+        with self._lock:
+            if self._settings.relays.relays[index].mode == "alarm":
+                raise RelayModeError(
+                    f"relay {index + 1} is in alarm mode: its rules switch it (set "
+                    f"relays.{index + 1}.mode to manual to switch it by hand)")
+            self._switch(index, bool(closed), "manual")
 
     def reset_energy(self, meter: int | None) -> None:
-        if meter is None:
-            self.ct_registers.reset()
-            self.meter_registers.reset()
-        else:
-            self.ct_registers.reset(slice(3 * (meter - 1), 3 * meter))
-            self.meter_registers.reset(np.array([meter - 1]))
-        log.info("energy reset: %s", "all" if meter is None else f"Meter {meter}")
+        """Zero one Meter (and its CTs) or all; logged and saved at once."""
+        with self._lock:
+            if meter is None:
+                self.ct_registers.reset()
+                self.meter_registers.reset()
+            else:
+                self.ct_registers.reset(slice(3 * (meter - 1), 3 * meter))
+                self.meter_registers.reset(np.array([meter - 1]))
+            self._event("energy_reset", "all Meters" if meter is None else f"Meter {meter} "
+                        f"(CT{3 * meter - 2}-CT{3 * meter})")
+            self._save()
+
+    def acknowledge_alarms(self, relay: int | None) -> None:
+        """Acknowledge the latched alarms of relay 1 or 2, or of all (None)."""
+        with self._lock:
+            for t in self.alarms.acknowledge(relay):
+                self._alarm_event(t)
+            self._drive_relays("alarm acknowledged")
+
+    def close(self) -> None:
+        """Save the last state and release the store (at a clean shutdown)."""
+        with self._lock:
+            self._save()
+            if self.store is not None:
+                self.store.close()
+
+    # -- relays, alarms, events, store -----------------------------------------------------
+
+    def _event(self, kind: str, text: str) -> None:
+        event = Event(time.time(), self.boot, self.seq - 1, kind, text)
+        self.events.append(event)
+        self._unsaved.append(event)
+        log.info("%s: %s", kind, text)
+
+    def _switch(self, index: int, closed: bool, why: str, always: bool = False) -> None:
+        if self._relays[index] == closed and not always:
+            return
+        relays = list(self._relays)
+        relays[index] = closed
+        self._relays = (relays[0], relays[1])
+        try:
+            self.driver.set(index, closed)
+        except RelayDriverError as exc:
+            self._event("relay_driver", str(exc))
+        self._event("relay", f"relay {index + 1} {'closed' if closed else 'open'} ({why})")
+
+    def _drive_relays(self, why: str) -> None:
+        """Relays in alarm mode follow their rules."""
+        for k, relay in enumerate(self._settings.relays.relays):
+            if relay.mode == "alarm":
+                self._switch(k, self.alarms.demand(k + 1, relay.combine), why)
+
+    def _alarm_event(self, t: Transition) -> None:
+        rule = self._settings.alarms[t.slot - 1] if t.slot <= len(self._settings.alarms) else None
+        what = f"alarm {t.slot} ({rule.describe() if rule else 'removed'})"
+        value = "" if t.value != t.value else f", value {t.value:.6g}"  # NaN: no value
+        self._event(f"alarm_{t.kind}", what + value)
+
+    def _save(self) -> None:
+        """Commit registers, relays, latches and pending events (no-op without a store)."""
+        if self.store is None:
+            self._unsaved.clear()
+            return
+        try:
+            self.store.save(self.seq - 1, self.ct_registers, self.meter_registers, self._relays,
+                            self.alarms.latched(), list(self._unsaved))
+        except StoreError as exc:
+            if not self._store_failing:  # once per failure streak; the meter keeps measuring
+                log.error("%s", exc)
+                self._store_failing = True
+                self._event("store_error", str(exc))  # saved once saving works again
+            return
+        self._unsaved.clear()
+        if self._store_failing:
+            self._store_failing = False
+            self._event("store_error", "saving works again (events above were saved late)")
 
     # -- the loop --------------------------------------------------------------------------
 
-    def _block_length(self) -> int:
-        fs = self._settings.sample_rate_hz
-        return int(round((self.seq + 1) * fs)) - int(round(self.seq * fs))
+    def _block_length(self, ahead: int = 0) -> int:
+        fs, k = self._settings.sample_rate_hz, self.seq + ahead
+        return int(round((k + 1) * fs)) - int(round(k * fs))
 
     def step(self) -> Snapshot | None:
-        """Process the next second; None when a finite source is exhausted."""
-        block = self.source.read(self._block_length())
+        """Process the next second; None when a finite source is exhausted.
+
+        A finite (not real-time) source is read one block ahead, so its last block is known
+        to be the last and the engine reports every whole cycle in it.
+        """
+        if self._ahead is not None:
+            block, self._ahead = self._ahead, None
+        else:
+            block = self.source.read(self._block_length())
         if block is None:
             self.finished = True
             return None
+        final = False
+        if not self.source.realtime:
+            self._ahead = self.source.read(self._block_length(1))
+            final = self._ahead is None
         result = self.engine.step(block.voltages, block.currents, block.start,
-                                  (self.source.full_scale_v, self.source.full_scale_i))
+                                  (self.source.full_scale_v, self.source.full_scale_i), final)
         return self._publish(result)
 
     def _publish(self, r: StepResult) -> Snapshot:
-        self.ct_registers.add(r.ct_energy)
-        self.meter_registers.add(r.meter_energy)
-        snap = Snapshot(
-            seq=self.seq,
-            time=self.start_time + (self.seq + 1) * self._time_scale(),
-            settings=self._settings,
-            ct=CtValues(**r.ct),
-            meter=MeterValues(**r.meter),
-            main=MainValues(**r.main),
-            ct_energy=self.ct_registers.energies(),
-            meter_energy=self.meter_registers.energies(),
-            relays=self._relays,
-            duration_s=r.duration_s,
-        )
-        self.seq += 1
+        ct, meter, main = CtValues(**r.ct), MeterValues(**r.meter), MainValues(**r.main)
+        end = self.start_time + (self.seq + 1) * self._time_scale()
+        with self._lock:
+            self.ct_registers.add(r.ct_energy)
+            self.meter_registers.add(r.meter_energy)
+            self.seq += 1  # events of this second carry its seq (seq - 1)
+            for t in self.alarms.update(ct, meter, main):
+                self._alarm_event(t)
+            self._drive_relays("alarm")
+            for problem in self.driver.poll():
+                self._event("relay_driver", problem)
+            self._save()  # on disk before anyone sees the second
+            snap = Snapshot(
+                seq=self.seq - 1,
+                time=end,
+                settings=self._settings,
+                ct=ct,
+                meter=meter,
+                main=main,
+                ct_energy=self.ct_registers.energies(),
+                meter_energy=self.meter_registers.energies(),
+                relays=self._relays,
+                duration_s=r.duration_s,
+                alarms=self.alarms.status(),
+            )
         self._snapshot = snap
         for listener in self._listeners:
             try:
@@ -167,6 +306,33 @@ class Meter:
                 return
             if not paced:
                 await asyncio.sleep(0)  # let servers answer between seconds
+
+
+def _power_up_text(store: Store | None) -> str:
+    if store is None:
+        return "no state store: counters start at zero and are not saved"
+    r = store.restored
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
+    return (f"boot {store.boot}; state from {store.path}, commit {r.seq} (boot {r.boot}, "
+            f"second {r.second}, saved {when})")
+
+
+def _changes(old: Settings, new: Settings) -> str:
+    """The settings lines that differ, as "[section] key = value" (for the event log)."""
+    from pm4324.device.settings_file import settings_to_toml
+
+    def lines(s: Settings) -> set[str]:
+        out, section, n = set(), "", 0
+        for line in settings_to_toml(s).splitlines():
+            if line.startswith("["):
+                n += line == "[[alarms]]"
+                section = f"[alarms.{n}]" if line == "[[alarms]]" else line
+            elif line and not line.startswith("#"):
+                out.add(f"{section} {line}".strip())
+        return out
+
+    changed = sorted(lines(new) - lines(old)) or sorted(f"removed {x}" for x in lines(old) - lines(new))
+    return "; ".join(changed) or "no change"
 
 
 def _with_rate(settings: Settings, fs: float) -> Settings:

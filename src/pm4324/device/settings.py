@@ -15,6 +15,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pm4324.device.alarm_settings import (
+    AlarmRule,
+    RelayConfig,
+    StoreSettings,
+    alarm_problem,
+    read_alarms,
+    read_relays,
+    read_store,
+)
+
 N_METERS = 8
 CTS_PER_METER = 3
 N_CTS = N_METERS * CTS_PER_METER
@@ -149,6 +159,9 @@ class Settings:
     modbus: ModbusSettings = ModbusSettings()
     canopen: CanopenSettings = CanopenSettings()
     replay: ReplaySettings = ReplaySettings()
+    relays: RelayConfig = RelayConfig()
+    alarms: tuple[AlarmRule, ...] = ()
+    store: StoreSettings = StoreSettings()
     source_path: str = "<defaults>"
 
     @property
@@ -174,6 +187,23 @@ class Settings:
         mains = list(self.mains)
         mains[main - 1] = replace(mains[main - 1], **changes)
         new = replace(self, mains=tuple(mains))
+        validate(new)
+        return new
+
+    def with_relay(self, relay: int, **changes: Any) -> Settings:
+        relays = list(self.relays.relays)
+        relays[relay - 1] = replace(relays[relay - 1], **changes)
+        new = replace(self, relays=replace(self.relays, relays=tuple(relays)))
+        validate(new)
+        return new
+
+    def with_alarm(self, slot: int, **changes: Any) -> Settings:
+        """Change rule ``slot`` (1-based); slots past the last rule start as free slots."""
+        alarms = list(self.alarms) + [AlarmRule()] * max(0, slot - len(self.alarms))
+        alarms[slot - 1] = replace(alarms[slot - 1], **changes)
+        while alarms and alarms[-1] == AlarmRule():  # trailing free slots are not kept
+            alarms.pop()
+        new = replace(self, alarms=tuple(alarms))
         validate(new)
         return new
 
@@ -400,6 +430,9 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     co.finish()
 
     replay = _read_replay(r.sub("replay"), n_mains)
+    relays = read_relays(r.sub("relays"))
+    alarms = read_alarms(r, n_mains)
+    store = read_store(r.sub("store"))
     r.finish()
     settings = Settings(
         model=model,
@@ -411,6 +444,9 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         modbus=modbus,
         canopen=canopen,
         replay=replay,
+        relays=relays,
+        alarms=alarms,
+        store=store,
         source_path=source,
     )
     validate(settings)
@@ -445,6 +481,9 @@ def validate(s: Settings) -> None:
                                 "applies only to wiring 1P2W-1CT")
     if len(s.mains) != s.n_mains:
         raise SettingsError(src, "mains", len(s.mains), f"{s.model} has {s.n_mains} main(s)")
+    problem = alarm_problem(s.relays, s.alarms, s.n_mains)
+    if problem:
+        raise SettingsError(src, *problem)
 
 
 def load_settings(path: str | Path | None) -> Settings:

@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from pm4324.device.alarm_settings import AlarmRule, DriverSettings, RelaySettings
 from pm4324.device.settings import N_CTS, Calibration, Settings
 
 
@@ -56,6 +57,9 @@ def settings_to_toml(s: Settings) -> str:
               f"serial_port = {_value(mb.serial_port)}",
               "", "[canopen]", f"node_id = {co.node_id}", f"bitrate = {co.bitrate}",
               f"interface = {_value(co.interface)}", f"channel = {_value(co.channel)}"]
+    lines += _relay_lines(s)
+    if s.store.path:
+        lines += ["", "[store]", f"path = {_value(s.store.path)}"]
     if s.replay.inputs:
         lines += ["", "[replay]", f"primary = {_value(s.replay.primary)}", "", "[replay.inputs]"]
         for name, ch in s.replay.inputs.items():
@@ -63,8 +67,42 @@ def settings_to_toml(s: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _relay_lines(s: Settings) -> list[str]:
+    """[relays] and [[alarms]], only where they differ from the defaults (a short file)."""
+    lines: list[str] = []
+    d = s.relays.driver
+    if d != DriverSettings():
+        lines += ["", "[relays]", f"driver = {_value(d.kind)}"]
+        if d.command:
+            lines.append(f"command = {_value(list(d.command))}")
+        if d.gpio_lines:
+            lines += [f"gpio_lines = {_value(list(d.gpio_lines))}",
+                      f"gpio_active_low = {_value(d.gpio_active_low)}",
+                      f"gpio_root = {_value(d.gpio_root)}"]
+    for k, relay in enumerate(s.relays.relays, 1):
+        if relay != RelaySettings():
+            lines += ["", f"[relays.{k}]", f"mode = {_value(relay.mode)}",
+                      f"power_up = {_value(relay.power_up)}", f"combine = {_value(relay.combine)}"]
+    for rule in s.alarms:
+        lines += ["", "[[alarms]]", f"relay = {rule.relay}", f"quantity = {_value(rule.quantity)}",
+                  f"target = {_value(rule.target)}", f"comparison = {_value(rule.comparison)}"]
+        if rule.comparison == "outside":
+            lines.append(f"band = {_value(list(rule.band))}")
+        else:
+            lines.append(f"threshold = {_value(rule.threshold)}")
+        lines += [f"hysteresis = {_value(rule.hysteresis)}", f"on_delay_s = {rule.on_delay_s}",
+                  f"off_delay_s = {rule.off_delay_s}", f"latch = {_value(rule.latch)}"]
+        if rule.name != AlarmRule().name:
+            lines.append(f"name = {_value(rule.name)}")
+    return lines
+
+
 def save_settings(s: Settings, path: Path) -> None:
-    text = settings_to_toml(s)
+    write_atomic(path, settings_to_toml(s))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file, whole."""
     directory = path.resolve().parent
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=directory)
     try:
@@ -76,6 +114,11 @@ def save_settings(s: Settings, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX: the directory entry is data too)."""
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

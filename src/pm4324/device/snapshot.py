@@ -31,6 +31,20 @@ class Flag(IntFlag):
         return [f.name.lower() for f in Flag if f in self]
 
 
+@dataclass(frozen=True)
+class AlarmStatus:
+    """Alarm rules at one instant; slot k (1-based) at index k-1 (see device/alarms.py)."""
+
+    active: tuple[bool, ...] = ()  # output on: raised, or latched and not acknowledged
+    unacked: tuple[bool, ...] = ()  # latched and not yet acknowledged
+    values: tuple[float, ...] = ()  # each rule's last valid input (NaN before the first)
+
+    @staticmethod
+    def mask(bits: tuple[bool, ...]) -> int:
+        """Bit k-1 = slot k (the alarm status registers)."""
+        return sum(1 << k for k, bit in enumerate(bits) if bit)
+
+
 ENERGY_KINDS = ("wh_import", "wh_export", "varh_q1", "varh_q2", "varh_q3", "varh_q4", "vah")
 
 
@@ -128,6 +142,7 @@ class Snapshot:
     meter_energy: Energies
     relays: tuple[bool, bool] = (False, False)
     duration_s: float = 0.0  # total length of the whole cycles this snapshot covers
+    alarms: AlarmStatus = AlarmStatus()
 
     # -- JSON view (keys are stable and documented in docs/json.md) ----------------------------
 
@@ -144,6 +159,22 @@ class Snapshot:
             "cts": [self._ct_dict(k) for k in cts],
             "meters": [self._meter_dict(m) for m in chosen],
         }
+
+    def alarms_dict(self) -> dict[str, Any]:
+        """Relay modes and the enabled alarm rules (slot, relay, rule text, output on,
+        unacknowledged, last valid input); `run` adds these keys to ``to_dict()``'s."""
+        return {"relay_modes": [r.mode for r in self.settings.relays.relays],
+                "alarms": self._alarm_dicts()}
+
+    def _alarm_dicts(self) -> list[dict[str, Any]]:
+        out = []
+        for k, rule in enumerate(self.settings.alarms):
+            if not rule.enabled or k >= len(self.alarms.active):
+                continue
+            out.append({"alarm": k + 1, "relay": rule.relay, "rule": rule.describe(),
+                        "active": self.alarms.active[k], "unacked": self.alarms.unacked[k],
+                        "value": _num(self.alarms.values[k])})
+        return out
 
     def _main_dict(self, i: int) -> dict[str, Any]:
         mv = self.main

@@ -52,6 +52,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", help="Modbus TCP HOST:PORT (default from settings: 127.0.0.1:5020)")
     p.add_argument("--no-modbus", action="store_true", help="do not start the Modbus TCP server")
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
+    p.add_argument("--reset-store", action="store_true",
+                   help="start a new state file with zero energy (the old one is kept aside)")
     p.set_defaults(func=_run)
 
 
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_analyze(sub)
     _add_expected(sub)
-    for module in ("read_cmd", "registers_cmd"):
+    for module in ("read_cmd", "registers_cmd", "events_cmd", "energy_cmd"):
         try:
             mod = __import__(f"pm4324.host.{module}", fromlist=["add_parser"])
         except ImportError:

@@ -42,8 +42,15 @@ def render_table(d: dict[str, Any]) -> str:
     stamp = d.get("time")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
     relays = d.get("relays") or []
-    relay_txt = "  ".join(f"R{k + 1} {'CLOSED' if r else 'open'}" for k, r in enumerate(relays))
+    modes = d.get("relay_modes") or []
+    relay_txt = "  ".join(
+        f"R{k + 1} {'-' if r is None else 'CLOSED' if r else 'open'}"
+        + (f" ({modes[k]})" if k < len(modes) else "") for k, r in enumerate(relays))
     lines = [f"{d.get('model') or '-'}  second {d.get('seq', '-')}  {when}  {relay_txt}"]
+    for a in d.get("alarms") or []:
+        state = ("ACTIVE" if a["active"] else "ok") + (", unacknowledged" if a["unacked"] else "")
+        value = "" if a.get("value") is None else f"  (value {a['value']:g})"
+        lines.append(f"alarm {a['alarm']} -> R{a['relay']}: {a['rule']}: {state}{value}")
     for m in d.get("mains", []):
         v = "/".join(_f(x, 1, 1).strip() for x in m.get("v_ln") or [])
         vll = "/".join(_f(x, 1, 1).strip() for x in m.get("v_ll") or [])

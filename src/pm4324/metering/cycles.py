@@ -62,13 +62,17 @@ class CycleTracker:
         shift = offset + first_valid - self.delay
         strong = np.sqrt(mean_square) * np.sqrt(2) >= self.min_amplitude
         crossings = rising + shift if strong else np.empty(0)
-        limit = shift + (n - first_valid) - 1  # nothing beyond the last output can be known yet
+        # Nothing beyond the filter's last output can be known yet; without a voltage there
+        # is nothing to wait for, and free-running cycles may use the whole buffer.
+        limit = shift + (n - first_valid) - 1 if strong else offset + n - 1.0
         out: list[np.ndarray] = []
         real: list[np.ndarray] = []
         last = self.last
         if last is None:
             if crossings.size:
                 last = float(crossings[0])
+            elif not strong:
+                last = offset + 1.0  # interpolation needs one sample before a boundary
             elif limit - shift > self.max_period:
                 last = float(shift)
             else:
@@ -98,6 +102,22 @@ class CycleTracker:
         if not out:
             return np.empty(0), np.empty(0, dtype=bool)
         return np.concatenate(out), np.concatenate(real)
+
+
+def raw_crossings(v: np.ndarray, min_gap: float) -> np.ndarray:
+    """Rising zero crossings of the unfiltered Clarke reference, at least ``min_gap`` apart.
+
+    Only for recordings too short for the filter (under ~2.5 cycles): on a distorted voltage
+    these sit a constant phase away from the fundamental's, which still gives whole periods.
+    """
+    ref = v[0] - 0.5 * (v[1] + v[2])
+    j = np.flatnonzero((ref[:-1] < 0) & (ref[1:] >= 0))
+    found = j + ref[j] / (ref[j] - ref[j + 1])
+    kept: list[float] = []
+    for x in found:  # a handful per recording
+        if not kept or x >= kept[-1] + min_gap:
+            kept.append(float(x))
+    return np.asarray(kept)
 
 
 @njit(cache=True)

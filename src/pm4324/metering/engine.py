@@ -28,6 +28,7 @@ from pm4324.metering.cycles import (
     cycle_integrals,
     harmonic_sums,
     product_integrals,
+    raw_crossings,
     synchronous_resample,
 )
 from pm4324.metering.wiring import meter_wiring
@@ -106,6 +107,7 @@ class _MainState:
         self.offset = 0  # absolute index of store[:, 0]
         self.bounds: list[float] = []  # boundaries not yet closed into a processed cycle
         self.sync: list[bool] = []
+        self.period: float | None = None  # length of the last processed cycle, samples
         self.grid = np.empty((0, self.n_ch, GRID))  # synchronous samples (cycle, channel, phase)
         self.spec = np.empty((0, self.n_ch, GRID // 2 + 1), dtype=complex)
 
@@ -135,20 +137,41 @@ class _MainState:
             self.bad = np.zeros((self.n_ch, 0), dtype=bool)
         return np.maximum(hi, -lo), nonfinite
 
-    def new_cycles(self) -> tuple[np.ndarray, bool]:
-        """Boundaries of the cycles that can be processed now (relative to store), sync flag."""
+    def new_cycles(self, final: bool = False) -> tuple[np.ndarray, bool]:
+        """Boundaries of the cycles that can be processed now (relative to store), sync flag.
+
+        ``final``: the stream ends here, so the cycles the filter delay still hides are
+        closed too: after a measured cycle, at its period (exact at a steady frequency);
+        in a recording too short for the filter, at the raw zero crossings.
+        """
         new, real = self.tracker.update(self.store[:3, : self.length], self.offset)
         self.bounds.extend(new.tolist())
         self.sync.extend(real.tolist())
         end = self.offset + self.length - 3  # interpolation needs 2 samples beyond
+        if final:
+            self._close(end)
         usable = int(np.searchsorted(np.asarray(self.bounds), end, side="right"))
         if usable < 2:
             return np.empty(0), True
         rel = np.asarray(self.bounds[:usable]) - self.offset
+        self.period = rel[-1] - rel[-2]
         synced = all(self.sync[1:usable])
         del self.bounds[: usable - 1]
         del self.sync[: usable - 1]
         return rel, synced
+
+    def _close(self, end: float) -> None:
+        if len(self.bounds) < 2 and self.period is None:
+            raw = raw_crossings(self.store[:3, : self.length], self.tracker.min_period)
+            if raw.size >= 2:
+                self.bounds[:] = (raw + self.offset).tolist()
+                self.sync[:] = [True] * raw.size
+            return
+        period = self.period if self.period is not None else self.bounds[-1] - self.bounds[-2]
+        while self.bounds[-1] + period <= end:
+            self.bounds.append(self.bounds[-1] + period)
+            self.sync.append(self.sync[-1])
+        self.tracker.last = self.bounds[-1]
 
     def spectra(self, bounds: np.ndarray) -> np.ndarray:
         """Per-cycle spectra of the inputs, (cycles, 3 + CTs, GRID // 2 + 1), unscaled rfft.
@@ -250,7 +273,8 @@ class Engine:
              final: bool = False) -> StepResult:
         """Feed one block; returns the cycles that ended within it, aggregated.
 
-        ``final`` closes the stream: the partial data after the last whole cycle is dropped.
+        ``final`` closes the stream: every whole cycle in the data is reported, the partial
+        cycle after the last one is dropped.
         """
         voltages = self._calibrate(voltages, self.cal_v, 0)
         currents = self._calibrate(currents, self.cal_i, 0)
@@ -265,7 +289,7 @@ class Engine:
                 clip[:3] = peak[:3] >= full_scale[0] * (1 - 1e-9)
             if full_scale[1] is not None:
                 clip[3:] = peak[3:] >= full_scale[1] * (1 - 1e-9)
-            bounds, synced = ms.new_cycles()
+            bounds, synced = ms.new_cycles(final)
             out.add_main(ms, bounds, synced, clip, nonfinite)
             ms.trim()
         return out.result()
@@ -403,7 +427,7 @@ class _Collector:
             vh = np.sqrt(self.vh2 / t[:, None])
             ih = np.sqrt(self.ih2 / t[:, None])
             rated = e.ct
-            thd_v = np.where(vh[:, 1] >= ABSENT_FRACTION * e.nominal_el_v,
+            thd_v = np.where(e.used & (vh[:, 1] >= ABSENT_FRACTION * e.nominal_el_v),
                              _thd(vh), 0.0)
             thd_i = np.where(ih[:, 1] >= START_FRACTION * rated, _thd(ih), 0.0)
             used = e.used

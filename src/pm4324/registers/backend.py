@@ -12,7 +12,7 @@ from enum import IntEnum
 from typing import Literal, Protocol
 
 from pm4324.device.settings import Settings
-from pm4324.device.snapshot import Snapshot
+from pm4324.device.snapshot import AlarmStatus, Snapshot
 
 BitTable = Literal["coil", "discrete"]
 RegisterTable = Literal["holding", "input"]
@@ -63,14 +63,25 @@ class MeterControl(Protocol):
         ...
 
     def set_relay(self, index: int, closed: bool) -> None:
-        """index 0 or 1; manual relay control."""
+        """index 0 or 1; manual relay control. Raises ``device.relays.RelayModeError`` when
+        that relay is in alarm mode (its rules switch it; CANopen: abort 0x08000022)."""
         ...
 
     @property
     def relays(self) -> tuple[bool, bool]: ...
 
+    @property
+    def alarm_status(self) -> AlarmStatus:
+        """Alarm rule outputs and unacknowledged latches, as of now."""
+        ...
+
+    def acknowledge_alarms(self, relay: int | None) -> None:
+        """Acknowledge the latched alarms of relay 1 or 2, or of both (None)."""
+        ...
+
     def reset_energy(self, meter: int | None) -> None:
-        """Zero the energy registers of one Meter (1..8, and its CTs) or of all (None)."""
+        """Zero the energy registers of one Meter (1..8, and its CTs) or of all (None);
+        logged, and saved to the state store before it returns."""
         ...
 
     def add_listener(self, callback: Callable[[Snapshot], None]) -> None:

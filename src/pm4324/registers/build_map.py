@@ -15,6 +15,9 @@ Layout (details and evidence in docs/registers.md):
   and as uint32 (0.01 kWh) +0x6C..+0xDF [ours]
 * holding 0x1000..0x1016: CT ratios, PT ratios, wiring, word order, energy reset (writable),
   communication settings (read-only)
+* holding 0x1020..0x1026: relay modes, power-up states, any/all, alarm acknowledge [ours];
+  holding 0x1100 + 0x10*(k-1): alarm rule slot k = 1..16 [ours]; input 0x1080/0x1081:
+  alarm outputs and unacknowledged latches, one bit per slot [ours]
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ import csv
 import io
 from pathlib import Path
 
+from pm4324.device.alarm_settings import (
+    COMBINE,
+    COMPARISONS,
+    MAX_ALARMS,
+    MAX_DELAY_S,
+    POWER_UP,
+    QUANTITIES,
+    RELAY_MODES,
+    TARGET_KINDS,
+)
 from pm4324.device.settings import N_METERS
 from pm4324.registers.table import COLUMNS, TABLES
 
@@ -63,7 +76,8 @@ class _Rows:
 def _coils(r: _Rows) -> None:
     for k in (1, 2):
         r.add(f"relay{k}", "coil", 0x0FFF + k, "bit", "", f"relay:{k}", "M",
-              f"Relay {k} (DO{k - 1}) manual control and state: 0 = open, 1 = closed",
+              f"Relay {k} (DO{k - 1}) state, and manual control: 0 = open, 1 = closed "
+              "(writable in manual mode only)",
               access="RW")
 
 
@@ -206,6 +220,53 @@ def _holding(r: _Rows) -> None:
           "RS-485 data format: 0 N81, 1 N82, 2 E81, 3 E82, 4 O81, 5 O82 (read-only)")
 
 
+def _codes(values: tuple[str, ...]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in enumerate(values))
+
+
+def _alarms(r: _Rows) -> None:
+    for n, (field, values, text) in enumerate((
+        ("mode", RELAY_MODES, "mode (coil writes are refused in alarm mode)"),
+        ("power_up", POWER_UP, "state at power-up in manual mode"),
+        ("combine", COMBINE, "alarm mode: closed when any / all of its rules are on"),
+    )):
+        for k in (1, 2):
+            r.add(f"relay{k}_{field}", "holding", 0x1020 + 2 * n + k - 1, "uint16", "",
+                  f"setting:relays.{k}.{field}", "ours", f"Relay {k} {text}: {_codes(values)}",
+                  access="RW", lo=0, hi=len(values) - 1)
+    r.add("alarm_ack", "holding", 0x1026, "uint16", "", "command:alarm_ack", "ours",
+          "Acknowledge latched alarms: write 1 = relay 1's rules, 2 = relay 2's, 3 = all; "
+          "0 = no action; reads 0", access="RW", lo=0, hi=3)
+    for state, text in (("active", "with their output on (raised, or latched)"),
+                        ("unacked", "latched and not yet acknowledged")):
+        r.add(f"alarm_{state}", "input", 0x1080 + (state == "unacked"), "uint16", "",
+              f"alarm:{state}", "ours", f"Alarm rules {text}: bit k-1 = rule k")
+    fields = (
+        ("relay", "uint16", "", 0, 2, "relay it drives: 1, 2; 0 = free slot (not evaluated)"),
+        ("quantity", "uint16", "", 0, len(QUANTITIES) - 1, "quantity: " + _codes(QUANTITIES)),
+        ("target_kind", "uint16", "", 0, len(TARGET_KINDS) - 1,
+         "target kind: " + _codes(TARGET_KINDS)),
+        ("target_index", "uint16", "", 1, 24, "target number: CT 1..24, Meter 1..8, main 1..2"),
+        ("comparison", "uint16", "", 0, len(COMPARISONS) - 1,
+         "comparison: " + _codes(COMPARISONS)),
+        ("latch", "uint16", "", 0, 1, "1 = latch until acknowledged"),
+        ("on_delay_s", "uint16", "s", 0, MAX_DELAY_S, "seconds past the limit before it is raised"),
+        ("off_delay_s", "uint16", "s", 0, MAX_DELAY_S, "seconds back inside before it clears"),
+        ("threshold", "float32", "", -10**9, 10**9,
+         "threshold (above/below), in the quantity's unit: V, A, kW, kvar, kVA, PF, Hz, %"),
+        ("band_low", "float32", "", -10**9, 10**9, "band low edge (outside)"),
+        ("band_high", "float32", "", -10**9, 10**9, "band high edge (outside)"),
+        ("hysteresis", "float32", "", 0, 10**9, "hysteresis, in the quantity's unit"),
+    )
+    for k in range(1, MAX_ALARMS + 1):
+        address = 0x1100 + 0x10 * (k - 1)
+        for field, type_, unit, lo, hi, text in fields:
+            r.add(f"alarm{k}_{field}", "holding", address, type_, unit,
+                  f"setting:alarms.{k}.{field}", "ours", f"Alarm rule {k}: {text}",
+                  access="RW", lo=lo, hi=hi)
+            address += 2 if type_ == "float32" else 1
+
+
 def build_rows() -> list[dict[str, str]]:
     r = _Rows()
     _coils(r)
@@ -214,6 +275,7 @@ def build_rows() -> list[dict[str, str]]:
     for m in range(1, N_METERS + 1):
         _meter(r, m)
     _holding(r)
+    _alarms(r)
     return sorted(r.rows, key=lambda row: (TABLES.index(row["table"]), row["address"]))
 
 

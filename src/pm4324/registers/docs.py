@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from pm4324.device.alarm_settings import MAX_ALARMS, TARGET_QUANTITIES
 from pm4324.device.settings import Wiring
 from pm4324.device.snapshot import Flag
 from pm4324.registers.image import FIRMWARE_VERSION, RESET_ALL
@@ -82,6 +83,16 @@ CONVENTIONS = f"""\
 * **Identity**: input 0x1000 is the type code (4324 = PM-4324, 43240 = PM-4324A), 0x1003 the
   firmware version in BCD (0x{int(float(FIRMWARE_VERSION) * 100):04d} = {FIRMWARE_VERSION}).
   FC 43/14 (read device identification) answers vendor "ICP DAS", product code = the model.
+* **Relays** (coils 0x1000/0x1001) read the relay state. They can be written only while the
+  relay is in manual mode (`relayK_mode` = 0, holding 0x1020/0x1021): in alarm mode the relay
+  follows its rules and the coil is read-only, so a write gets exception 02 and changes
+  nothing. See docs/relays-and-alarms.md for power-up states and rule behaviour.
+* **Alarm rules** (holding 0x1100 + 0x10·(k−1), slot k = 1..{MAX_ALARMS}): codes as in the
+  table below. Write a whole slot (16 registers) in one FC 16 request: the request is checked
+  as one settings change (e.g. band low < high), applied, and saved to the settings file.
+  A slot with relay 0 is free. **Acknowledge** (holding 0x1026): 1 = relay 1's latched
+  alarms, 2 = relay 2's, 3 = all; reads 0. **Alarm status** (input 0x1080 / 0x1081): bit
+  k−1 = rule k is on / latched and unacknowledged.
 * **Not served**: the harmonic spectra (orders 0..50 per CT) have no registers; the manual's
   second coil pair 0x1010/0x1011 (meaning unknown) and all discrete inputs answer exception 02.
 * **Communication settings** (holding 0x1014..0x1016) are read-only: like the DIP switches of
@@ -103,6 +114,16 @@ def _flags() -> str:
         "## Flags\n\nQuality flag registers (`*_flags`) are bit masks, 0 = good.\n\n"
         f"| Bit value | Flag |\n|---|---|\n{rows}\n"
     )
+
+
+def _alarm_codes() -> str:
+    from pm4324.registers.alarm_codes import ALARM_CODES, RELAY_CODES
+
+    rows = [f"| `{name}` | {', '.join(f'{k} = {v}' for k, v in enumerate(values))} |"
+            for name, values in {**RELAY_CODES, **ALARM_CODES}.items()]
+    kinds = "; ".join(f"{kind}: {', '.join(q)}" for kind, q in TARGET_QUANTITIES.items())
+    return ("## Relay and alarm codes\n\n| Field | Codes |\n|---|---|\n" + "\n".join(rows)
+            + f"\n\nQuantities each target has: {kinds}.\n")
 
 
 def _legend(points: Iterable[Point]) -> str:
@@ -156,6 +177,13 @@ def _run_title(run: list[Point]) -> str:
         return span
     if kinds == {"relay"}:
         return f"Relays ({span})"
+    if kinds == {"alarm"}:
+        return f"Alarm status ({span})"
+    groups = {p.source.group for p in run} - {""}
+    if groups == {"alarms"}:
+        return f"Alarm rules 1–{MAX_ALARMS} ({span})"
+    if groups == {"relays"}:
+        return f"Relay modes and alarm acknowledge ({span})"
     return f"{'Settings' if kinds <= {'setting', 'command'} else 'Device'} ({span})"
 
 
@@ -190,6 +218,7 @@ def render_markdown(register_map: RegisterMap) -> str:
         _legend(register_map.points),
         _wiring_codes(),
         _flags(),
+        _alarm_codes(),
     ]
     for table, (title, codes, modicon) in TABLE_TITLES.items():
         points = register_map.table(table)

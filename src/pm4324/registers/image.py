@@ -17,7 +17,9 @@ Encoding rules (documented in docs/registers.md):
 * a write must cover whole writable points: an unmapped, read-only or half-covered point is
   exception 02, a value outside the row's min..max (or refused by the settings) is exception
   03, and in both cases nothing changes. Valid settings go to ``apply_settings`` once, as one
-  new ``Settings``, so a multi-register write is atomic.
+  new ``Settings``, so a multi-register write is atomic;
+* a relay coil is read-only while its relay is in alarm mode (its rules own it): a write is
+  exception 02, like any read-only point, and changes nothing.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from pm4324.device.relays import RelayModeError
 from pm4324.device.settings import DATA_FORMATS, WORD_ORDERS, Settings, SettingsError, Wiring
-from pm4324.device.snapshot import Flag, Snapshot
+from pm4324.device.snapshot import AlarmStatus, Flag, Snapshot
+from pm4324.registers import alarm_codes
 from pm4324.registers.backend import AccessError, BitTable, ExceptionCode, MeterControl
 from pm4324.registers.backend import RegisterTable as RegisterTableName
 from pm4324.registers.codecs import INT_RANGES, decode, encode
@@ -40,6 +44,7 @@ FIRMWARE_VERSION = "1.00"
 MODEL_CODES = {"PM-4324": 4324, "PM-4324A": 43240}
 RESET_ALL = 9  # energy_reset value that clears every Meter (1..8 clear one Meter)
 VENDOR = "ICP DAS"
+NO_ALARMS = AlarmStatus()
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class RegisterImage:
     settings: Settings
     relays: tuple[bool, bool]
     areas: dict[str, Area]
+    alarms: AlarmStatus = AlarmStatus()
 
     def read(self, table: str, address: int, count: int) -> list[Any]:
         area = self.areas.get(table)
@@ -81,6 +87,7 @@ def build_image(
     snapshot: Snapshot | None,
     settings: Settings,
     relays: tuple[bool, bool],
+    alarms: AlarmStatus = NO_ALARMS,
 ) -> RegisterImage:
     """Encode every point of the map (word order from ``settings``)."""
     order = settings.modbus.word_order
@@ -95,7 +102,7 @@ def build_image(
         values = np.zeros(size, dtype=bool if bits else np.uint16)
         mapped = np.zeros(size, dtype=bool)
         for p in points:
-            native = _native(p.source, snapshot, settings, relays)
+            native = _native(p.source, snapshot, settings, relays, alarms)
             offset = p.address - base
             mapped[offset : p.end - base] = True
             if bits:
@@ -104,7 +111,7 @@ def build_image(
                 values[offset : p.end - base] = encode(p.type, _raw(p, native), order)
         values.flags.writeable = mapped.flags.writeable = False
         areas[table] = Area(base, values, mapped)
-    return RegisterImage(snapshot, settings, tuple(relays), areas)
+    return RegisterImage(snapshot, settings, tuple(relays), areas, alarms)
 
 
 def _raw(p: Point, native: float) -> int | float:
@@ -122,7 +129,8 @@ def _raw(p: Point, native: float) -> int | float:
 
 
 def _native(
-    src: Source, snap: Snapshot | None, settings: Settings, relays: tuple[bool, bool]
+    src: Source, snap: Snapshot | None, settings: Settings, relays: tuple[bool, bool],
+    alarms: AlarmStatus,
 ) -> float:
     """The value a source stands for, in its native unit (NaN = no data)."""
     if src.kind == "measured":
@@ -137,6 +145,8 @@ def _native(
         return _setting(src, settings)
     if src.kind == "relay":
         return float(relays[src.index - 1])
+    if src.kind == "alarm":
+        return float(AlarmStatus.mask(getattr(alarms, src.field)))
     if src.kind == "const" and src.field == "firmware_bcd":
         return float(FIRMWARE_VERSION)
     return 0.0  # const:reserved, command:* (commands read 0)
@@ -156,6 +166,8 @@ def _measured(src: Source, snap: Snapshot) -> float:
 
 def _setting(src: Source, s: Settings) -> float:
     i = src.index - 1
+    if src.group in ("relays", "alarms"):
+        return alarm_codes.setting_value(src, s)
     if src.group == "meters":
         meter = s.meters[i]
         return float(meter.wiring.code if src.field == "wiring" else meter.ct_ratio)
@@ -199,6 +211,11 @@ def _with_setting(s: Settings, src: Source, value: float) -> Settings:
     return replace(s, modbus=replace(s.modbus, word_order=WORD_ORDERS[int(value)]))
 
 
+def _alarm_bits(status: AlarmStatus) -> tuple:
+    """What the image serves of the alarm status (the rule values are not served)."""
+    return status.active, status.unacked
+
+
 class MapBackend:
     """A ``RegisterBackend`` over a running meter (``MeterControl``) and the register map."""
 
@@ -235,11 +252,12 @@ class MapBackend:
             image.snapshot is c.snapshot
             and image.settings is c.settings
             and image.relays == tuple(c.relays)
+            and _alarm_bits(image.alarms) == _alarm_bits(c.alarm_status)
         )
 
     def _build(self, snapshot: Snapshot | None) -> RegisterImage:
         c = self._control
-        return build_image(self._map, snapshot, c.settings, c.relays)
+        return build_image(self._map, snapshot, c.settings, c.relays, c.alarm_status)
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         image = self._build(snapshot)
@@ -278,7 +296,13 @@ class MapBackend:
         points = self._covered("coil", address, len(values))
         with self._write_lock:
             for p in points:
-                self._control.set_relay(p.source.index - 1, bool(values[p.address - address]))
+                if alarm_codes.alarm_mode(self._control.settings, p.source.index):
+                    raise _address_error(f"{p.name}: relay {p.source.index} is in alarm mode")
+            try:
+                for p in points:
+                    self._control.set_relay(p.source.index - 1, bool(values[p.address - address]))
+            except RelayModeError as exc:  # the mode changed under us (another interface)
+                raise _address_error(str(exc)) from None
             self._current()  # rebuild now, so the next read shows the new state
 
     def write_registers(self, address: int, values: list[int]) -> None:
@@ -296,19 +320,29 @@ class MapBackend:
             if not p.minimum <= raw <= p.maximum:  # type: ignore[operator]
                 raise _value_error(f"{p.name} = {raw}: must be {p.minimum}..{p.maximum}")
             raws.append((p, raw))
-        new, resets = settings, []
+        new, resets, acks = settings, [], []
+        grouped: dict[tuple[str, int], dict[str, float]] = {}  # relay/alarm fields, per slot
         try:
             for p, raw in raws:
-                if p.source.kind == "setting":
-                    new = _with_setting(new, p.source, p.native(raw))
+                src = p.source
+                if src.kind == "setting" and src.group in ("relays", "alarms"):
+                    grouped.setdefault((src.group, src.index), {})[src.field] = p.native(raw)
+                elif src.kind == "setting":
+                    new = _with_setting(new, src, p.native(raw))
+                elif raw and src.field == "alarm_ack":
+                    acks.append(None if raw == alarm_codes.ACK_ALL else int(raw))
                 elif raw:
                     resets.append(None if raw == RESET_ALL else int(raw))
+            for (group, index), fields in grouped.items():
+                new = alarm_codes.with_changes(new, group, index, fields)
             if new != settings:
                 self._control.apply_settings(new)
         except SettingsError as exc:
             raise _value_error(str(exc)) from None
         for meter in resets:
             self._control.reset_energy(meter)
+        for relay in acks:
+            self._control.acknowledge_alarms(relay)
 
     def device_identification(self) -> dict[int, bytes]:
         model = self._control.settings.model

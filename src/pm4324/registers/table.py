@@ -10,7 +10,8 @@ The ``source`` column names what a point serves, in a small closed vocabulary::
 
     ct.v_rms[24]  meter.p_w[8]  main.v_ln[2][3]  ct_energy.wh_import[5]  snapshot.seq
     setting:meters.3.ct_ratio  setting:mains.1.pt_ratio  setting:modbus.word_order  setting:model
-    relay:1  command:energy_reset  const:firmware_bcd  const:reserved
+    setting:relays.1.mode  setting:alarms.4.threshold  alarm:active  alarm:unacked
+    relay:1  command:energy_reset  command:alarm_ack  const:firmware_bcd  const:reserved
 
 Measured fields are exactly the fields of the snapshot's dataclasses (minus the harmonic
 spectra, which the map does not serve) plus ``lead_lag``, derived from the signs of P and Q.
@@ -28,6 +29,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from pm4324.device.alarm_settings import MAX_ALARMS
 from pm4324.device.settings import N_CTS, N_METERS
 from pm4324.device.snapshot import ENERGY_KINDS, CtValues, MainValues, MeterValues
 from pm4324.registers.codecs import INT_RANGES, REGISTER_TYPES
@@ -84,9 +86,18 @@ SETTINGS = {
     ("modbus", "baud"): ("baud", False),
     ("modbus", "data_format"): ("", False),
     ("model", ""): ("", False),
+    **{("relays", f): ("", True) for f in ("mode", "power_up", "combine")},
+    **{("alarms", f): ("", True) for f in (
+        "relay", "quantity", "target_kind", "target_index", "comparison", "latch",
+        "threshold", "band_low", "band_high", "hysteresis")},
+    ("alarms", "on_delay_s"): ("s", True),
+    ("alarms", "off_delay_s"): ("s", True),
 }
+#: numbered setting groups and how many there are
+NUMBERED = {"meters": N_METERS, "mains": 2, "relays": 2, "alarms": MAX_ALARMS}
 CONSTS = ("firmware_bcd", "reserved")
-COMMANDS = ("energy_reset",)
+COMMANDS = ("energy_reset", "alarm_ack")
+ALARM_STATES = ("active", "unacked")  # alarm:<state> = bit mask over the rule slots
 N_RELAYS = 2
 MAX_BITS, MAX_REGISTERS = 2000, 125  # per read request (Modbus spec; ICP DAS template [S])
 
@@ -100,8 +111,9 @@ class Source:
     """What one point serves (parsed from the ``source`` column)."""
 
     text: str
-    kind: str  # "measured", "snapshot", "setting", "relay", "command" or "const"
-    group: str = ""  # ct, meter, main, ct_energy, meter_energy | meters, mains, modbus, model
+    kind: str  # "measured", "snapshot", "setting", "relay", "command", "alarm" or "const"
+    group: str = ""  # ct, meter, main, ct_energy, meter_energy | meters, mains, modbus, model,
+    #                  relays, alarms
     field: str = ""
     index: int = 0  # 1-based CT / Meter / main / relay number; 0 = none
     phase: int = 0  # 1-based phase of a main's per-phase array; 0 = none
@@ -115,7 +127,7 @@ class Source:
 
 
 _MEASURED_RE = re.compile(r"(\w+)\.(\w+)\[(\d+)\](?:\[(\d+)\])?")
-_SETTING_RE = re.compile(r"(meters|mains)\.(\d+)\.(\w+)|(modbus)\.(\w+)|(model)")
+_SETTING_RE = re.compile(r"(meters|mains|relays|alarms)\.(\d+)\.(\w+)|(modbus)\.(\w+)|(model)")
 
 
 def parse_source(text: str) -> Source:
@@ -126,7 +138,7 @@ def parse_source(text: str) -> Source:
     if kind == "setting" and (m := _SETTING_RE.fullmatch(rest)):
         if m[1]:
             group, index, field = m[1], int(m[2]), m[3]
-            count = N_METERS if group == "meters" else 2
+            count = NUMBERED[group]
             if not 1 <= index <= count:
                 raise ValueError(f"{group} are numbered 1 to {count}")
         else:
@@ -140,6 +152,8 @@ def parse_source(text: str) -> Source:
         return Source(text, "command", field=rest)
     if kind == "const" and rest in CONSTS:
         return Source(text, "const", field=rest)
+    if kind == "alarm" and rest in ALARM_STATES:
+        return Source(text, "alarm", field=rest)
     raise ValueError("is not a known source")
 
 

@@ -347,3 +347,28 @@ async def test_server_silent_for_other_units_and_broadcast(backend) -> None:
         await server.stop()
         os.close(r)
         os.close(w)
+
+
+def test_silence_override(backend) -> None:
+    server = RtuServer(backend, "/dev/null", baud=115200, silence_s=0.02)
+    assert server.framer.timing.t35_s == 0.02
+    assert server.framer.timing.t15_s == pytest.approx(0.00075)
+
+
+async def test_local_echo_is_skipped(backend) -> None:
+    server, port, r, w = await _pipe_server(backend, local_echo=True)
+    try:
+        write = with_crc(h("01 06 0009 0001"))  # the reply to FC06 equals the request
+        os.write(w, write)
+        await asyncio.wait_for(port.got.wait(), 2)
+        port.got.clear()
+        os.write(w, write[:3])  # the adapter's echo of our reply, in two pieces
+        os.write(w, write[3:])
+        os.write(w, REQ)
+        await asyncio.wait_for(port.got.wait(), 2)
+        assert [d for _, d in port.written] == [write, with_crc(h("01 04 04 03e8 03e9"))]
+        assert server.requests == 2
+    finally:
+        await server.stop()
+        os.close(r)
+        os.close(w)

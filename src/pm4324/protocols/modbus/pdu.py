@@ -38,6 +38,7 @@ __all__ = [
     "FC_NAMES",
     "GATEWAY_TARGET_FAILED",
     "MAX_PDU",
+    "WRITE_FUNCTIONS",
     "exception_pdu",
     "handle_pdu",
     "request_pdu_length",
@@ -67,9 +68,9 @@ FC_NAMES = {
 _ADDR_QTY = struct.Struct(">HH")
 _MEI_DEVICE_ID = 0x0E
 
-# Fixed request PDU lengths of the standard public function codes (MBAP-V1.1b3 §6). Codes we
-# do not serve are listed too: on RTU the length decides where a frame ends, and an
-# unsupported but well-framed request deserves exception 01 rather than silence.
+# Fixed request PDU lengths of the standard public function codes (Modbus Application
+# Protocol V1.1b3 §6). Codes we do not serve are listed too: on RTU the length decides where
+# a frame ends, and an unsupported but well-framed request deserves exception 01, not silence.
 _FIXED_LEN = {
     0x01: 5, 0x02: 5, 0x03: 5, 0x04: 5, 0x05: 5, 0x06: 5,
     0x07: 1, 0x08: 5, 0x0B: 1, 0x0C: 1, 0x11: 1, 0x16: 7, 0x18: 3,
@@ -215,7 +216,8 @@ def _write_registers(backend: RegisterBackend, pdu: bytes) -> bytes:
     return bytes(pdu[:5])
 
 
-# Read Device ID codes (MBAP-V1.1b3 §6.21): stream access per category, or one object.
+# Read Device ID codes (Modbus Application Protocol V1.1b3 §6.21): stream access per
+# category, or one object.
 _STREAM_LAST = {1: 0x02, 2: 0x7F, 3: 0xFF}
 _INDIVIDUAL = 4
 _DEVID_HEADER = 7  # 2B 0E code conformity more-follows next-id count

@@ -42,7 +42,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import serial
 
@@ -249,7 +249,12 @@ def serial_kwargs(baud: int, data_format: str) -> dict[str, object]:
 class RtuServer:
     """Serve a backend as Modbus unit ``address`` on a serial port (see the module docstring).
 
-    ``address`` may be changed while running; it applies to the next frame.
+    ``address`` may be changed while running; it applies to the next frame. ``silence_s``
+    overrides t3.5 for adapters that deliver a frame in late pieces (an FTDI USB adapter
+    with its default 16 ms latency timer splits frames over 62 bytes; set the timer to 1 ms,
+    or pass e.g. ``silence_s=0.02``). ``local_echo=True`` is for 2-wire adapters that
+    hear their own transmission: the echo of each reply is skipped, so that the echo of an
+    FC06 reply (identical to its request) is not served again, and again.
     """
 
     def __init__(
@@ -261,6 +266,8 @@ class RtuServer:
         data_format: str = "N81",
         *,
         strict_t15: bool = False,
+        silence_s: float | None = None,
+        local_echo: bool = False,
     ):
         if not 1 <= address <= 247:
             raise ValueError(f"address {address!r}: allowed 1..247")
@@ -270,9 +277,14 @@ class RtuServer:
         self.address = address
         self.baud = baud
         self.data_format = data_format
-        self.framer = RtuFramer(RtuTiming.for_line(baud, data_format), strict_t15=strict_t15)
+        timing = RtuTiming.for_line(baud, data_format)
+        if silence_s is not None:
+            timing = replace(timing, t35_s=silence_s)
+        self.framer = RtuFramer(timing, strict_t15=strict_t15)
+        self.local_echo = local_echo
         self.requests = 0
         self.replies = 0
+        self._echo = b""  # the part of our last reply whose echo is still expected
         self._serial: serial.Serial | None = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -336,6 +348,13 @@ class RtuServer:
             self._close()
             return
         now = time.monotonic()
+        if self._echo:
+            n = len(self._echo)
+            if data[:n] == self._echo[:len(data)]:
+                self._echo = self._echo[len(data):] if len(data) < n else b""
+                data = data[n:]
+            else:
+                self._echo = b""  # not our echo after all: treat it as line traffic
         if not data:
             return
         self._serve(self.framer.feed(data, now))
@@ -360,5 +379,12 @@ class RtuServer:
             self.requests += 1
             rsp = serve_rtu_frame(self.backend, self.address, unit, pdu)
             if rsp is not None and self._serial is not None:
-                self._serial.write(rsp)
+                try:
+                    self._serial.write(rsp)
+                except (OSError, serial.SerialException) as exc:
+                    log.error("Modbus RTU: writing %s failed (%s); port closed", self.port, exc)
+                    self._close()
+                    return
                 self.replies += 1
+                if self.local_echo:
+                    self._echo += rsp

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from typing import cast
 
 from pm4324.protocols.modbus.pdu import (
     GATEWAY_TARGET_FAILED,
@@ -72,7 +73,8 @@ class _Connection(asyncio.Protocol):
         self._stalled_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance check: uvloop's transports do not subclass asyncio.Transport.
+        transport = cast(asyncio.Transport, transport)
         server = self._server
         if len(server._connections) >= server.max_connections:
             server.refused += 1

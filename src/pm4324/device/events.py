@@ -1,0 +1,70 @@
+"""The event log: what happened to the meter, with timestamps (relay changes, alarms,
+settings changes, energy resets, power-ups, state-file problems).
+
+Events live in a table of the state file (device/store.py), so an event and the state it
+describes are committed in the same transaction: after a crash the log never mentions a
+reset the counters do not show, or the other way round. The table keeps the newest
+``MAX_EVENTS`` rows (older ones are deleted as new ones arrive), so it stays under about
+1 MB. `pm4324 events` reads it, also while the meter runs (SQLite WAL readers do not block
+the writer).
+
+Times are wall-clock Unix times of when the meter logged the event; ``boot`` counts
+power-ups of this meter (1 = first start) and ``second`` is the snapshot sequence number
+within that boot (-1 = before the first second), so events line up with `run --json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+MAX_EVENTS = 10_000
+KINDS = (
+    "power_up",  # the meter started (text: how the state was restored)
+    "first_start",  # no state file yet: counters start at zero
+    "store_recovered",  # the state file was damaged; the last good record was used
+    "store_reset",  # the user started a new state file (--reset-store)
+    "store_error",  # a commit failed (disk full, I/O error ...)
+    "relay",  # a relay opened or closed (text says why)
+    "relay_driver",  # the relay driver reported a problem
+    "alarm_raised",
+    "alarm_cleared",
+    "alarm_held",  # condition cleared, output latched until acknowledged
+    "alarm_acknowledged",
+    "settings",  # settings changed at run time (text: which keys)
+    "energy_reset",
+)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    boot INTEGER NOT NULL,
+    second INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+    boot: int
+    second: int
+    kind: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One human line: local time, boot/second, kind, text."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
+        return f"{stamp}  boot {self.boot:<3} s {self.second:<7} {self.kind:<19} {self.text}"
+
+
+def format_events(events: list[Event], as_json: bool) -> str:
+    if as_json:
+        return "".join(json.dumps(e.to_dict()) + "\n" for e in events)
+    return "".join(e.line() + "\n" for e in events)

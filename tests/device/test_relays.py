@@ -1,0 +1,209 @@
+"""Relay drivers, and relays and alarms in the running meter: over Modbus, in the store, in
+the event log. The simulated load switches on and off at stated seconds, so every expected
+trip second follows from the scenario and the rule."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+
+import pytest
+
+from pm4324.device.meter import Meter
+from pm4324.device.relays import (
+    CommandDriver,
+    GpioSysfsDriver,
+    RecordingDriver,
+    RelayDriverError,
+    RelayModeError,
+)
+from pm4324.device.settings import load_settings, parse_settings
+from pm4324.device.settings_file import save_settings
+from pm4324.device.store import Store, peek, read_events
+from pm4324.registers.backend import AccessError, ExceptionCode
+from pm4324.registers.codecs import encode
+from pm4324.registers.image import MapBackend
+from pm4324.sources.simulator import SimulatorSource, parse_scenario
+
+# CT10 carries 30 A for 4 s, then nothing for 4 s, and so on
+SCENARIO = {"loads": [{"cts": [10], "current_a": 30.0, "pf": 0.9, "on_s": 4, "off_s": 4},
+                      {"cts": [1, 2, 3], "current_a": 10.0}]}
+OVER_CURRENT = """
+sample_rate_hz = 4000
+[relays.1]
+mode = "alarm"
+[relays.2]
+power_up = "{power_up}"
+[[alarms]]
+name = "CT10 over-current"
+relay = 1
+quantity = "i"
+target = "ct:10"
+threshold = 25.0
+hysteresis = 2.0
+on_delay_s = 1
+off_delay_s = 1
+latch = {latch}
+"""
+
+
+def settings_file(tmp_path, latch: bool = False, power_up: str = "open"):
+    path = tmp_path / "meter.toml"
+    text = OVER_CURRENT.format(latch=str(latch).lower(), power_up=power_up)
+    save_settings(parse_settings(tomllib.loads(text), str(path)), path)
+    return path
+
+
+def start(path, store: bool = True, driver=None) -> Meter:
+    settings = load_settings(path)
+    st = Store.open(path.parent / "var" / "m.db", path.with_suffix(".meter-id")) if store else None
+    return Meter(settings, SimulatorSource(parse_scenario(SCENARIO), settings),
+                 settings_path=str(path), start_time=0.0, store=st, driver=driver)
+
+
+# -- drivers -----------------------------------------------------------------------------------
+
+
+def test_gpio_driver_writes_the_value_file(tmp_path):
+    for n in (17, 27):
+        (tmp_path / f"gpio{n}").mkdir()
+    GpioSysfsDriver((17, 27), root=str(tmp_path)).set(1, True)
+    assert (tmp_path / "gpio27" / "value").read_text() == "1"
+    low = GpioSysfsDriver((17, 27), active_low=True, root=str(tmp_path))
+    low.set(0, True)
+    low.set(1, False)
+    assert (tmp_path / "gpio17" / "value").read_text() == "0"
+    assert (tmp_path / "gpio27" / "value").read_text() == "1"
+    with pytest.raises(RelayDriverError, match="relay 2: cannot write .*gpio4"):
+        GpioSysfsDriver((3, 4), root=str(tmp_path)).set(1, True)
+
+
+def test_command_driver_runs_the_command_per_change(tmp_path):
+    out = tmp_path / "log"
+    d = CommandDriver((sys.executable, "-c",
+                       f"open({str(out)!r}, 'a').write('{{relay}}={{state}}\\n')"))
+    d.set(0, True)
+    d.wait(30)
+    d.set(1, False)
+    d.wait(30)
+    assert out.read_text() == "1=1\n2=0\n" and d.poll() == []
+
+
+def test_command_driver_reports_failures_and_kills_hangs(tmp_path):
+    with pytest.raises(RelayDriverError, match="cannot run"):
+        CommandDriver((str(tmp_path / "missing"),)).set(0, True)
+    hang = CommandDriver(("tail", "-f", "/dev/null"), timeout_s=0.0)
+    hang.set(1, True)
+    assert hang.poll() == ["relay 2: tail killed after 0 s"]
+
+
+def test_failed_command_is_reported_once():
+    d = CommandDriver((sys.executable, "-c", "raise SystemExit(3)"))
+    d.set(0, True)
+    d._running[0][0].wait(30)  # the run has ended; the next poll collects it
+    assert d.poll() == [f"relay 1: {sys.executable} exited with 3"] and d.poll() == []
+
+
+# -- the meter ---------------------------------------------------------------------------------
+
+
+def test_over_current_closes_relay_1_at_the_stated_seconds(tmp_path):
+    driver = RecordingDriver()
+    meter = start(settings_file(tmp_path), store=False, driver=driver)
+    closed = [meter.step().relays[0] for _ in range(12)]
+    # 30 A in seconds 0-3 and 8-11; on/off delay 1: closed from second 1 to 4, and from 9
+    assert closed == [False, True, True, True, True, False, False, False, False, True, True, True]
+    assert driver.history == [(0, False), (1, False), (0, True), (0, False), (0, True)]
+    kinds = [e.kind for e in meter.events]
+    assert kinds.count("alarm_raised") == 2 and kinds.count("alarm_cleared") == 1
+    d = meter.snapshot.alarms_dict()
+    assert d["relay_modes"] == ["alarm", "manual"]
+    assert d["alarms"][0]["active"] and d["alarms"][0]["rule"] == "CT10 over-current"
+    assert d["alarms"][0]["value"] == pytest.approx(30.0, rel=0.01)
+
+
+def test_relay_state_over_modbus_and_coil_writes_in_alarm_mode(tmp_path):
+    meter = start(settings_file(tmp_path), store=False)
+    b = MapBackend(meter)
+    assert b.image is b.image  # no value yet (NaN): the image is still not rebuilt per request
+    for _ in range(2):
+        meter.step()
+    assert b.read_bits("coil", 0x1000, 2) == [True, False]
+    assert b.read_registers("input", 0x1080, 2) == [1, 0]
+    with pytest.raises(AccessError) as info:
+        b.write_coils(0x1000, [False, True])  # relay 1 in alarm mode: nothing changes
+    assert info.value.code == ExceptionCode.ILLEGAL_DATA_ADDRESS
+    assert meter.relays == (True, False)
+    with pytest.raises(RelayModeError):
+        meter.set_relay(0, False)  # the same rule for CANopen and any other interface
+    b.write_coils(0x1001, [True])
+    assert meter.relays == (True, True)
+    b.write_registers(0x1020, [0])  # relay 1 to manual: it keeps its state, coil writable
+    b.write_coils(0x1000, [False])
+    assert meter.relays == (False, True)
+    assert load_settings(meter.settings_path).relays.relays[0].mode == "manual"
+
+
+def test_alarm_slot_written_over_modbus_is_one_validated_change(tmp_path):
+    meter = start(settings_file(tmp_path), store=False)
+    b = MapBackend(meter)
+    slot = [2, 0, 2, 1, 2, 1, 0, 0]  # relay 2, V, main 1, outside, latch, no delays
+    for x in (0.0, 207.0, 253.0, 3.0):  # threshold, band low/high, hysteresis
+        slot += encode("float32", x)
+    b.write_registers(0x1110, slot)  # slot 2 of 16
+    rule = load_settings(meter.settings_path).alarms[1]
+    assert (rule.relay, rule.quantity, rule.target, rule.comparison, rule.band, rule.latch) == (
+        2, "v", "main:1", "outside", (207.0, 253.0), True)
+    assert b.read_registers("holding", 0x1110, 16) == slot
+    bad = slot[:8] + encode("float32", 0.0) + encode("float32", 253.0) + encode(
+        "float32", 207.0) + encode("float32", 3.0)  # low > high
+    before = meter.settings
+    with pytest.raises(AccessError) as info:
+        b.write_registers(0x1110, bad)
+    assert info.value.code == ExceptionCode.ILLEGAL_DATA_VALUE and meter.settings is before
+    assert any(e.kind == "settings" and "[alarms.2]" in e.text for e in meter.events)
+
+
+def test_latched_alarm_survives_a_restart_until_acknowledged(tmp_path):
+    path = settings_file(tmp_path, latch=True)
+    meter = start(path)
+    for _ in range(6):  # raised at second 1, condition cleared at 5: held by the latch
+        meter.step()
+    assert meter.relays[0] and meter.alarm_status.unacked == (True,)
+    meter.close()
+    meter = start(path)  # power-up: the latch comes back from the store
+    assert meter.relays == (True, False)
+    b = MapBackend(meter)
+    assert b.read_registers("input", 0x1081, 1) == [1]
+    b.write_registers(0x1026, [1])  # acknowledge relay 1
+    assert meter.relays == (False, False) and b.read_registers("input", 0x1080, 2) == [0, 0]
+    meter.close()
+    kinds = [e.kind for e in read_events(tmp_path / "var" / "m.db")]
+    assert kinds.count("power_up") == 2 and "alarm_held" in kinds
+    assert kinds[-3:] == ["alarm_acknowledged", "alarm_cleared", "relay"]
+
+
+@pytest.mark.parametrize(("power_up", "before", "expected"), [
+    ("open", True, False), ("closed", False, True), ("last", True, True), ("last", False, False)])
+def test_manual_relay_power_up_state(tmp_path, power_up, before, expected):
+    path = settings_file(tmp_path, power_up=power_up)
+    meter = start(path)
+    meter.set_relay(1, before)
+    meter.step()
+    meter.close()
+    assert start(path).relays[1] is expected
+
+
+def test_energy_reset_over_modbus_is_saved_and_logged_at_once(tmp_path):
+    meter = start(settings_file(tmp_path))
+    b = MapBackend(meter)
+    for _ in range(3):
+        meter.step()
+    db = tmp_path / "var" / "m.db"
+    assert peek(db).meter.values()[3, 0] > 0  # Meter 4 (CT10) imported energy
+    b.write_registers(0x1013, [4])
+    r = peek(db)  # on disk before the write returned
+    assert r.meter.values()[3].sum() == 0 and r.ct.values()[9:12].sum() == 0
+    assert r.meter.values()[0, 0] > 0  # Meter 1 untouched
+    assert read_events(db, last=1)[0].kind == "energy_reset"
+    meter.close()
