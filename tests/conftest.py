@@ -20,6 +20,17 @@ def private_state_dir(tmp_path_factory, monkeypatch) -> Path:
     return state
 
 
+WAVEFORMS = SHARED_DATA / "waveforms"
+
+
+@pytest.fixture(scope="session")
+def waveforms() -> Path:
+    """The shared real recordings beside the checkout (read-only); skip when absent."""
+    if not WAVEFORMS.is_dir():
+        pytest.skip(f"shared waveform recordings not found at {WAVEFORMS}")
+    return WAVEFORMS
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

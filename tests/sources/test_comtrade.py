@@ -15,19 +15,12 @@ from pm4324.sources.comtrade import read_comtrade
 from pm4324.sources.recording import RecordingError, open_recording
 
 KEATING = "ieeecomtrade_keating_1999/keating_1999.CFG"
-
-
-@pytest.fixture(scope="module")
-def waveforms() -> Path:
-    """The shared recordings beside the repository checkout (read-only)."""
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "waveforms"
-    if not path.is_dir():
-        pytest.skip(f"shared waveform recordings not found at {path}")
-    return path
+# for parametrizing at collection time; the `waveforms` fixture (conftest) skips when absent
+WAVEFORMS = Path(__file__).resolve().parents[3] / "shared" / "data" / "waveforms"
 
 
 def _real_files() -> list[str]:
-    root = Path(__file__).resolve().parents[3] / "shared" / "data" / "waveforms"
+    root = WAVEFORMS
     found = [p for p in root.glob("*/*") if p.suffix.lower() in (".cfg", ".cff")]
     return sorted(str(p.relative_to(root)) for p in found) or [KEATING]
 

@@ -14,15 +14,6 @@ from pm4324.sources.recording import RecordingError, open_recording, regularise
 MHKIT = "mhkit_modaq_3ph/2020224_181521_PowRaw.csv"
 
 
-@pytest.fixture(scope="module")
-def waveforms() -> Path:
-    """The shared recordings beside the repository checkout (read-only)."""
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "waveforms"
-    if not path.is_dir():
-        pytest.skip(f"shared waveform recordings not found at {path}")
-    return path
-
-
 def _write(tmp_path: Path, text: str, name: str = "rec.csv") -> Path:
     path = tmp_path / name
     path.write_text(text, newline="")

@@ -30,15 +30,6 @@ EXAMPLE_RECORDINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def waveforms() -> Path:
-    """The shared recordings beside the repository checkout (read-only)."""
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "waveforms"
-    if not path.is_dir():
-        pytest.skip(f"shared waveform recordings not found at {path}")
-    return path
-
-
 def _recording(n: int = 25) -> Recording:
     k = np.arange(n, dtype=float)
     data = np.vstack([1000 + k, 2000 + k, 3000 + k, 10 + k, 20 + k, 30 + k])
