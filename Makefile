@@ -24,8 +24,9 @@ test: setup  ## lint, then the whole test suite
 bench: setup  ## speed benchmarks (results go to docs/benchmarks.md by hand)
 	$(BIN)/python bench/metering_bench.py
 
-docs: setup  ## regenerate the generated docs (register map ...)
+docs: setup  ## regenerate the generated docs (register map, EDS) after editing map.csv
 	$(BIN)/python -m pm4324.registers.docs
+	$(BIN)/python -m pm4324.protocols.canopen.eds
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -107,4 +107,18 @@ async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namesp
         print(f"Modbus RTU on {port_name} {mb.baud} {mb.data_format} (unit {mb.address})",
               file=sys.stderr, flush=True)
         servers.append(rtu)
+    if settings.canopen.interface:  # CANopen (PM-4324-CPS): docs/canopen.md
+        from pm4324.protocols.canopen import CanopenBusError, CanopenServer
+
+        co = settings.canopen
+        node = CanopenServer(meter, settings)
+        try:
+            await node.start()
+        except CanopenBusError as exc:
+            for server in servers:
+                await server.stop()
+            raise SystemExit(f"pm4324 run: {exc}") from None
+        print(f"CANopen node {co.node_id} on {co.interface}:{co.channel} ({co.bitrate} bit/s)",
+              file=sys.stderr, flush=True)
+        servers.append(node)
     return servers

@@ -304,8 +304,7 @@ class Meter:
                             pass
             if self.step() is None:
                 return
-            if not paced:
-                await asyncio.sleep(0)  # let servers answer between seconds
+            await asyncio.sleep(0)  # servers and signals get a turn even when running behind
 
 
 def _power_up_text(store: Store | None) -> str:

@@ -8,6 +8,7 @@ refused (a real unit lacks our blocks), it retries the evidenced and [ours] runs
 and every key it could not read is None. The result has the keys of ``Snapshot.to_dict()``.
 
 Exit codes: 0 read, 1 connected but every request was refused, 2 cannot connect / timeout.
+``--canopen INTERFACE:CHANNEL --node N`` reads a PM-4324-CPS instead (``canopen_read``).
 """
 
 from __future__ import annotations
@@ -308,15 +309,19 @@ def modbus_reader(client: Any, unit: int, where: str) -> Reader:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "read",
-        help="read a PM-4324 (real or software) over Modbus and show its values",
-        description="Read a PM-4324 over Modbus TCP or RTU and show the same table as `run` "
-        "(or, with --json, the same keys as `analyze --json`).",
+        help="read a PM-4324 (real or software) over Modbus or CANopen and show its values",
+        description="Read a PM-4324 over Modbus TCP or RTU, or over CANopen (SDO), and show the "
+        "same table as `run` (or, with --json, the same keys as `analyze --json`).",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST[:PORT]", type=parse_host_port,
                        help=f"Modbus TCP device (port {DEFAULT_TCP_PORT} if not given; "
                        "the software meter listens on 127.0.0.1:5020)")
     where.add_argument("--rtu", metavar="DEVICE", help="Modbus RTU serial device, e.g. /dev/ttyUSB0")
+    where.add_argument("--canopen", metavar="INTERFACE:CHANNEL", type=_canopen_bus,
+                       help="CANopen over python-can, e.g. socketcan:can0 or "
+                       "udp_multicast:239.74.163.2 (see docs/canopen.md)")
+    p.add_argument("--node", type=_node_id, default=1, help="CANopen node-ID 1..127 (default 1)")
     p.add_argument("--baud", type=int, default=19200, choices=BAUD_RATES, help="RTU baud rate")
     p.add_argument("--format", dest="data_format", default="N81", choices=DATA_FORMATS,
                    help="RTU parity, data and stop bits (default N81)")
@@ -331,7 +336,63 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _canopen_bus(text: str) -> tuple[str, str]:
+    from pm4324.host.canopen_read import parse_canopen
+
+    try:
+        return parse_canopen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _node_id(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 127:
+        raise argparse.ArgumentTypeError(f"{text!r}: a CANopen node-ID is 1..127")
+    return int(text)
+
+
+def _show(d: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(d))
+    else:
+        from pm4324.host.display import render_table
+
+        print(render_table(d))
+
+
+def _has_values(d: Any) -> bool:
+    """Whether any measured value (not a key or number) came back."""
+    if isinstance(d, dict):
+        return any(_has_values(v) for k, v in d.items() if k not in ("ct", "meter", "main"))
+    if isinstance(d, list):
+        return any(_has_values(v) for v in d)
+    return d is not None and d != []
+
+
+def run_canopen(args: argparse.Namespace) -> int:
+    """`read --canopen`: SDO uploads from one node (exit codes as for Modbus)."""
+    try:
+        from pm4324.host.canopen_read import read_canopen
+    except ImportError:
+        print("pm4324 read: needs canopen (pip install canopen==2.4.1)", file=sys.stderr)
+        return 2
+    interface, channel = args.canopen
+    try:
+        d = read_canopen(interface, channel, args.node, args.meter, timeout=args.timeout)
+    except ReadError as exc:
+        print(f"pm4324 read: {exc}", file=sys.stderr)
+        return 2
+    if not _has_values(d):
+        print(f"pm4324 read: node {args.node} on {interface}:{channel} refused every object "
+              "(SDO aborts): is it a PM-4324-CPS?", file=sys.stderr)
+        return 1
+    _show(d, args.json)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "canopen", None):
+        return run_canopen(args)
     try:
         client, where = _client(args)
     except ImportError:
@@ -357,10 +418,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"pm4324 read: {where} unit {args.unit} refused every request (exception "
               "responses): is it a PM-4324?", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(d))
-    else:
-        from pm4324.host.display import render_table
-
-        print(render_table(d))
+    _show(d, args.json)
     return 0
