@@ -20,7 +20,6 @@ import pytest
 from pm4324.host import read_cmd, registers_cmd
 from pm4324.host.cli import main
 from pm4324.registers import docs
-from pm4324.registers.backend import AccessError
 from pm4324.registers.image import MapBackend
 from pm4324.registers.table import load_map, map_text
 
@@ -39,16 +38,7 @@ def _load_factory():
 factory = _load_factory()
 
 
-def backend_reader(backend) -> read_cmd.Reader:
-    def read(table, address, count):
-        try:
-            if table in ("coil", "discrete"):
-                return backend.read_bits(table, address, count)
-            return backend.read_registers(table, address, count)
-        except AccessError:
-            return None
-
-    return read
+backend_reader = factory.backend_reader
 
 
 ENERGY_KEYS = {"kwh_import", "kwh_export", "kvarh_q1", "kvarh_q2", "kvarh_q3", "kvarh_q4", "kvah"}

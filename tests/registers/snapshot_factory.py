@@ -133,3 +133,18 @@ class FakeMeter:
         self.snapshot = snapshot
         for callback in self.listeners:
             callback(snapshot)
+
+
+def backend_reader(backend):
+    """A `pm4324 read` Reader over a RegisterBackend in-process: refused reads give None."""
+    from pm4324.registers.backend import AccessError
+
+    def read(table, address, count):
+        try:
+            if table in ("coil", "discrete"):
+                return backend.read_bits(table, address, count)
+            return backend.read_registers(table, address, count)
+        except AccessError:
+            return None
+
+    return read

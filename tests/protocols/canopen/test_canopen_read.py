@@ -6,25 +6,14 @@ import json
 import math
 
 import pytest
-from canopen_helpers import NODE
+from canopen_helpers import NODE, factory
 
 from pm4324.host import read_cmd
 from pm4324.host.canopen_read import parse_canopen, read_canopen
 from pm4324.host.cli import main
 from pm4324.protocols.canopen import CanopenServer
-from pm4324.registers.backend import AccessError
 
-
-def modbus_reader(backend) -> read_cmd.Reader:
-    def read(table, address, count):
-        try:
-            if table in ("coil", "discrete"):
-                return backend.read_bits(table, address, count)
-            return backend.read_registers(table, address, count)
-        except AccessError:
-            return None
-
-    return read
+modbus_reader = factory.backend_reader
 
 
 def same(a, b, path="d"):
