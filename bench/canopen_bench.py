@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "tests" / "protocols" / "canopen"))
 
 from canopen_helpers import factory, object_dictionary, snapshot  # noqa: E402
 
-from pm4324.device.settings import CanopenSettings, Settings  # noqa: E402
+from pm4324.config.settings import CanopenSettings, Settings  # noqa: E402
 from pm4324.protocols.canopen import CanopenServer  # noqa: E402
 from pm4324.registers.image import MapBackend  # noqa: E402
 

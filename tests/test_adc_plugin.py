@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
-from pm4324.device.settings import Settings
 from pm4324.sources.base import SampleBlock, Source, SourceError
 from pm4324.sources.registry import source_class
 

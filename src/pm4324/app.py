@@ -13,9 +13,9 @@ import json
 import signal
 import sys
 
+from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
-from pm4324.device.settings import Settings
 from pm4324.device.snapshot import Snapshot
 from pm4324.device.store import Store, StoreError, store_location
 from pm4324.host.display import render_table

@@ -12,9 +12,9 @@ import tomllib
 import numpy as np
 import pytest
 
-from pm4324.device.alarm_settings import AlarmRule
+from pm4324.config.alarm_settings import AlarmRule
+from pm4324.config.settings import N_CTS, N_METERS, SettingsError, parse_settings
 from pm4324.device.alarms import AlarmEngine
-from pm4324.device.settings import N_CTS, N_METERS, SettingsError, parse_settings
 from pm4324.device.snapshot import CtValues, Flag, MainValues, MeterValues
 
 

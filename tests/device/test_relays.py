@@ -9,6 +9,8 @@ import tomllib
 
 import pytest
 
+from pm4324.config.settings import load_settings, parse_settings
+from pm4324.config.settings_file import save_settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import (
     CommandDriver,
@@ -17,8 +19,6 @@ from pm4324.device.relays import (
     RelayDriverError,
     RelayModeError,
 )
-from pm4324.device.settings import load_settings, parse_settings
-from pm4324.device.settings_file import save_settings
 from pm4324.device.store import Store, peek, read_events
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.codecs import encode

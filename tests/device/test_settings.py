@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pm4324.device.settings import (
+from pm4324.config.settings import (
     Settings,
     SettingsError,
     Wiring,
     load_settings,
     parse_settings,
 )
-from pm4324.device.settings_file import save_settings, settings_to_toml
+from pm4324.config.settings_file import save_settings, settings_to_toml
 
 BUILDING = Path(__file__).resolve().parents[2] / "src/pm4324/data/building-settings.toml"
 

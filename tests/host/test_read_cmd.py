@@ -80,8 +80,8 @@ def test_decodes_to_the_keys_and_values_of_to_dict(backend, snapshot):
 
 def test_real_meter_snapshot_round_trip():
     """The simulated building, through the map and back, equals what `run --json` prints."""
+    from pm4324.config.settings import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.device.settings import load_settings
     from pm4324.host.cli import _default_settings_path
     from pm4324.sources.simulator import SimulatorSource, load_scenario
 
@@ -107,7 +107,7 @@ def test_meter_filter_reads_only_that_meter(backend, snapshot):
 
 
 def test_pm4324_has_one_main():
-    from pm4324.device.settings import Settings
+    from pm4324.config.settings import Settings
 
     s = Settings(model="PM-4324", mains=(Settings().mains[0],))
     snap = factory.make_snapshot(s)

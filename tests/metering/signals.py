@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pm4324.device.settings import N_CTS, PHASES, Settings, Wiring
+from pm4324.config.settings import N_CTS, PHASES, Settings, Wiring
 from pm4324.metering.engine import Engine
 
 SQRT2 = math.sqrt(2.0)

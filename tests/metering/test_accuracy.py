@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from pm4324.config.settings import MainSettings, MeterSettings, Settings, Wiring, validate
 from pm4324.device.energy import EnergyRegisters
-from pm4324.device.settings import MainSettings, MeterSettings, Settings, Wiring, validate
 
 from .signals import (
     FLAG_UNUSED,

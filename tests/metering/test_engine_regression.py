@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pm4324.device.settings import N_CTS, Settings, Wiring, load_settings
+from pm4324.config.settings import N_CTS, Settings, Wiring, load_settings
 from pm4324.metering import engine as E
 from pm4324.metering.cycles import (
     F_MAX_HZ,

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.relays import RelayModeError
-from pm4324.device.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.snapshot import (
     ENERGY_KINDS,
     AlarmStatus,

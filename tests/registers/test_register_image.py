@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from snapshot_factory import FakeMeter, make_snapshot
 
-from pm4324.device.settings import ModbusSettings, Settings
+from pm4324.config.settings import ModbusSettings, Settings
 from pm4324.device.snapshot import Energies, Flag
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.codecs import decode

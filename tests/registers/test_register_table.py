@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from pm4324.device.settings import N_CTS, N_METERS
+from pm4324.config.settings import N_CTS, N_METERS
 from pm4324.device.snapshot import ENERGY_KINDS, CtValues, MainValues, MeterValues
 from pm4324.registers import build_map
 from pm4324.registers.table import (

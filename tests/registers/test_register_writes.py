@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from snapshot_factory import FakeMeter, make_snapshot
 
-from pm4324.device.settings import MeterSettings, Settings, Wiring
+from pm4324.config.settings import MeterSettings, Settings, Wiring
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.codecs import decode
 from pm4324.registers.image import MapBackend
@@ -145,8 +145,8 @@ def test_relay_coils(meter):
 
 
 def test_writes_reach_the_real_meter_and_survive_a_restart(tmp_path):
+    from pm4324.config.settings import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.device.settings import load_settings
     from pm4324.host.cli import _default_settings_path
     from pm4324.sources.simulator import SimulatorSource, load_scenario
 

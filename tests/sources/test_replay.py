@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pm4324.device.settings import (
+from pm4324.config.settings import (
     ReplayChannel,
     ReplaySettings,
     load_settings,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pm4324.device.settings import Settings
+from pm4324.config.settings import Settings
 from pm4324.sources.base import SampleBlock, Source
 
 COUNTS_PER_VOLT = 10_000.0  # what the board's datasheet would say

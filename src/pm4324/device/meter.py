@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
-from pm4324.device.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
 from pm4324.device.store import Store, StoreError
 from pm4324.metering.engine import Engine, StepResult
@@ -120,7 +120,7 @@ class Meter:
                 self._alarm_event(t)
             self._drive_relays("settings changed")
             if self.settings_path:
-                from pm4324.device.settings_file import save_settings
+                from pm4324.config.settings_file import save_settings
 
                 save_settings(new, Path(self.settings_path))
             self._event("settings", _changes(old, new))
@@ -318,7 +318,7 @@ def _power_up_text(store: Store | None) -> str:
 
 def _changes(old: Settings, new: Settings) -> str:
     """The settings lines that differ, as "[section] key = value" (for the event log)."""
-    from pm4324.device.settings_file import settings_to_toml
+    from pm4324.config.settings_file import settings_to_toml
 
     def lines(s: Settings) -> set[str]:
         out, section, n = set(), "", 0

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from pm4324.device.alarm_settings import N_RELAYS, DriverSettings
+from pm4324.config.alarm_settings import N_RELAYS, DriverSettings
 
 log = logging.getLogger(__name__)
 

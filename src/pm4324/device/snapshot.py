@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pm4324.device.settings import Settings
+from pm4324.config.settings import Settings
 
 
 class Flag(IntFlag):

@@ -54,10 +54,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pm4324.config.settings import N_CTS, N_METERS, Settings
+from pm4324.config.settings_file import fsync_directory, write_atomic
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import MAX_EVENTS, SCHEMA, Event
-from pm4324.device.settings import N_CTS, N_METERS, Settings
-from pm4324.device.settings_file import fsync_directory, write_atomic
 from pm4324.device.snapshot import ENERGY_KINDS
 
 FORMAT_VERSION = 1

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from pm4324.device.settings import N_METERS
+from pm4324.config.settings import N_METERS
 from pm4324.host.read_cmd import ReadError, snapshot_dict, wanted_points
 from pm4324.protocols.canopen.eds import render_eds
 from pm4324.protocols.canopen.objects import DataType, Entry

@@ -77,8 +77,8 @@ def _over_modbus(args: argparse.Namespace, value: int) -> str:
 def _in_store(args: argparse.Namespace, what: str) -> str:
     import numpy as np
 
+    from pm4324.config.settings import load_settings
     from pm4324.device.events import Event
-    from pm4324.device.settings import load_settings
     from pm4324.device.store import Store, StoreError, store_location
     from pm4324.host.cli import _default_settings_path
 

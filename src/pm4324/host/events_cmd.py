@@ -23,8 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from pm4324.config.settings import load_settings
     from pm4324.device.events import format_events
-    from pm4324.device.settings import load_settings
     from pm4324.device.store import StoreError, read_events, store_location
     from pm4324.host.cli import _default_settings_path
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pm4324.device.settings import BAUD_RATES, DATA_FORMATS, N_METERS, WORD_ORDERS, Wiring
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, N_METERS, WORD_ORDERS, Wiring
 from pm4324.device.snapshot import ENERGY_KINDS, Flag
 from pm4324.registers.codecs import CodecError, decode
 from pm4324.registers.image import MODEL_CODES

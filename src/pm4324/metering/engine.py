@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from pm4324.device.settings import N_CTS, N_METERS, Settings, Wiring
+from pm4324.config.settings import N_CTS, N_METERS, Settings, Wiring
 from pm4324.metering.cycles import (
     CycleTracker,
     cycle_integrals,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pm4324.device.settings import PHASES, MeterSettings, Wiring
+from pm4324.config.settings import PHASES, MeterSettings, Wiring
 
 _THIRD = 1.0 / 3.0
 _ROWS: dict[Wiring, tuple[tuple[float, float, float], ...]] = {

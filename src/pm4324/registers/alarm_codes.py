@@ -1,7 +1,7 @@
 """Relay and alarm-rule settings as register numbers, and back.
 
 Text settings travel as codes (the index in the vocabulary tuples of
-``device.alarm_settings``, listed in docs/registers.md). A write to several fields of one
+``config.alarm_settings``, listed in docs/registers.md). A write to several fields of one
 rule or relay is applied as one change and validated once, so a whole slot written with one
 FC 16 request may go from "free" to "outside 207..253 V" even though no single field change
 on its own would be a valid rule.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pm4324.device.alarm_settings import (
+from pm4324.config.alarm_settings import (
     COMBINE,
     COMPARISONS,
     FREE_SLOT,
@@ -21,7 +21,7 @@ from pm4324.device.alarm_settings import (
     TARGET_KINDS,
     AlarmRule,
 )
-from pm4324.device.settings import Settings
+from pm4324.config.settings import Settings
 from pm4324.registers.table import Source
 
 #: coded fields: field -> vocabulary (the code is the index)

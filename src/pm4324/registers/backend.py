@@ -11,7 +11,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Literal, Protocol
 
-from pm4324.device.settings import Settings
+from pm4324.config.settings import Settings
 from pm4324.device.snapshot import AlarmStatus, Snapshot
 
 BitTable = Literal["coil", "discrete"]

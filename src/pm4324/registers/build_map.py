@@ -26,7 +26,7 @@ import csv
 import io
 from pathlib import Path
 
-from pm4324.device.alarm_settings import (
+from pm4324.config.alarm_settings import (
     COMBINE,
     COMPARISONS,
     MAX_ALARMS,
@@ -36,7 +36,7 @@ from pm4324.device.alarm_settings import (
     RELAY_MODES,
     TARGET_KINDS,
 )
-from pm4324.device.settings import N_METERS
+from pm4324.config.settings import N_METERS
 from pm4324.registers.table import COLUMNS, TABLES
 
 PHASES = ("a", "b", "c")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import struct
 
-from pm4324.device.settings import WORD_ORDERS
+from pm4324.config.settings import WORD_ORDERS
 
 LOW_FIRST, HIGH_FIRST = WORD_ORDERS
 

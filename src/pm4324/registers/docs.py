@@ -11,8 +11,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from pm4324.device.alarm_settings import MAX_ALARMS, TARGET_QUANTITIES
-from pm4324.device.settings import Wiring
+from pm4324.config.alarm_settings import MAX_ALARMS, TARGET_QUANTITIES
+from pm4324.config.settings import Wiring
 from pm4324.device.snapshot import Flag
 from pm4324.registers.image import FIRMWARE_VERSION, RESET_ALL
 from pm4324.registers.table import (

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from pm4324.config.settings import DATA_FORMATS, WORD_ORDERS, Settings, SettingsError, Wiring
 from pm4324.device.relays import RelayModeError
-from pm4324.device.settings import DATA_FORMATS, WORD_ORDERS, Settings, SettingsError, Wiring
 from pm4324.device.snapshot import AlarmStatus, Flag, Snapshot
 from pm4324.registers import alarm_codes
 from pm4324.registers.backend import AccessError, BitTable, ExceptionCode, MeterControl

@@ -29,8 +29,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pm4324.device.alarm_settings import MAX_ALARMS
-from pm4324.device.settings import N_CTS, N_METERS
+from pm4324.config.alarm_settings import MAX_ALARMS
+from pm4324.config.settings import N_CTS, N_METERS
 from pm4324.device.snapshot import ENERGY_KINDS, CtValues, MainValues, MeterValues
 from pm4324.registers.codecs import INT_RANGES, REGISTER_TYPES
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pm4324.device.settings import CTS_PER_METER, N_CTS, Settings, input_names
+from pm4324.config.settings import CTS_PER_METER, N_CTS, Settings, input_names
 from pm4324.sources.base import SampleBlock, Source
 from pm4324.sources.recording import Recording, RecordingError
 

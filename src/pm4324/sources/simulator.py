@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from pm4324.device.settings import N_CTS, PHASES, Settings
+from pm4324.config.settings import N_CTS, PHASES, Settings
 from pm4324.metering.wiring import meter_wiring
 from pm4324.sources.base import SampleBlock, Source, SourceError
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from canopen_helpers import NODE, FrameLog, factory, object_dictionary, snapshot
 
-from pm4324.device.settings import CanopenSettings, Settings
+from pm4324.config.settings import CanopenSettings, Settings
 from pm4324.protocols.canopen import CanopenServer
 
 

@@ -18,8 +18,8 @@ import faulthandler
 import signal
 from dataclasses import replace
 
+from pm4324.config.settings import CanopenSettings, Settings
 from pm4324.device.meter import Meter
-from pm4324.device.settings import CanopenSettings, Settings
 from pm4324.protocols.canopen import CanopenServer
 from pm4324.sources.simulator import SimulatorSource, load_scenario
 

@@ -49,8 +49,8 @@ def test_a_real_meter_agrees_in_the_same_second(channel):
     """The simulated building: CANopen and Modbus read between two seconds are equal."""
     from dataclasses import replace
 
+    from pm4324.config.settings import CanopenSettings, Settings
     from pm4324.device.meter import Meter
-    from pm4324.device.settings import CanopenSettings, Settings
     from pm4324.sources.simulator import SimulatorSource, load_scenario
 
     settings = replace(Settings(), canopen=CanopenSettings(node_id=9, interface="virtual",

@@ -459,7 +459,7 @@ def test_canopen_master_is_canopen():
 def test_a_bus_that_cannot_open_is_one_clear_error(meter, settings):
     from dataclasses import replace
 
-    from pm4324.device.settings import CanopenSettings
+    from pm4324.config.settings import CanopenSettings
     from pm4324.protocols.canopen import CanopenBusError, CanopenServer
 
     bad = replace(settings, canopen=CanopenSettings(node_id=NODE, interface="no_such_interface",
@@ -520,7 +520,7 @@ def test_a_main_the_model_lacks(channel, log, master):
 
     from canopen_helpers import factory, snapshot
 
-    from pm4324.device.settings import CanopenSettings, MainSettings, Settings
+    from pm4324.config.settings import CanopenSettings, MainSettings, Settings
     from pm4324.protocols.canopen import CanopenServer
 
     s = replace(Settings(model="PM-4324", mains=(MainSettings(),)),

@@ -33,7 +33,7 @@ from typing import Any
 
 import can
 
-from pm4324.device.settings import Settings
+from pm4324.config.settings import Settings
 from pm4324.device.snapshot import Snapshot
 from pm4324.protocols.canopen.codes import (
     COB_EXTENDED,

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pm4324.device.settings import CanopenSettings
+from pm4324.config.settings import CanopenSettings
 from pm4324.device.snapshot import Snapshot
 from pm4324.protocols.canopen.codes import Abort, SdoAbort
 from pm4324.protocols.canopen.objects import Entry, encode

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 
 import serial
 
-from pm4324.device.settings import BAUD_RATES, DATA_FORMATS, ModbusSettings
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, ModbusSettings
 from pm4324.protocols.modbus.pdu import WRITE_FUNCTIONS, handle_pdu, request_pdu_length
 from pm4324.registers.backend import RegisterBackend
 

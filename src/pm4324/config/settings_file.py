@@ -11,8 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from pm4324.device.alarm_settings import AlarmRule, DriverSettings, RelaySettings
-from pm4324.device.settings import N_CTS, Calibration, Settings
+from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
+from pm4324.config.settings import N_CTS, Calibration, Settings
 
 
 def _value(v: object) -> str:

@@ -15,7 +15,7 @@ from dataclasses import astuple, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # settings.py imports this module; the reader is only a parameter here
-    from pm4324.device.settings import _Reader
+    from pm4324.config.settings import _Reader
 
 N_RELAYS = 2
 MAX_ALARMS = 16  # one bit each in the uint16 alarm status registers

@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pm4324.device.alarm_settings import (
+from pm4324.config.alarm_settings import (
     AlarmRule,
     RelayConfig,
     StoreSettings,
