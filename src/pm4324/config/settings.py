@@ -176,36 +176,35 @@ class Settings:
         """0-based main index serving 1-based Meter number ``meter``."""
         return self.main_of_ct(3 * meter)
 
+    # Changed copies, validated like a settings file (1-based numbers, as in the file).
+
     def with_meter(self, meter: int, **changes: Any) -> Settings:
-        meters = list(self.meters)
-        meters[meter - 1] = replace(meters[meter - 1], **changes)
-        new = replace(self, meters=tuple(meters))
-        validate(new)
-        return new
+        return _validated(replace(self, meters=_changed(self.meters, meter, changes)))
 
     def with_main(self, main: int, **changes: Any) -> Settings:
-        mains = list(self.mains)
-        mains[main - 1] = replace(mains[main - 1], **changes)
-        new = replace(self, mains=tuple(mains))
-        validate(new)
-        return new
+        return _validated(replace(self, mains=_changed(self.mains, main, changes)))
 
     def with_relay(self, relay: int, **changes: Any) -> Settings:
-        relays = list(self.relays.relays)
-        relays[relay - 1] = replace(relays[relay - 1], **changes)
-        new = replace(self, relays=replace(self.relays, relays=tuple(relays)))
-        validate(new)
-        return new
+        relays = replace(self.relays, relays=_changed(self.relays.relays, relay, changes))
+        return _validated(replace(self, relays=relays))
 
     def with_alarm(self, slot: int, **changes: Any) -> Settings:
-        """Change rule ``slot`` (1-based); slots past the last rule start as free slots."""
-        alarms = list(self.alarms) + [AlarmRule()] * max(0, slot - len(self.alarms))
-        alarms[slot - 1] = replace(alarms[slot - 1], **changes)
+        """Change rule ``slot``; slots past the last rule start as free slots."""
+        padded = self.alarms + (AlarmRule(),) * max(0, slot - len(self.alarms))
+        alarms = list(_changed(padded, slot, changes))
         while alarms and alarms[-1] == AlarmRule():  # trailing free slots are not kept
             alarms.pop()
-        new = replace(self, alarms=tuple(alarms))
-        validate(new)
-        return new
+        return _validated(replace(self, alarms=tuple(alarms)))
+
+
+def _changed(items: tuple, number: int, changes: dict[str, Any]) -> tuple:
+    """``items`` with item ``number`` (1-based) replaced by a changed copy."""
+    return items[: number - 1] + (replace(items[number - 1], **changes),) + items[number:]
+
+
+def _validated(settings: Settings) -> Settings:
+    validate(settings)
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------
