@@ -392,6 +392,8 @@ def run_canopen(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "canopen", None):
+        if not getattr(args, "verbose", False):  # aborts are reported in one line of ours
+            logging.getLogger("canopen").setLevel(logging.CRITICAL)
         return run_canopen(args)
     try:
         client, where = _client(args)
