@@ -86,7 +86,7 @@ async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namesp
     """Modbus TCP by default, RTU when a serial port is given (see docs/modbus.md)."""
     try:
         from pm4324.protocols.modbus.rtu import RtuServer
-        from pm4324.protocols.modbus.tcp import TcpServer
+        from pm4324.protocols.modbus.tcp import TcpServer, parse_listen
         from pm4324.registers.image import MapBackend
     except ImportError:
         return []
@@ -94,8 +94,8 @@ async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namesp
     backend = MapBackend(meter)
     mb = settings.modbus
     if mb.tcp_enabled and not args.no_modbus:
-        host, _, port = (args.listen or mb.tcp_listen).rpartition(":")
-        tcp = TcpServer(backend, unit_id=mb.address, host=host, port=int(port))
+        host, port = args.listen or parse_listen(mb.tcp_listen)
+        tcp = TcpServer(backend, unit_id=mb.address, host=host, port=port)
         await tcp.start()
         print(f"Modbus TCP on {host}:{tcp.port} (unit {mb.address})", file=sys.stderr, flush=True)
         servers.append(tcp)

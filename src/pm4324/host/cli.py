@@ -36,6 +36,15 @@ def _positive(text: str) -> float:
     return value
 
 
+def _listen(text: str) -> tuple[str, int]:
+    from pm4324.protocols.modbus.tcp import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # -- run ---------------------------------------------------------------------------------------
 
 
@@ -49,7 +58,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per second, no table")
     p.add_argument("--meter", type=int, action="append", choices=range(1, 9), metavar="M",
                    help="show only these Meters (repeatable)")
-    p.add_argument("--listen", help="Modbus TCP HOST:PORT (default from settings: 127.0.0.1:5020)")
+    p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                   help="Modbus TCP address (default from settings: 127.0.0.1:5020)")
     p.add_argument("--no-modbus", action="store_true", help="do not start the Modbus TCP server")
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
     p.add_argument("--reset-store", action="store_true",
