@@ -4,7 +4,8 @@ The engine's per-sample work runs in compiled kernels and a vectorised tracker
 (metering/cycles.py); the collector reorganises the per-cycle arithmetic. None of that may
 change a result beyond 1e-9 relative. This file keeps an independent, cycle-by-cycle
 reference written from the docstrings (plain trapezoids, textbook Lagrange basis,
-np.convolve filter, the tracker's original one-boundary-at-a-time loop, numpy FFT per cycle)
+np.convolve filter, the tracker's original one-boundary-at-a-time loop, numpy FFTs of the
+windows' mean grids and of each cycle, the interpolation gain from its definition)
 and checks each kernel and whole engine runs against it: one block holding the whole signal,
 and the same signal in 1-s blocks (energies summed over the steps). The simulator's fast path
 (compiled ADC, no per-sample schedule for loads that do not switch in a block) is checked
@@ -25,12 +26,14 @@ from pm4324.metering import engine as E
 from pm4324.metering.cycles import (
     F_MAX_HZ,
     F_MIN_HZ,
+    N_MOMENTS,
     CycleTracker,
     cycle_integrals,
     filtered_crossings,
     harmonic_sums,
     product_integrals,
     synchronous_resample,
+    window_weights,
 )
 from pm4324.metering.wiring import meter_wiring
 from pm4324.sources.simulator import SimulatorSource, load_scenario, parse_scenario
@@ -59,16 +62,38 @@ def ref_lagrange(y: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Cubic Lagrange interpolation of each row of y through the samples floor(pos) - 1 ..
     floor(pos) + 2, from the textbook basis polynomials."""
     i = np.floor(pos).astype(int)
-    t = pos - i
+    return sum(basis * y[..., i + k]
+               for k, basis in zip((-1, 0, 1, 2), ref_lagrange_basis(pos - i)))
+
+
+def ref_lagrange_basis(t: np.ndarray) -> list[np.ndarray]:
+    """The four basis polynomials at fractional positions t (nodes -1, 0, 1, 2)."""
     nodes = (-1, 0, 1, 2)
-    out = np.zeros(y.shape[:-1] + pos.shape)
-    for k in nodes:
-        basis = np.ones(pos.shape)
-        for j in nodes:
-            if j != k:
-                basis *= (t - j) / (k - j)
-        out += basis * y[..., i + k]
-    return out
+    return [math.prod((t - j) / (k - j) for j in nodes if j != k) for k in nodes]
+
+
+def ref_windows(m: int, nominal_hz: float) -> np.ndarray:
+    """Cycle indices where each harmonic window starts (and the end): round(m / 10) windows
+    at 50 Hz (12 at 60 Hz) of equal size +-1."""
+    n = max(1, round(m / (10 if nominal_hz == 50 else 12)))
+    return np.arange(n + 1) * m // n
+
+
+def ref_gain(bounds: np.ndarray, orders: int) -> np.ndarray:
+    """Mean over a window's grid points of the interpolation's complex gain at each order,
+    straight from its definition: H_t(w) = sum_k w_k(t) exp(j w (k - 1 - t)), with w the
+    order's angle per sample at the window's mean cycle length; 1 above 2 rad/sample."""
+    pos = np.concatenate([a + (b - a) * np.arange(E.GRID) / E.GRID
+                          for a, b in zip(bounds[:-1], bounds[1:])])
+    t = pos - np.floor(pos)
+    basis = ref_lagrange_basis(t)
+    period = (bounds[-1] - bounds[0]) / (bounds.size - 1)
+    gain = np.ones(orders + 1, dtype=complex)
+    for h in range(1, orders + 1):
+        w = 2 * np.pi * h / period
+        if w <= 2.0:
+            gain[h] = np.mean(sum(basis[k] * np.exp(1j * w * (k - 1 - t)) for k in range(4)))
+    return gain
 
 
 def ref_filter(ref: np.ndarray, half: int) -> np.ndarray:
@@ -183,20 +208,33 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
         ib = -(cur[0::3] + cur[2::3])  # the derived phase-b current of an Aron Meter
         # every product integrated per cycle, one row each
         y = np.concatenate((v_el * cur, cur**2, v_el**2, v**2, ll**2, ib**2))
-        for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        # harmonics: per window, the mean of its cycles' synchronous grids, gain-corrected
+        windows = ref_windows(bounds.size - 1, main.nominal_frequency_hz)
+        gains = []
+        for w0, w1 in zip(windows[:-1], windows[1:]):
+            gain = ref_gain(bounds[w0 : w1 + 1], E.MAX_ORDER)
+            gains += [gain] * (w1 - w0)
+            grids = [ref_lagrange(np.concatenate((v, cur)),
+                                 t0 + (t1 - t0) * np.arange(E.GRID) / E.GRID)
+                     for t0, t1 in zip(bounds[w0:w1], bounds[w0 + 1 : w1 + 1])]
+            spec = np.fft.rfft(np.mean(grids, axis=0))[:, : E.MAX_ORDER + 1] / gain
+            seconds = (bounds[w1] - bounds[w0]) / fs
+            rows = slice(k0, k0 + per_main)
+            out["vh2"][rows] += np.abs(coeff @ spec[:3]) ** 2 * scale * pt**2 * seconds
+            out["ih2"][rows] += np.abs(spec[3:]) ** 2 * scale * (ct**2)[:, None] * seconds
+        for c, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:])):
             dt = (t1 - t0) / fs
             support = slice(math.floor(t0), math.ceil(t1) + 1)
             phases = t0 + (t1 - t0) * np.arange(E.GRID) / E.GRID
-            spec = np.fft.rfft(ref_lagrange(np.concatenate((v, cur)), phases))[:, : E.MAX_ORDER + 1]
-            el = coeff @ spec[:3]
-            ispec = spec[3:]
+            fund = np.fft.rfft(ref_lagrange(np.concatenate((v, cur)), phases))[:, 1] / gains[c][1]
+            el1, i1 = coeff @ fund[:3], fund[3:]
             integ = ref_integral(y, t0, t1) / fs
             p = integ[:per_main] * pt * ct
             i2 = integ[per_main : 2 * per_main] * ct**2
             v2 = integ[2 * per_main : 3 * per_main] * pt**2
             ln2, ll2 = integ[3 * per_main : 3 * per_main + 3], integ[3 * per_main + 3 : 3 * per_main + 6]
             ib2 = integ[3 * per_main + 6 :] * ct[0::3] ** 2
-            q = (el[:, 1] * np.conj(ispec[:, 1])).imag * scale[1] * pt * ct * dt
+            q = (el1 * np.conj(i1)).imag * scale[1] * pt * ct * dt
             out["cycles"][m] += 1
             out["t_main"][m] += dt
             out["v_ln2"][m] += ln2 * pt**2
@@ -204,8 +242,6 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
             rows = slice(k0, k0 + per_main)
             for key, val in (("v2", v2), ("i2", i2), ("p", p), ("q", q)):
                 out[key][rows] += val
-            out["vh2"][rows] += np.abs(el) ** 2 * scale * pt**2 * dt
-            out["ih2"][rows] += np.abs(ispec) ** 2 * scale * (ct**2)[:, None] * dt
             meter_cycle = np.zeros((len(meters), 4))  # P, Q, S, live elements
             for j in range(per_main):
                 invalid = bad[3 + j, support].any() or bad[:3, support][coeff[j] != 0].any()
@@ -231,8 +267,8 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
 
 def close(got: np.ndarray, want: np.ndarray, scale: np.ndarray | float, what: str) -> None:
     """|got - want| <= RTOL * max(|want|, scale): relative, with a floor for values near 0."""
-    got = np.asarray(got, float)
-    want = np.broadcast_to(np.asarray(want, float), got.shape)
+    got = np.asarray(got)  # real or complex
+    want = np.broadcast_to(np.asarray(want), got.shape)
     assert np.array_equal(np.isnan(got), np.isnan(want)), f"{what}: NaN where the other is not"
     floor = np.maximum(np.abs(want), np.broadcast_to(scale, want.shape))
     err = np.nan_to_num(np.abs(got - want) / np.where(floor > 0, floor, 1.0))
@@ -380,18 +416,79 @@ def test_product_integrals(signal):
 
 def test_synchronous_resample(signal):
     x, bounds = signal
-    out = np.empty((bounds.size - 1, x.shape[0], E.GRID))
-    synchronous_resample(x, bounds, out)
-    for c in range(bounds.size - 1):
-        pos = bounds[c] + (bounds[c + 1] - bounds[c]) * np.arange(E.GRID) / E.GRID
-        want = np.array([ref_lagrange(row, pos) for row in x])
-        close(out[c], want, np.abs(x).max(), f"resampled cycle {c}")
+    groups = np.array([0, 4, 11, 26])  # unequal windows
+    out = np.empty((3, x.shape[0], E.GRID))
+    fundamental = np.empty((26, x.shape[0]), dtype=complex)
+    moments = np.empty((3, N_MOMENTS))
+    synchronous_resample(x, bounds, groups, out, fundamental, moments)
+    for g in range(3):
+        grids, powers = [], []
+        for c in range(groups[g], groups[g + 1]):
+            pos = bounds[c] + (bounds[c + 1] - bounds[c]) * np.arange(E.GRID) / E.GRID
+            grid = np.array([ref_lagrange(row, pos) for row in x])
+            close(fundamental[c], np.fft.rfft(grid)[:, 1], np.abs(x).max() * E.GRID,
+                  f"bin 1 of cycle {c}")
+            grids.append(grid)
+            powers.append((pos - np.floor(pos) - 0.5)[:, None] ** np.arange(N_MOMENTS))
+        close(out[g], np.sum(grids, axis=0), np.abs(x).max(), f"summed grid {g}")
+        close(moments[g], np.concatenate(powers).sum(axis=0), 0, f"moments {g}")
     # exact on cubics, whatever the phase
     cubic = np.polyval([1e-6, -2e-3, 0.5, 3.0], np.arange(6000.0))[None, :]
-    one = np.empty((bounds.size - 1, 1, E.GRID))
-    synchronous_resample(np.ascontiguousarray(cubic), bounds, one)
+    one = np.empty((26, 1, E.GRID))
+    synchronous_resample(np.ascontiguousarray(cubic), bounds, np.arange(27), one,
+                         np.empty((26, 1), dtype=complex), np.empty((26, N_MOMENTS)))
     pos = bounds[:-1, None] + np.diff(bounds)[:, None] * np.arange(E.GRID) / E.GRID
     close(one[:, 0], np.polyval([1e-6, -2e-3, 0.5, 3.0], pos), 0, "cubic")
+
+
+def test_window_weights_and_gain(signal):
+    x, bounds = signal
+    groups = np.array([0, 4, 11, 26])
+    out = np.empty((3, x.shape[0], E.GRID))
+    fundamental = np.empty((26, x.shape[0]), dtype=complex)
+    moments = np.empty((3, N_MOMENTS))
+    synchronous_resample(x, bounds, groups, out, fundamental, moments)
+    raw = fundamental.copy()
+    weight = window_weights(bounds, groups, moments, 12800.0, E.MAX_ORDER, fundamental)
+    for g in range(3):
+        edges = bounds[groups[g] : groups[g + 1] + 1]
+        gain = ref_gain(edges, E.MAX_ORDER)
+        assert np.abs(gain[1:]).min() < 0.99  # the signal's cycles are 205-220 samples
+        n = groups[g + 1] - groups[g]
+        close(weight[g], (edges[-1] - edges[0]) / 12800.0 / n**2 / np.abs(gain) ** 2, 0,
+              f"weights {g}")
+        close(fundamental[groups[g] : groups[g + 1]], raw[groups[g] : groups[g + 1]] / gain[1],
+              np.abs(raw).max(), f"corrected bin 1, window {g}")
+
+
+@pytest.mark.parametrize("samples_per_cycle", [213.3333, 254.1, 256.0, 197.3])
+def test_corrected_windows_read_true_harmonic_amplitudes(samples_per_cycle):
+    """A cosine of order h sampled at a cycle length that is no whole number of samples: the
+    gain-corrected window bin reads its amplitude (the uncorrected one droops by up to 7 %)."""
+    n_cycles = 10
+    bounds = 2.37 + samples_per_cycle * np.arange(n_cycles + 1)
+    t = np.arange(int(bounds[-1]) + 4, dtype=float)
+    amps = {1: 1.0, 7: 0.3, 25: 0.1, 40: 0.05, 50: 0.05}
+    x = sum(a * np.cos(2 * np.pi * h * (t - bounds[0]) / samples_per_cycle + 0.1 * h)
+            for h, a in amps.items())[None, :]
+    out = np.empty((1, 1, E.GRID))
+    fundamental = np.empty((n_cycles, 1), dtype=complex)
+    moments = np.empty((1, N_MOMENTS))
+    groups = np.array([0, n_cycles])
+    synchronous_resample(np.ascontiguousarray(x), bounds, groups, out, fundamental, moments)
+    weight = window_weights(bounds, groups, moments, 1.0, E.MAX_ORDER, fundamental)
+    seconds = bounds[-1] - bounds[0]
+    power = np.abs(np.fft.rfft(out[0, 0])[: E.MAX_ORDER + 1]) ** 2 * weight[0] / seconds
+    amplitude = np.sqrt(power) * 2 / E.GRID
+    raw = np.abs(np.fft.rfft(out[0, 0])[: E.MAX_ORDER + 1]) * 2 / E.GRID / n_cycles
+    for h, a in amps.items():
+        assert amplitude[h] == pytest.approx(a, rel=3e-4), f"order {h}"
+    if samples_per_cycle != 256.0:
+        assert raw[50] < 0.05 * 0.99  # what the correction undoes
+    # per cycle, the other orders leak up to 1e-4 into bin 1; that averages out over cycles
+    fundamental_amplitude = np.abs(fundamental[:, 0]) * 2 / E.GRID
+    assert fundamental_amplitude == pytest.approx(1.0, rel=2e-4)
+    assert fundamental_amplitude.mean() == pytest.approx(1.0, rel=2e-5)
 
 
 def test_filtered_crossings(signal):
@@ -407,15 +504,16 @@ def test_filtered_crossings(signal):
 
 def test_harmonic_sums():
     rng = np.random.default_rng(2)
-    spec = rng.normal(size=(9, 7, 65)) + 1j * rng.normal(size=(9, 7, 65))
+    spec = rng.normal(size=(4, 7, 65)) + 1j * rng.normal(size=(4, 7, 65))
+    fundamental = rng.normal(size=(9, 7)) + 1j * rng.normal(size=(9, 7))
     coeff = np.array([[1.0, 0, 0], [1, -1, 0], [0, 0, 0], [2 / 3, -1 / 3, -1 / 3]])
-    dt = rng.uniform(0.019, 0.021, 9)
-    ch, el, s1 = harmonic_sums(spec, coeff, dt, 50)
+    weight = rng.uniform(0.001, 0.003, (4, 51))
+    ch, el, s1 = harmonic_sums(spec, weight, fundamental, coeff)
     spec = spec[:, :, :51]
-    el_spec = np.einsum("kj,cjh->ckh", coeff, spec[:, :3])
-    close(ch, np.einsum("c,crh->rh", dt, np.abs(spec) ** 2), 0, "channel powers")
-    close(el, np.einsum("c,ckh->kh", dt, np.abs(el_spec) ** 2), 1e-12, "element powers")
-    want = (el_spec[:, :, 1] * np.conj(spec[:, 3:, 1])).T
+    el_spec = np.einsum("kj,gjh->gkh", coeff, spec[:, :3])
+    close(ch, np.einsum("gh,grh->rh", weight, np.abs(spec) ** 2), 0, "channel powers")
+    close(el, np.einsum("gh,gkh->kh", weight, np.abs(el_spec) ** 2), 1e-12, "element powers")
+    want = ((fundamental[:, :3] @ coeff.T) * np.conj(fundamental[:, 3:])).T
     close(s1.real, want.real, np.abs(want), "V1 I1* real")
     close(s1.imag, want.imag, np.abs(want), "V1 I1* imag")
 

@@ -5,8 +5,10 @@ Pipeline per main (metering-standards.md §2.8, §5):
 1. cycle boundaries from the main's voltage (``CycleTracker``);
 2. per cycle, exact time-domain integrals (fractional edges) of v_el*i, i^2 and the voltage
    Gram matrix -> true-RMS V and I, P, S;
-3. per cycle, a synchronous resampling to 128 phases per cycle and an FFT -> fundamental
-   phasors (Q1, P1) and harmonics 1..50 (bin h is order h exactly, whatever the frequency);
+3. per cycle, a synchronous resampling to 128 phases (bin h of a DFT over whole cycles is
+   order h exactly, whatever the frequency): its bin 1 is the cycle's fundamental phasor
+   (Q1); harmonics 0..50 from one FFT per IEC 61000-4-7 window of 10 (50 Hz) or 12 (60 Hz)
+   cycles, corrected for the interpolation's mean gain;
 4. energy is integrated per cycle (P_c * T_c routed to import/export, |Q1_c| * T_c to its
    quadrant, S_c * T_c), so nothing is counted twice or lost at report boundaries;
 5. the report for a step aggregates the cycles that ended in it: RMS for V and I,
@@ -27,12 +29,14 @@ from numba import njit
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, Wiring
 from pm4324.metering.cycles import (
+    N_MOMENTS,
     CycleTracker,
     cycle_integrals,
     harmonic_sums,
     product_integrals,
     raw_crossings,
     synchronous_resample,
+    window_weights,
 )
 from pm4324.metering.wiring import meter_wiring
 
@@ -111,8 +115,12 @@ class _MainState:
         self.bounds: list[float] = []  # boundaries not yet closed into a processed cycle
         self.sync: list[bool] = []
         self.period: float | None = None  # length of the last processed cycle, samples
-        self.grid = np.empty((0, self.n_ch, GRID))  # synchronous samples (cycle, channel, phase)
+        # IEC 61000-4-7 harmonic window: 10 cycles at 50 Hz, 12 at 60 Hz (200 ms)
+        self.window = 10 if ms.nominal_frequency_hz == 50 else 12
+        self.grid = np.empty((0, self.n_ch, GRID))  # summed synchronous samples per group
         self.spec = np.empty((0, self.n_ch, GRID // 2 + 1), dtype=complex)
+        self.moments = np.empty((0, N_MOMENTS))
+        self.fundamental = np.empty((0, self.n_ch), dtype=complex)
 
     def append(self, v: np.ndarray, i: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
         """Add a block; returns each input's peak |x| and whether it had non-finite samples
@@ -177,18 +185,34 @@ class _MainState:
             self.sync.append(self.sync[-1])
         self.tracker.last = self.bounds[-1]
 
-    def spectra(self, bounds: np.ndarray) -> np.ndarray:
-        """Per-cycle spectra of the inputs, (cycles, 3 + CTs, GRID // 2 + 1), unscaled rfft.
+    def spectra(self, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Harmonic spectra of the inputs over windows of about ``window`` cycles, and each
+        cycle's fundamental.
 
-        Synchronous resampling to GRID phases per cycle, then one FFT per cycle and channel:
-        bin h is harmonic order h exactly, whatever the frequency.
+        Each cycle is resampled to GRID phases, so bin h of a window's FFT is harmonic order
+        h exactly, whatever the frequency. The step's cycles are split into
+        round(cycles / window) windows of equal size (+-1), so every cycle counts once.
+        Returns the windows' unscaled rfft (groups, 3 + CTs, GRID // 2 + 1), the weight of
+        each |bin|^2 (groups, MAX_ORDER + 1): the window's seconds over its cycles squared
+        (the mean cycle's spectrum) and over the interpolation's mean power gain at that
+        order, and the rfft bin 1 of each cycle (cycles, 3 + CTs), divided by its window's
+        interpolation gain.
         """
         m = bounds.size - 1
-        if self.grid.shape[0] < m:
-            self.grid = np.empty((m + m // 4, self.n_ch, GRID))
-            self.spec = np.empty((m + m // 4, self.n_ch, GRID // 2 + 1), dtype=complex)
-        synchronous_resample(self.store, bounds, self.grid[:m])
-        return np.fft.rfft(self.grid[:m], axis=2, out=self.spec[:m])
+        n_groups = max(1, round(m / self.window))
+        groups = np.arange(n_groups + 1) * m // n_groups
+        if self.grid.shape[0] < n_groups:
+            self.grid = np.empty((n_groups + 2, self.n_ch, GRID))
+            self.spec = np.empty((n_groups + 2, self.n_ch, GRID // 2 + 1), dtype=complex)
+            self.moments = np.empty((n_groups + 2, N_MOMENTS))
+        if self.fundamental.shape[0] < m:
+            self.fundamental = np.empty((m + m // 4, self.n_ch), dtype=complex)
+        grid, moments, fundamental = (self.grid[:n_groups], self.moments[:n_groups],
+                                      self.fundamental[:m])
+        synchronous_resample(self.store, bounds, groups, grid, fundamental, moments)
+        spec = np.fft.rfft(grid, axis=2, out=self.spec[:n_groups])
+        weight = window_weights(bounds, groups, moments, self.fs, MAX_ORDER, fundamental)
+        return spec, weight, fundamental
 
     def trim(self) -> None:
         """Drop samples no longer needed: keep filter history before the oldest open boundary."""
@@ -351,9 +375,9 @@ class _Collector:
         # and ia*ic per 3P3W-2CT Meter
         integ = product_integrals(ms.store, el.coeff, el.pairs, bounds) / e.fs
 
-        # Synchronous spectrum: fundamental phasors and harmonics per cycle. An rfft bin times
-        # sqrt(2) / GRID is the rms phasor of that order (DC: 1 / GRID, its rms is its mean).
-        h_ch, h_el, s1 = harmonic_sums(ms.spectra(bounds), el.coeff, dt, MAX_ORDER)
+        # Synchronous spectra: harmonics per window, fundamental phasors per cycle. An rfft
+        # bin times sqrt(2) / GRID is the rms phasor of that order (DC: 1 / GRID, its mean).
+        h_ch, h_el, s1 = harmonic_sums(*ms.spectra(bounds), el.coeff)
 
         # Validity per element and cycle: non-finite samples drop the cycle from energy.
         valid = np.ones((k, n_cyc), dtype=bool)
