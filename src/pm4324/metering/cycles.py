@@ -69,9 +69,8 @@ class CycleTracker:
         # Nothing beyond the filter's last output can be known yet; without a voltage there
         # is nothing to wait for, and free-running cycles may use the whole buffer.
         limit = shift + (n - first_valid) - 1 if strong else offset + n - 1.0
-        out: list[np.ndarray] = []
-        real: list[np.ndarray] = []
         last = self.last
+        first = None  # the very first boundary, when there was none before
         if last is None:
             if crossings.size:
                 last = float(crossings[0])
@@ -81,31 +80,41 @@ class CycleTracker:
                 last = float(shift)
             else:
                 return np.empty(0), np.empty(0, dtype=bool)
-            out.append(np.array([last]))
-            real.append(np.array([crossings.size > 0]))
-        lo, hi = self.min_period, self.max_period
-        while True:
-            # The next boundary is the first crossing at least min_period after the last one, if
-            # it comes within max_period. Regular crossings are taken as a whole run at once (the
-            # same comparisons, vectorised); only irregular spots go one boundary at a time.
-            run = crossings[int(np.searchsorted(crossings, last + lo, side="left")) :]
-            if run.size and run[0] <= last + hi:
-                regular = (run[1:] >= run[:-1] + lo) & (run[1:] <= run[:-1] + hi)
-                taken = run.size if regular.all() else 1 + int(np.argmin(regular))
-                last = float(run[taken - 1])
-                out.append(run[:taken])
-                real.append(np.ones(taken, dtype=bool))
-            elif run.size or last + hi < limit:
-                # No crossing where one should be: run free at the nominal period.
-                last = last + self.nominal_period
-                out.append(np.array([last]))
-                real.append(np.zeros(1, dtype=bool))
-            else:
-                break
-        self.last = last
-        if not out:
-            return np.empty(0), np.empty(0, dtype=bool)
-        return np.concatenate(out), np.concatenate(real)
+            first = last, crossings.size > 0
+        new, real = _boundaries(crossings, last, self.min_period, self.max_period,
+                                self.nominal_period, limit)
+        self.last = float(new[-1]) if new.size else last
+        if first is not None:
+            return np.r_[first[0], new], np.r_[first[1], real]
+        return new, real
+
+
+@njit(cache=True)
+def _boundaries(crossings: np.ndarray, last: float, lo: float, hi: float, nominal: float,
+                limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boundaries after ``last``: the next is the first crossing at least ``lo`` after the
+    previous one if it comes within ``hi``; where none does (a crossing too late, or none
+    while data reaches beyond last + hi, i.e. up to ``limit``), run free at the nominal
+    period. Returns them and whether each is a real crossing."""
+    cap = crossings.size + int((limit - last) / nominal) + 2
+    out = np.empty(cap)
+    real = np.empty(cap, dtype=np.bool_)
+    n = 0
+    k = 0
+    while n < cap:
+        while k < crossings.size and crossings[k] < last + lo:
+            k += 1
+        if k < crossings.size and crossings[k] <= last + hi:
+            last = crossings[k]
+            real[n] = True
+        elif k < crossings.size or last + hi < limit:
+            last = last + nominal
+            real[n] = False
+        else:
+            break
+        out[n] = last
+        n += 1
+    return out[:n], real[:n]
 
 
 def raw_crossings(v: np.ndarray, min_gap: float) -> np.ndarray:
@@ -129,31 +138,49 @@ def filtered_crossings(v: np.ndarray, half: int) -> tuple[float, np.ndarray]:
     """Mean square of the filtered reference y, and the positions of y's rising zero crossings.
 
     The reference is the Clarke alpha va - (vb + vc) / 2 of v's rows; y is that through two
-    moving averages of ``half`` samples (running sums, so y[j] covers samples j .. j + 2 half
-    - 2); a rising crossing between y[j] < 0 and y[j + 1] >= 0 is at j + y[j] / (y[j] -
-    y[j + 1]).
+    moving averages of ``half`` samples, so y[j] covers samples j .. j + 2 half - 2; a rising
+    crossing between y[j] < 0 and y[j + 1] >= 0 is at j + y[j] / (y[j] - y[j + 1]). One
+    pass with two running sums over ring buffers (three passes and four temporaries took
+    three times as long).
     """
     n = v.shape[1]
-    c = np.empty(n + 1)
-    c[0] = 0.0
-    for i in range(n):
-        c[i + 1] = c[i] + (v[0, i] - 0.5 * (v[1, i] + v[2, i]))
-    c2 = np.empty(n + 2 - half)
-    c2[0] = 0.0
-    for j in range(n + 1 - half):
-        c2[j + 1] = c2[j] + (c[j + half] - c[j]) / half
-    y = np.empty(n + 2 - 2 * half)
+    size = n + 2 - 2 * half
+    if size < 1:
+        return 0.0, np.empty(0)
+    # ring buffers of the last ``half`` reference samples and first-stage sums; the first
+    # 2 half - 2 samples only fill them (no output yet)
+    ref = np.zeros(half)
+    box = np.zeros(half)
+    sum_ref = sum_box = 0.0
+    slot = 0
+    for i in range(2 * half - 2):
+        x = v[0, i] - 0.5 * (v[1, i] + v[2, i])
+        sum_ref += x - ref[slot]
+        ref[slot] = x
+        if i >= half - 1:
+            sum_box += sum_ref - box[slot]
+            box[slot] = sum_ref
+        slot = slot + 1 if slot + 1 < half else 0
+    scale = 1.0 / (half * half)
     total = 0.0
-    for j in range(y.size):
-        y[j] = (c2[j + half] - c2[j]) / half
-        total += y[j] * y[j]
-    rising = np.empty(y.size)
+    rising = np.empty(size)
     found = 0
-    for j in range(y.size - 1):
-        if y[j] < 0 and y[j + 1] >= 0:
-            rising[found] = j + y[j] / (y[j] - y[j + 1])
+    previous = 0.0
+    for j in range(size):
+        i = j + 2 * half - 2
+        x = v[0, i] - 0.5 * (v[1, i] + v[2, i])
+        sum_ref += x - ref[slot]
+        ref[slot] = x
+        sum_box += sum_ref - box[slot]
+        box[slot] = sum_ref
+        slot = slot + 1 if slot + 1 < half else 0
+        y = sum_box * scale
+        total += y * y
+        if j > 0 and previous < 0 and y >= 0:
+            rising[found] = j - 1 + previous / (previous - y)
             found += 1
-    return total / y.size, rising[:found]
+        previous = y
+    return total / size, rising[:found]
 
 
 def cycle_integrals(y: np.ndarray, bounds: np.ndarray) -> np.ndarray:
@@ -288,7 +315,8 @@ def synchronous_resample(x: np.ndarray, bounds: np.ndarray, groups: np.ndarray,
     first = np.empty(points, dtype=np.uint64)
     one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
     w0, w1, w2, w3 = np.empty(points), np.empty(points), np.empty(points), np.empty(points)
-    u, power, y = np.empty(points), np.empty(points), np.empty(points)
+    u, power, y = np.empty(points), np.empty(points), np.empty((3, points))
+    rows = out.shape[1]
     cos_p = np.cos(2 * np.pi * np.arange(points) / points)
     sin_p = np.sin(2 * np.pi * np.arange(points) / points)
     out[:] = 0.0
@@ -314,18 +342,25 @@ def synchronous_resample(x: np.ndarray, bounds: np.ndarray, groups: np.ndarray,
                     total += power[p]
                     power[p] *= u[p]
                 moments[g, n] += total
-            for r in range(out.shape[1]):
-                xr, o = x[r], out[g, r]
+            # three rows per pass share the taps' positions and weights (20 % faster); a
+            # last partial triple repeats its final row
+            for r0 in range(0, rows, 3):
+                xa, xb, xc = x[r0], x[min(r0 + 1, rows - 1)], x[min(r0 + 2, rows - 1)]
+                ya, yb, yc = y[0], y[1], y[2]
                 for p in range(points):
                     j = first[p]
-                    y[p] = (w0[p] * xr[j] + w1[p] * xr[j + one] + w2[p] * xr[j + two]
-                            + w3[p] * xr[j + three])
-                re = im = 0.0
-                for p in range(points):
-                    o[p] += y[p]
-                    re += y[p] * cos_p[p]
-                    im += y[p] * sin_p[p]
-                fundamental[c, r] = complex(re, -im)
+                    a0, a1, a2, a3 = w0[p], w1[p], w2[p], w3[p]
+                    ya[p] = a0 * xa[j] + a1 * xa[j + one] + a2 * xa[j + two] + a3 * xa[j + three]
+                    yb[p] = a0 * xb[j] + a1 * xb[j + one] + a2 * xb[j + two] + a3 * xb[j + three]
+                    yc[p] = a0 * xc[j] + a1 * xc[j + one] + a2 * xc[j + two] + a3 * xc[j + three]
+                for q in range(min(3, rows - r0)):
+                    o, yq = out[g, r0 + q], y[q]
+                    re = im = 0.0
+                    for p in range(points):
+                        o[p] += yq[p]
+                        re += yq[p] * cos_p[p]
+                        im += yq[p] * sin_p[p]
+                    fundamental[c, r0 + q] = complex(re, -im)
 
 
 @njit(cache=True)
@@ -411,15 +446,14 @@ def window_weights(bounds: np.ndarray, groups: np.ndarray, moments: np.ndarray, 
 
 
 @njit(cache=True)
-def harmonic_sums(spec: np.ndarray, weight: np.ndarray, fundamental: np.ndarray,
-                  coeff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted harmonic powers of group spectra, and the per-cycle fundamental products.
+def harmonic_sums(spec: np.ndarray, weight: np.ndarray,
+                  coeff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted harmonic powers of window spectra.
 
-    spec: (groups, 3 + k, bins) complex, rows va, vb, vc then k currents; weight: (groups,
-    orders + 1) applied to each |bin|^2; fundamental: (cycles, 3 + k) bin 1 per cycle;
-    coeff: (k, 3) element voltages from the phase voltages. Returns, for orders 0..orders:
-    sum_g weight |X_ch|^2 per channel (3 + k, orders + 1), sum_g weight |V_el|^2 per element
-    (k, orders + 1), and V_el,1 * conj(I_1) per element and cycle (k, cycles).
+    spec: (windows, 3 + k, bins) complex, rows va, vb, vc then k currents; weight: (windows,
+    orders + 1) applied to each |bin|^2; coeff: (k, 3) element voltages from the phase
+    voltages. Returns, for orders 0..orders, sum_g weight |X_ch|^2 per channel (3 + k,
+    orders + 1) and sum_g weight |V_el|^2 per element (k, orders + 1).
     """
     n_groups, n_ch = spec.shape[0], spec.shape[1]
     orders = weight.shape[1] - 1
@@ -439,11 +473,18 @@ def harmonic_sums(spec: np.ndarray, weight: np.ndarray, fundamental: np.ndarray,
                 zr = c0 * va.real + c1 * vb.real + c2 * vc.real
                 zi = c0 * va.imag + c1 * vb.imag + c2 * vc.imag
                 el[r, h] += weight[g, h] * (zr * zr + zi * zi)
-    m = fundamental.shape[0]
+    return ch, el
+
+
+@njit(cache=True)
+def fundamental_products(fundamental: np.ndarray, coeff: np.ndarray) -> np.ndarray:
+    """V_el,1 * conj(I_1) per element and cycle (k, cycles) from each cycle's bin 1
+    (cycles, 3 + k): rows va, vb, vc then the k currents."""
+    m, k = fundamental.shape[0], coeff.shape[0]
     s1 = np.empty((k, m), dtype=np.complex128)
     for c in range(m):
         va, vb, vc = fundamental[c, 0], fundamental[c, 1], fundamental[c, 2]
         for r in range(k):
             v_el = coeff[r, 0] * va + coeff[r, 1] * vb + coeff[r, 2] * vc
             s1[r, c] = v_el * np.conj(fundamental[c, 3 + r])
-    return ch, el, s1
+    return s1

@@ -40,11 +40,17 @@ def check(args: argparse.Namespace) -> dict:
         out["t_tpdo_read"] = round(time.monotonic() - t0, 3)
         seen: dict[int, tuple[int, int]] = {}
         done = threading.Event()
+        measured = threading.Event()  # TPDO 4 (Meter 1 total) with a measured value
 
         def on_tpdo(m, n):
             seen[n] = (m[0].raw, m[1].raw)
             if len(seen) == 32:
                 done.set()
+            # before the slave's first measured second (its first step may include compiling
+            # the metering kernels) the TPDOs carry the "no value" pattern INT32_MIN
+            if n == 4 and m[0].raw != -(2**31) and not measured.is_set():
+                out["tpdo4_measured"] = m[0].raw
+                measured.set()
 
         for n in range(1, 33):
             node.tpdo[n].add_callback(lambda m, n=n: on_tpdo(m, n))
@@ -53,6 +59,7 @@ def check(args: argparse.Namespace) -> dict:
         out["all_tpdos"] = done.wait(10)
         out["tpdo_s"] = round(time.monotonic() - t0, 3)
         out["tpdos"] = {str(n): v for n, v in seen.items()}
+        measured.wait(20)
         out["read"] = read_canopen(args.interface, args.channel, args.node, [1, 8])
         out["t_read"] = round(time.monotonic() - t0, 3)
         node.nmt.state = "STOPPED"
