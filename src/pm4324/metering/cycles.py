@@ -26,6 +26,8 @@ product integrals (-10 to -15 %); each gave bit-identical results in the checks 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -64,7 +66,7 @@ class CycleTracker:
         # The filter output y[j] belongs to sample j + first_valid; its delay-corrected
         # position is j + first_valid - delay.
         shift = offset + first_valid - self.delay
-        strong = np.sqrt(mean_square) * np.sqrt(2) >= self.min_amplitude
+        strong = math.sqrt(2 * mean_square) >= self.min_amplitude
         crossings = rising + shift if strong else np.empty(0)
         # Nothing beyond the filter's last output can be known yet; without a voltage there
         # is nothing to wait for, and free-running cycles may use the whole buffer.

@@ -22,6 +22,7 @@ as numpy they were a few hundred calls of a few microseconds each per step.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,11 +163,11 @@ class _MainState:
         end = self.offset + self.length - 3  # interpolation needs 2 samples beyond
         if final:
             self._close(end)
-        usable = int(np.searchsorted(np.asarray(self.bounds), end, side="right"))
+        usable = bisect.bisect_right(self.bounds, end)
         if usable < 2:
             return np.empty(0), True
-        rel = np.asarray(self.bounds[:usable]) - self.offset
-        self.period = rel[-1] - rel[-2]
+        rel = np.array(self.bounds[:usable]) - self.offset
+        self.period = self.bounds[usable - 1] - self.bounds[usable - 2]
         synced = all(self.sync[1:usable])
         del self.bounds[: usable - 1]
         del self.sync[: usable - 1]
