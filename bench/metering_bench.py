@@ -18,6 +18,10 @@ Throughput is *meter-seconds per CPU-second*: seconds of signal processed divide
 * simulation + analysis: ``Meter.step()``, the device loop (source, engine, energy
   registers, snapshot).
 
+``--parts`` adds where the analysis time goes: each compiled kernel and the FFT are timed
+(process time, summed per kernel) while the engine runs; the rest of ``Engine.step`` is the
+Python around them.
+
 Memory: peak RSS of the process (``ru_maxrss``) after the device loop, measured before the
 analysis blocks are generated; with ``tracemalloc``, the numpy buffers an engine holds after
 warm-up and the extra peak during one ``Engine.step`` (compiled kernels allocate outside
@@ -110,6 +114,51 @@ def bench_device(settings: Settings, seconds: int, runs: int) -> list[float]:
     return _rate(seconds, lambda i: meter.step(), runs)
 
 
+PART_KERNELS = {
+    "pm4324.metering.engine": ("_ingest", "_main_cycles", "_window_harmonics", "_finish"),
+    "pm4324.metering.cycles": ("filtered_crossings", "_boundaries"),
+    "numpy.fft": ("rfft",),
+}
+
+
+def analysis_parts(settings: Settings, blocks: list[SampleBlock], full_scale: tuple,
+                   seconds: int) -> dict[str, float]:
+    """ms of CPU per meter-second in each compiled kernel (and the FFT) and in the rest."""
+    spent: dict[str, float] = {}
+    originals = []
+    for module_name, names in PART_KERNELS.items():
+        module = sys.modules[module_name]
+        for name in names:
+            original = getattr(module, name)
+            originals.append((module, name, original))
+
+            def timed(*args, _f=original, _name=name, **kwargs):
+                t0 = time.process_time()
+                try:
+                    return _f(*args, **kwargs)
+                finally:
+                    spent[_name] = spent.get(_name, 0.0) + time.process_time() - t0
+
+            setattr(module, name, timed)
+    try:
+        engine = Engine(settings)
+        n = blocks[0].n
+        for k in range(2 * N_BLOCKS + seconds):
+            if k == 2 * N_BLOCKS:  # after the warm-up
+                spent.clear()
+                t0 = time.process_time()
+            b = blocks[k % len(blocks)]
+            engine.step(b.voltages, b.currents, k * n, full_scale)
+        total = time.process_time() - t0
+    finally:
+        for module, name, original in originals:
+            setattr(module, name, original)
+    parts = {name: 1000 * t / seconds for name, t in spent.items()}
+    parts["Python around them"] = 1000 * (total - sum(spent.values())) / seconds
+    parts["total"] = 1000 * total / seconds
+    return parts
+
+
 def engine_memory(settings: Settings, blocks: list[SampleBlock]) -> tuple[int, int]:
     """(bytes held by a warmed-up engine, extra peak bytes during one step), traced."""
     n = blocks[0].n
@@ -136,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=60, help="signal seconds per run (default 60)")
     ap.add_argument("--runs", type=int, default=3, help="runs per measurement (median shown)")
+    ap.add_argument("--parts", action="store_true", help="also time each analysis kernel")
     args = ap.parse_args(argv)
     settings = load_settings(SETTINGS)
     assert settings.n_mains == 2 and settings.sample_rate_hz == 12800.0
@@ -153,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     full_scale = (gen.full_scale_v, gen.full_scale_i)
     rows["analysis"] = bench_analysis(settings, blocks, full_scale, args.seconds, args.runs)
     held, peak = engine_memory(settings, blocks)
+    parts = analysis_parts(settings, blocks, full_scale, args.seconds) if args.parts else {}
 
     cpu = "?"
     try:
@@ -187,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- imports (numpy, pm4324{', numba' if 'numba' in sys.modules else ''}): "
           f"{IMPORT_S:.2f} s wall; first Engine.step of a fresh engine: "
           f"{1000 * first_step:.0f} ms wall (one-off costs included)")
+    if parts:
+        print()
+        print("| analysis part | ms CPU per meter-s |")
+        print("|---|---:|")
+        for name, ms in sorted(parts.items(), key=lambda item: -item[1]):
+            print(f"| {name} | {ms:.3f} |")
     return 0
 
 
