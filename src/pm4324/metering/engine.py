@@ -515,12 +515,12 @@ def _cycle_energy(integ: np.ndarray, s1: np.ndarray, dt: np.ndarray, valid: np.n
     integ: ``product_integrals`` / fs, (k + 6 + len(aron), cycles); s1: V_el,1 * conj(I_1)
     bins per element and cycle; valid: (k, cycles), or (0, 0) when every cycle is valid.
     Per element and cycle: P, I^2, V^2 from the phase-voltage Gram, Q1, S = Vrms * Irms *
-    dt; the element counts for energy if valid,
-    used and above the anti-creep current. A Meter's cycle sums its counted elements, except
-    that a 3P3W-2CT Meter's S comes from the line voltages and its derived I_b (``aron``: the
-    local indices of those Meters). Adds to el_sums (4, k) V^2, I^2, P, Q x s, the registers
-    ct_energy (k, 7) and meter_energy (k / 3, 7) in Wh, varh, VAh, ib2 (k / 3,) I_b^2 x s,
-    ph_v2 (3,) and ll_v2 (3,) phase and line-to-line V^2 x s.
+    dt; the element counts for energy if valid, used and above the anti-creep current.
+    A Meter's cycle sums its counted elements, except that a 3P3W-2CT Meter's S comes from
+    the line voltages and its derived I_b (``aron``: the local indices of those Meters). Adds
+    to el_sums (4, k) V^2, I^2, P, Q x s, the registers ct_energy (k, 7) and meter_energy
+    (k / 3, 7) in Wh, varh, VAh, ib2 (k / 3,) I_b^2 x s, ph_v2 (3,) and ll_v2 (3,) phase and
+    line-to-line V^2 x s.
     """
     k, m = pt_ct.size, dt.size
     n_meters = k // 3
