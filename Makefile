@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test setup lint bench docs clean
+.PHONY: run test setup lint bench docs clean clean-cache
 
 $(BIN)/pm4324: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,8 @@ docs: setup  ## regenerate the generated docs (register map, EDS) after editing 
 	$(BIN)/python -m pm4324.registers.docs
 	$(BIN)/python -m pm4324.protocols.canopen.eds
 
-clean:
+clean-cache:  ## drop numba's compiled kernels (it misses edits to a kernel's callees in other files)
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info
