@@ -8,14 +8,13 @@ a backend that refuses our [ours] blocks as a real PM-4324 may.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import shutil
 import socket
 import subprocess
-from pathlib import Path
 
 import pytest
+import snapshot_factory as factory  # tests/registers, on pytest's pythonpath
 
 from pm4324.host import read_cmd, registers_cmd
 from pm4324.host.cli import main
@@ -24,19 +23,6 @@ from pm4324.registers.image import MapBackend
 from pm4324.registers.table import load_map, map_text
 
 LIMIT = 20.0  # seconds: the bound on any end-to-end run
-
-
-def _load_factory():
-    # shared with tests/registers; loaded by path because test directories are not packages
-    path = Path(__file__).resolve().parents[1] / "registers" / "snapshot_factory.py"
-    spec = importlib.util.spec_from_file_location("register_snapshot_factory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-factory = _load_factory()
-
 
 backend_reader = factory.backend_reader
 

@@ -6,34 +6,22 @@ timeouts (``FrameLog.wait``), never on sleeps.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
-from pathlib import Path
 
 import can
 import numpy as np
+import snapshot_factory as factory  # tests/registers, on pytest's pythonpath
 
 from pm4324.protocols.canopen.eds import render_eds
 from pm4324.protocols.canopen.od import default_dictionary
 
 NODE = 5
 WAIT = 3.0  # seconds: the bound on waiting for any frame
-
-
-def _load_factory():
-    path = Path(__file__).resolve().parents[2] / "registers" / "snapshot_factory.py"
-    spec = importlib.util.spec_from_file_location("canopen_snapshot_factory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-factory = _load_factory()
 
 
 @dataclass(frozen=True)
