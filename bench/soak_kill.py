@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pm4324.device.snapshot import ENERGY_KINDS
 from pm4324.device.store import Record, peek
+from pm4324.snapshot import ENERGY_KINDS
 
 SETTINGS = """model = "PM-4324"
 sample_rate_hz = 2000
@@ -111,7 +111,7 @@ def _one_boot(settings: Path, scenario: Path, speed: float, lines_wanted: int
     ``lines_wanted`` -1: kill at once (while Python starts); 0: as soon as it has opened its
     state file (while it powers up); N: after reading N lines.
     """
-    cmd = [sys.executable, "-m", "pm4324.host.cli", "run", "--speed", str(speed), "--json",
+    cmd = [sys.executable, "-m", "pm4324.cli.cli", "run", "--speed", str(speed), "--json",
            "--no-modbus", "--settings", str(settings), "--scenario", str(scenario)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)

@@ -13,12 +13,12 @@ import json
 import signal
 import sys
 
+from pm4324.cli.display import render_table
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
-from pm4324.device.snapshot import Snapshot
 from pm4324.device.store import Store, StoreError, store_location
-from pm4324.host.display import render_table
+from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
 

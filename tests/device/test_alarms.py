@@ -15,7 +15,7 @@ import pytest
 from pm4324.config.alarm_settings import AlarmRule
 from pm4324.config.settings import N_CTS, N_METERS, SettingsError, parse_settings
 from pm4324.device.alarms import AlarmEngine
-from pm4324.device.snapshot import CtValues, Flag, MainValues, MeterValues
+from pm4324.snapshot import CtValues, Flag, MainValues, MeterValues
 
 
 def values(ct_i: float = 0.0, flags: int = 0, main_v=(230.0, 230.0, 230.0), main_flags: int = 0,

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from pm4324.cli.cli import _default_settings_path
 from pm4324.config.settings import load_settings
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.meter import Meter
-from pm4324.device.snapshot import Flag
-from pm4324.host.cli import _default_settings_path
+from pm4324.snapshot import Flag
 from pm4324.sources.simulator import SimulatorSource, load_scenario, parse_scenario
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from snapshot_factory import FakeMeter, make_snapshot
 
-from pm4324.device.snapshot import Snapshot
+from pm4324.snapshot import Snapshot
 
 
 @pytest.fixture

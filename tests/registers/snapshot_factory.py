@@ -2,7 +2,7 @@
 
 Every value in ``make_snapshot`` differs from every other (field, element and second all
 enter it), so a register served from the wrong field, CT, Meter or second is detectable.
-tests/host/test_read_cmd.py loads this module by path to reuse it.
+tests/cli/test_read_cmd.py loads this module by path to reuse it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.relays import RelayModeError
-from pm4324.device.snapshot import (
+from pm4324.snapshot import (
     ENERGY_KINDS,
     AlarmStatus,
     CtValues,

@@ -11,11 +11,11 @@ import pytest
 from snapshot_factory import FakeMeter, make_snapshot
 
 from pm4324.config.settings import ModbusSettings, Settings
-from pm4324.device.snapshot import Energies, Flag
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.codecs import decode
 from pm4324.registers.image import MapBackend, build_image
 from pm4324.registers.table import load_map
+from pm4324.snapshot import Energies, Flag
 
 
 def f32(regs: list[int], order: str = "low-first") -> float:

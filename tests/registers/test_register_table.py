@@ -7,7 +7,6 @@ from dataclasses import fields
 import pytest
 
 from pm4324.config.settings import N_CTS, N_METERS
-from pm4324.device.snapshot import ENERGY_KINDS, CtValues, MainValues, MeterValues
 from pm4324.registers import build_map
 from pm4324.registers.table import (
     COLUMNS,
@@ -18,6 +17,7 @@ from pm4324.registers.table import (
     map_text,
     parse_map,
 )
+from pm4324.snapshot import ENERGY_KINDS, CtValues, MainValues, MeterValues
 
 HEADER = ",".join(COLUMNS)
 ROW_OK = "ct1_v,input,0x1100,float32,V,1,,,R,ct.v_rms[1],D,CT1 voltage"

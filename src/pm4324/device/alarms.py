@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pm4324.config.alarm_settings import AlarmRule
-from pm4324.device.snapshot import AlarmStatus, CtValues, Flag, MainValues, MeterValues
+from pm4324.snapshot import AlarmStatus, CtValues, Flag, MainValues, MeterValues
 
 _ALWAYS = Flag.INVALID_SAMPLES | Flag.NO_DATA | Flag.UNUSED
 INVALID_FLAGS = {

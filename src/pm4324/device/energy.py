@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pm4324.device.snapshot import ENERGY_KINDS, Energies
+from pm4324.snapshot import ENERGY_KINDS, Energies
 
 MICRO = 1_000_000
 

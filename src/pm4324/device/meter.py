@@ -30,9 +30,9 @@ from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
-from pm4324.device.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
 from pm4324.device.store import Store, StoreError
 from pm4324.metering.engine import Engine, StepResult
+from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
 from pm4324.sources.base import SampleBlock, Source
 
 log = logging.getLogger(__name__)

@@ -58,7 +58,7 @@ from pm4324.config.settings import N_CTS, N_METERS, Settings
 from pm4324.config.settings_file import fsync_directory, write_atomic
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import MAX_EVENTS, SCHEMA, Event
-from pm4324.device.snapshot import ENERGY_KINDS
+from pm4324.snapshot import ENERGY_KINDS
 
 FORMAT_VERSION = 1
 APPLICATION_ID = 0x504D3433  # "PM43" in the SQLite header: not just any SQLite file

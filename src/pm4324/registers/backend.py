@@ -12,7 +12,7 @@ from enum import IntEnum
 from typing import Literal, Protocol
 
 from pm4324.config.settings import Settings
-from pm4324.device.snapshot import AlarmStatus, Snapshot
+from pm4324.snapshot import AlarmStatus, Snapshot
 
 BitTable = Literal["coil", "discrete"]
 RegisterTable = Literal["holding", "input"]

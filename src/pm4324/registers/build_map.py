@@ -85,7 +85,7 @@ def _device(r: _Rows) -> None:
     r.add("model_code", "input", 0x1000, "uint16", "", "setting:model", "ours",
           "Power meter type: 4324 = PM-4324, 43240 = PM-4324A (values as the concentrator "
           "reads them [P]; address ours)")
-    for a in (0x1001, 0x1002, 0x1005):
+    for a in (0x1001, 0x1002):
         r.add(f"reserved_{a:04x}", "input", a, "uint16", "", "const:reserved", "ours",
               "Reserved, reads 0")
     r.add("firmware_version", "input", 0x1003, "bcd", "", "const:firmware_bcd", "ours",
@@ -93,6 +93,9 @@ def _device(r: _Rows) -> None:
           scale="0.01")
     r.add("device_address", "input", 0x1004, "uint16", "", "setting:modbus.address", "ours",
           "Modbus address of the meter, 1..247")
+    r.add("meter_status", "input", 0x1005, "uint16", "", "snapshot.status", "ours",
+          "Meter status word, bit mask: 1 no data yet, 2 energies not saved, 4 relay driver "
+          "failed, 8 clock stepped, 16 nominal voltage out of range (docs/registers.md)")
     r.add("snapshot_seq", "input", 0x1006, "uint32", "", "snapshot.seq", "ours",
           "Sequence number of the second served (0 before the first snapshot); wraps at 2^32")
     r.add("snapshot_time", "input", 0x1008, "uint32", "s", "snapshot.time", "ours",

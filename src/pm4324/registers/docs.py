@@ -13,7 +13,6 @@ from pathlib import Path
 
 from pm4324.config.alarm_settings import MAX_ALARMS, TARGET_QUANTITIES
 from pm4324.config.settings import Wiring
-from pm4324.device.snapshot import Flag
 from pm4324.registers.image import FIRMWARE_VERSION, RESET_ALL
 from pm4324.registers.table import (
     EVIDENCE,
@@ -24,6 +23,7 @@ from pm4324.registers.table import (
     RegisterMap,
     load_map,
 )
+from pm4324.snapshot import Flag
 
 MAP_PATH = "src/pm4324/registers/map.csv"
 COMMAND = "python -m pm4324.registers.docs"

@@ -33,12 +33,12 @@ import numpy as np
 
 from pm4324.config.settings import DATA_FORMATS, WORD_ORDERS, Settings, SettingsError, Wiring
 from pm4324.device.relays import RelayModeError
-from pm4324.device.snapshot import AlarmStatus, Flag, Snapshot
 from pm4324.registers import alarm_codes
 from pm4324.registers.backend import AccessError, BitTable, ExceptionCode, MeterControl
 from pm4324.registers.backend import RegisterTable as RegisterTableName
 from pm4324.registers.codecs import INT_RANGES, decode, encode
 from pm4324.registers.table import MAX_BITS, MAX_REGISTERS, Point, RegisterMap, Source, load_map
+from pm4324.snapshot import AlarmStatus, Flag, Snapshot, Status
 
 FIRMWARE_VERSION = "1.00"
 MODEL_CODES = {"PM-4324": 4324, "PM-4324A": 43240}
@@ -140,7 +140,9 @@ def _native(
             return float(Flag.NO_DATA) if src.field == "flags" else math.nan
         return _measured(src, snap)
     if src.kind == "snapshot":
-        return float(getattr(snap, src.field)) if snap is not None else 0.0
+        if snap is None:
+            return float(Status.NO_DATA) if src.field == "status" else 0.0
+        return float(getattr(snap, src.field))
     if src.kind == "setting":
         return _setting(src, settings)
     if src.kind == "relay":

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from pm4324.config.alarm_settings import MAX_ALARMS
 from pm4324.config.settings import N_CTS, N_METERS
-from pm4324.device.snapshot import ENERGY_KINDS, CtValues, MainValues, MeterValues
 from pm4324.registers.codecs import INT_RANGES, REGISTER_TYPES
+from pm4324.snapshot import ENERGY_KINDS, CtValues, MainValues, MeterValues
 
 COLUMNS = (
     "name", "table", "address", "type", "unit", "scale", "min", "max",
@@ -75,7 +75,7 @@ MEASURED: dict[str, tuple[tuple[str, ...], int]] = {
     "meter_energy": (_ENERGY_FIELDS, N_METERS),
 }
 PHASED_MAIN_FIELDS = frozenset({"v_ln", "v_ll", "thd_v_pct"})
-SNAPSHOT_FIELDS = {"seq": "", "time": "s", "duration_s": "s"}
+SNAPSHOT_FIELDS = {"seq": "", "time": "s", "duration_s": "s", "status": ""}
 #: settings a point may serve: (group, field) -> (native unit, writable over Modbus)
 SETTINGS = {
     ("meters", "ct_ratio"): ("", True),

@@ -17,7 +17,7 @@ import time
 import canopen
 from canopen.objectdictionary.eds import import_eds
 
-from pm4324.host.canopen_read import read_canopen
+from pm4324.client.canopen import read_canopen
 from pm4324.protocols.canopen.eds import render_eds
 from pm4324.protocols.canopen.od import default_dictionary
 

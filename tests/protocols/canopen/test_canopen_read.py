@@ -8,9 +8,9 @@ import math
 import pytest
 from canopen_helpers import NODE, factory
 
-from pm4324.host import read_cmd
-from pm4324.host.canopen_read import parse_canopen, read_canopen
-from pm4324.host.cli import main
+from pm4324.cli import read_cmd
+from pm4324.cli.cli import main
+from pm4324.client.canopen import parse_canopen, read_canopen
 from pm4324.protocols.canopen import CanopenServer
 
 modbus_reader = factory.backend_reader

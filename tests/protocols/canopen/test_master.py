@@ -11,11 +11,11 @@ import pytest
 from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 from canopen_helpers import NODE, WAIT, publish
 
-from pm4324.device.snapshot import Flag
 from pm4324.protocols.canopen.codes import Abort, NmtState
 from pm4324.protocols.canopen.od import default_dictionary, tpdo_default_can_id
 from pm4324.protocols.canopen.values import kw_raw, kwh_raw
 from pm4324.registers.codecs import decode as decode_words
+from pm4324.snapshot import Flag
 
 HB = 0x700 + NODE
 D = default_dictionary()

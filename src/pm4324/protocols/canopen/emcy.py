@@ -22,8 +22,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from pm4324.device.snapshot import Flag, Snapshot
 from pm4324.protocols.canopen.codes import Emcy, ErrorBit
+from pm4324.snapshot import Flag, Snapshot
 
 _FRAME = struct.Struct("<HBBBHB")
 MAIN, CT, DEVICE, RPDO = 1, 2, 3, 4

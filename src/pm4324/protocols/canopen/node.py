@@ -34,7 +34,6 @@ from typing import Any
 import can
 
 from pm4324.config.settings import Settings
-from pm4324.device.snapshot import Snapshot
 from pm4324.protocols.canopen.codes import (
     COB_EXTENDED,
     COB_RESERVED_BITS,
@@ -59,6 +58,7 @@ from pm4324.protocols.canopen.values import Sample, Values
 from pm4324.registers.backend import MeterControl
 from pm4324.registers.image import FIRMWARE_VERSION, MapBackend
 from pm4324.registers.table import load_map
+from pm4324.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pm4324.config.settings import CanopenSettings
-from pm4324.device.snapshot import Snapshot
 from pm4324.protocols.canopen.codes import Abort, SdoAbort
 from pm4324.protocols.canopen.objects import Entry, encode
 from pm4324.registers.backend import AccessError, ExceptionCode, MeterControl
 from pm4324.registers.codecs import decode as decode_words
 from pm4324.registers.codecs import encode as encode_words
 from pm4324.registers.image import MapBackend, RegisterImage
+from pm4324.snapshot import Snapshot
 
 INT32_MAX = 2**31 - 1
 NO_DATA = -(2**31)  # 0x80000000 in an INTEGER32

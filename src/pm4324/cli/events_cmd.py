@@ -23,10 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from pm4324.cli.cli import _default_settings_path
     from pm4324.config.settings import load_settings
     from pm4324.device.events import format_events
     from pm4324.device.store import StoreError, read_events, store_location
-    from pm4324.host.cli import _default_settings_path
 
     if args.last is not None and args.last < 1:
         print("pm4324 events: --last must be 1 or more", file=sys.stderr)

@@ -93,8 +93,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from pm4324.cli.display import render_table
     from pm4324.device.meter import Meter
-    from pm4324.host.display import render_table
     from pm4324.sources.recording import open_recording
     from pm4324.sources.replay import ReplaySource
 
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_expected(sub)
     for module in ("read_cmd", "registers_cmd", "events_cmd", "energy_cmd"):
         try:
-            mod = __import__(f"pm4324.host.{module}", fromlist=["add_parser"])
+            mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:
             continue
         mod.add_parser(sub)

@@ -16,8 +16,8 @@ import subprocess
 import pytest
 import snapshot_factory as factory  # tests/registers, on pytest's pythonpath
 
-from pm4324.host import read_cmd, registers_cmd
-from pm4324.host.cli import main
+from pm4324.cli import read_cmd, registers_cmd
+from pm4324.cli.cli import main
 from pm4324.registers import docs
 from pm4324.registers.image import MapBackend
 from pm4324.registers.table import load_map, map_text
@@ -66,9 +66,9 @@ def test_decodes_to_the_keys_and_values_of_to_dict(backend, snapshot):
 
 def test_real_meter_snapshot_round_trip():
     """The simulated building, through the map and back, equals what `run --json` prints."""
+    from pm4324.cli.cli import _default_settings_path
     from pm4324.config.settings import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.host.cli import _default_settings_path
     from pm4324.sources.simulator import SimulatorSource, load_scenario
 
     settings = load_settings(_default_settings_path())
@@ -175,7 +175,7 @@ async def test_read_json_over_tcp(server, snapshot, capsys):
 
 
 async def test_read_table_over_tcp(server, snapshot, capsys):
-    from pm4324.host.display import render_table
+    from pm4324.cli.display import render_table
 
     rc = await run_cli(["read", "--tcp", f"127.0.0.1:{server.port}", "--meter", "2"])
     out = capsys.readouterr().out

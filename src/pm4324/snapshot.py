@@ -31,6 +31,23 @@ class Flag(IntFlag):
         return [f.name.lower() for f in Flag if f in self]
 
 
+class Status(IntFlag):
+    """The meter status word (input register 0x1005, docs/registers.md); 0 means all well.
+
+    One word for the whole meter: every feature that needs to tell a master something is
+    wrong adds its bit here instead of a register of its own.
+    """
+
+    NO_DATA = 1  # no measured second yet: instantaneous values read NaN, energies are restored
+    NOT_SAVED = 2  # the newest published energies are not yet durable (a save failed)
+    RELAY_DRIVER_FAILED = 4  # the relay driver failed to set an output; it is being retried
+    CLOCK_STEPPED = 8  # the wall clock stepped (set back or forward) since the last second
+    VOLTAGE_RANGE = 16  # a main's nominal voltage at the terminals is outside 10..500 V
+
+    def names(self) -> list[str]:
+        return [f.name.lower() for f in Status if f in self]
+
+
 @dataclass(frozen=True)
 class AlarmStatus:
     """Alarm rules at one instant; slot k (1-based) at index k-1 (see device/alarms.py)."""
@@ -143,6 +160,7 @@ class Snapshot:
     relays: tuple[bool, bool] = (False, False)
     duration_s: float = 0.0  # total length of the whole cycles this snapshot covers
     alarms: AlarmStatus = AlarmStatus()
+    status: int = 0  # Status bits at the time of this second
 
     # -- JSON view (keys are stable and documented in docs/json.md) ----------------------------
 
@@ -154,6 +172,7 @@ class Snapshot:
             "time": round(self.time, 3),
             "model": self.settings.model,
             "duration_s": round(self.duration_s, 6),
+            "status": Status(self.status).names(),
             "relays": list(self.relays),
             "mains": [self._main_dict(i) for i in range(self.settings.n_mains)],
             "cts": [self._ct_dict(k) for k in cts],

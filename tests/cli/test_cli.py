@@ -10,7 +10,7 @@ import pytest
 
 
 def pm4324(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.host.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 

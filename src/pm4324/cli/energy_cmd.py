@@ -17,7 +17,7 @@ RESET_REGISTER = 0x1013
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from pm4324.host.read_cmd import parse_host_port
+    from pm4324.cli.read_cmd import parse_host_port
 
     p = subparsers.add_parser(
         "reset-energy",
@@ -77,10 +77,10 @@ def _over_modbus(args: argparse.Namespace, value: int) -> str:
 def _in_store(args: argparse.Namespace, what: str) -> str:
     import numpy as np
 
+    from pm4324.cli.cli import _default_settings_path
     from pm4324.config.settings import load_settings
     from pm4324.device.events import Event
     from pm4324.device.store import Store, StoreError, store_location
-    from pm4324.host.cli import _default_settings_path
 
     settings = load_settings(args.settings or _default_settings_path())
     path, id_path = store_location(settings, args.settings)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pm4324.host.cli import _default_settings_path
+from pm4324.cli.cli import _default_settings_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def documented_settings(tmp_path: Path) -> Path:
 
 
 def pm4324(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.host.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
                           text=True, timeout=120)
 
 

@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "replay"
 
 
 def analyze(recording: Path, settings: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.host.cli", "analyze", str(recording),
+    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "analyze", str(recording),
                            "--settings", str(settings), "--json"],
                           capture_output=True, text=True, timeout=120)
 

@@ -3,7 +3,7 @@
 The master is python-canopen's ``RemoteNode`` with the object dictionary our EDS describes
 (built in memory from the same register table). Each register-table row that `read` would
 fetch over Modbus is uploaded from the CANopen entry that carries its raw number, and the
-same decoder (``read_cmd.snapshot_dict``) turns the raw numbers into the keys of
+same decoder (``client.modbus.snapshot_dict``) turns the raw numbers into the keys of
 ``Snapshot.to_dict()``. A real PM-4324-CPS lacks our 0x2000.. objects: an aborted upload
 leaves its keys None, and P and the import energy then come from the evidenced 0x3200 (W)
 and 0x3201 (0.01 kWh) objects.
@@ -18,8 +18,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from pm4324.client.modbus import ReadError, snapshot_dict, wanted_points
 from pm4324.config.settings import N_METERS
-from pm4324.host.read_cmd import ReadError, snapshot_dict, wanted_points
 from pm4324.protocols.canopen.eds import render_eds
 from pm4324.protocols.canopen.objects import DataType, Entry
 from pm4324.protocols.canopen.od import build_dictionary

@@ -26,7 +26,7 @@ current_a = 20.0
 
 
 def pm4324(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.host.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
                           text=True, timeout=LIMIT)
 
 
@@ -118,9 +118,9 @@ def test_reset_energy_of_a_running_meter_needs_tcp(meter_files):
 
 
 async def test_reset_energy_over_modbus(tmp_path):
+    from pm4324.cli.cli import main
     from pm4324.config.settings import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.host.cli import main
     from pm4324.protocols.modbus import TcpServer
     from pm4324.registers.image import MapBackend
     from pm4324.sources.simulator import SimulatorSource, parse_scenario
