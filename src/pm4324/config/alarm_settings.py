@@ -99,6 +99,7 @@ class StoreSettings:
     """Where energy, relay and alarm state persist ("" = the default place, see store.py)."""
 
     path: str = ""
+    commit_interval_s: int = 1  # seconds between two commits: the most a crash can lose
 
 
 FREE_SLOT = AlarmRule()
@@ -195,7 +196,8 @@ def _read_rule(r: _Reader, n_mains: int) -> AlarmRule:
 
 
 def read_store(r: _Reader) -> StoreSettings:
-    store = StoreSettings(path=r.text("path", ""))
+    store = StoreSettings(path=r.text("path", ""),
+                          commit_interval_s=r.integer("commit_interval_s", 1, 1, 3600))
     r.finish()
     return store
 

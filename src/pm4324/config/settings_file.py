@@ -58,8 +58,11 @@ def settings_to_toml(s: Settings) -> str:
               "", "[canopen]", f"node_id = {co.node_id}", f"bitrate = {co.bitrate}",
               f"interface = {_value(co.interface)}", f"channel = {_value(co.channel)}"]
     lines += _relay_lines(s)
-    if s.store.path:
-        lines += ["", "[store]", f"path = {_value(s.store.path)}"]
+    store = ([f"path = {_value(s.store.path)}"] if s.store.path else []) + (
+        [f"commit_interval_s = {s.store.commit_interval_s}"] if s.store.commit_interval_s != 1
+        else [])
+    if store:
+        lines += ["", "[store]", *store]
     if s.replay.inputs:
         lines += ["", "[replay]", f"primary = {_value(s.replay.primary)}", "", "[replay.inputs]"]
         for name, ch in s.replay.inputs.items():

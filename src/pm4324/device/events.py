@@ -34,6 +34,7 @@ KINDS = (
     "alarm_acknowledged",
     "settings",  # settings changed at run time (text: which keys)
     "energy_reset",
+    "clock_step",  # the wall clock stepped (set back or forward, NTP sync) while running
 )
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS events (
     boot INTEGER NOT NULL,
     second INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0
 );
 """
 

@@ -2,11 +2,18 @@
 
 ``Meter.step()`` reads one second of samples (sample-count based, so replay is
 deterministic), runs the engine, adds the energy increments to the registers, advances the
-alarm rules and the relays they drive, **commits the registers to the state store**, and
-only then publishes one immutable ``Snapshot`` to every listener: whatever a listener shows
-(a JSON line, a Modbus register) is already on disk. ``Meter.run()`` paces that loop against
-the wall clock (or N times faster), so a snapshot is out a few milliseconds after its second
-ends.
+alarm rules and the relays they drive, **commits the registers to the state store** (in
+the committer's thread, device/commit.py; every ``[store] commit_interval_s`` seconds, 1 by
+default), and only then publishes one immutable ``Snapshot`` to every listener: whatever a
+listener shows (a JSON line, a Modbus register) is already on disk. ``Meter.run()`` paces
+that loop against the wall clock (or N times faster), so a snapshot is out a few
+milliseconds after its second ends.
+
+Writes from the interfaces (relays, energy resets, acknowledgements, settings) return a
+future that is True once the change is on disk: the protocol servers answer only then.
+``status`` is the live meter status word (snapshot.Status): no data yet (before the first
+second, when ``snapshot`` is a power-up snapshot with the restored energies and NaN
+values), not saved, clock stepped; every change of it is one console line.
 
 With a store, the meter starts from the store's newest record (energy registers, manual
 relay states for ``power_up = "last"``, unacknowledged alarm latches) and logs a power-up
@@ -21,24 +28,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.alarms import AlarmEngine, Transition
+from pm4324.device.commit import Committer
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
+from pm4324.device.powerup import no_data_snapshot
+from pm4324.device.record import copy_registers
 from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
-from pm4324.device.store import Store, StoreError
+from pm4324.device.store import EventsNotSaved, Store, StoreError
 from pm4324.metering.engine import Engine, StepResult
-from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
+from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot, Status
 from pm4324.sources.base import SampleBlock, Source
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Snapshot], None]
 RECENT_EVENTS = 1000  # kept in memory (all of them also go to the store, when there is one)
+CLOCK_STEP_S = 1.0  # a wall-clock jump larger than this against the monotonic clock is a step
+CLOCK_STEP_HOLD_S = 60.0  # how long Status.CLOCK_STEPPED stays set after a step
+Durable = Future  # of bool: True once a change is on disk (None: no store, nothing to wait)
 
 
 class Meter:
@@ -46,7 +61,7 @@ class Meter:
 
     def __init__(self, settings: Settings, source: Source, *, settings_path: str | None = None,
                  start_time: float | None = None, store: Store | None = None,
-                 driver: RelayDriver | None = None):
+                 driver: RelayDriver | None = None, wall_clock: Callable[[], float] = time.time):
         if source.n_mains != settings.n_mains:
             raise ValueError(f"source has {source.n_mains} main(s), {settings.model} has "
                              f"{settings.n_mains}")
@@ -61,12 +76,15 @@ class Meter:
         self.boot = store.boot if store else 1
         self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._unsaved: deque[Event] = deque(maxlen=RECENT_EVENTS)  # not yet in the store
-        self._store_failing = False
+        self._not_saved = False
         self._lock = threading.RLock()  # protocol threads (CANopen) vs the 1-s loop
-        self._snapshot: Snapshot | None = None
         self._listeners: list[Listener] = []
         self.seq = 0
-        self.start_time = time.time() if start_time is None else start_time
+        self._wall = wall_clock
+        self._clock_offset = wall_clock() - time.monotonic()
+        self._stepped_until = -1.0  # monotonic time until which CLOCK_STEPPED is set
+        self._shown_status = 0
+        self.start_time = wall_clock() if start_time is None else start_time
         self.finished = False
         self._ahead: SampleBlock | None = None  # finite sources: the next block, read early
         restored = store.restored if store else None
@@ -85,13 +103,29 @@ class Meter:
             else:
                 closed, why = relay.power_up == "closed", f"power-up {relay.power_up}"
             self._switch(k, closed, why, always=True)
-        self._save()
+        self._snapshot: Snapshot = no_data_snapshot(
+            settings, self.ct_registers, self.meter_registers, self._relays,
+            self.alarms.status(), self.start_time, int(Status.NO_DATA))
+        self._committer = Committer(self._commit) if store else None
+        self._save_now()
 
     # -- MeterControl ----------------------------------------------------------------------
 
     @property
-    def snapshot(self) -> Snapshot | None:
+    def snapshot(self) -> Snapshot:
+        """The newest second; before the first one, the power-up snapshot (seq -1: restored
+        energies, NaN values, status NO_DATA)."""
         return self._snapshot
+
+    @property
+    def status(self) -> int:
+        """The meter status word as of now (snapshot.Status), also between two seconds."""
+        bits = Status.NO_DATA if self._snapshot.seq < 0 else Status(0)
+        if self._not_saved:
+            bits |= Status.NOT_SAVED
+        if time.monotonic() < self._stepped_until:
+            bits |= Status.CLOCK_STEPPED
+        return int(bits)
 
     @property
     def settings(self) -> Settings:
@@ -108,7 +142,7 @@ class Meter:
     def add_listener(self, callback: Listener) -> None:
         self._listeners.append(callback)
 
-    def apply_settings(self, new: Settings) -> None:
+    def apply_settings(self, new: Settings) -> Durable | None:
         validate(new)
         if new.model != self._settings.model or new.sample_rate_hz != self._settings.sample_rate_hz:
             raise ValueError("model and sample rate change only with a restart")
@@ -124,8 +158,9 @@ class Meter:
 
                 save_settings(new, Path(self.settings_path))
             self._event("settings", _changes(old, new))
+            return self._request_commit()
 
-    def set_relay(self, index: int, closed: bool) -> None:
+    def set_relay(self, index: int, closed: bool) -> Durable | None:
         """Manual control; raises RelayModeError when the relay is in alarm mode."""
         with self._lock:
             if self._settings.relays.relays[index].mode == "alarm":
@@ -133,9 +168,10 @@ class Meter:
                     f"relay {index + 1} is in alarm mode: its rules switch it (set "
                     f"relays.{index + 1}.mode to manual to switch it by hand)")
             self._switch(index, bool(closed), "manual")
+            return self._request_commit()
 
-    def reset_energy(self, meter: int | None) -> None:
-        """Zero one Meter (and its CTs) or all; logged and saved at once."""
+    def reset_energy(self, meter: int | None) -> Durable | None:
+        """Zero one Meter (and its CTs) or all; logged, and committed at once."""
         with self._lock:
             if meter is None:
                 self.ct_registers.reset()
@@ -145,26 +181,28 @@ class Meter:
                 self.meter_registers.reset(np.array([meter - 1]))
             self._event("energy_reset", "all Meters" if meter is None else f"Meter {meter} "
                         f"(CT{3 * meter - 2}-CT{3 * meter})")
-            self._save()
+            return self._request_commit()
 
-    def acknowledge_alarms(self, relay: int | None) -> None:
+    def acknowledge_alarms(self, relay: int | None) -> Durable | None:
         """Acknowledge the latched alarms of relay 1 or 2, or of all (None)."""
         with self._lock:
             for t in self.alarms.acknowledge(relay):
                 self._alarm_event(t)
             self._drive_relays("alarm acknowledged")
+            return self._request_commit()
 
     def close(self) -> None:
         """Save the last state and release the store (at a clean shutdown)."""
-        with self._lock:
-            self._save()
-            if self.store is not None:
-                self.store.close()
+        self._save_now()
+        if self._committer is not None:
+            self._committer.close()
+        if self.store is not None:
+            self.store.close()
 
     # -- relays, alarms, events, store -----------------------------------------------------
 
     def _event(self, kind: str, text: str) -> None:
-        event = Event(time.time(), self.boot, self.seq - 1, kind, text)
+        event = Event(self._wall(), self.boot, self.seq - 1, kind, text)
         self.events.append(event)
         self._unsaved.append(event)
         log.info("%s: %s", kind, text)
@@ -193,24 +231,71 @@ class Meter:
         value = "" if t.value != t.value else f", value {t.value:.6g}"  # NaN: no value
         self._event(f"alarm_{t.kind}", what + value)
 
-    def _save(self) -> None:
-        """Commit registers, relays, latches and pending events (no-op without a store)."""
-        if self.store is None:
+    def _request_commit(self) -> Durable | None:
+        """Ask the committer to save everything held now (None without a store)."""
+        return self._committer.request() if self._committer is not None else None
+
+    def _save_now(self) -> bool:
+        """Commit and wait (power-up, shutdown): True when on disk."""
+        done = self._request_commit()
+        if done is None:
             self._unsaved.clear()
-            return
+            return True
+        return done.result()
+
+    def _commit(self) -> bool:
+        """The committer's work: copy the state under the lock, save it outside it."""
+        assert self.store is not None
+        with self._lock:
+            events = list(self._unsaved)
+            state = (self.seq - 1, copy_registers(self.ct_registers),
+                     copy_registers(self.meter_registers), self._relays, self.alarms.latched())
+        error: StoreError | None = None
         try:
-            self.store.save(self.seq - 1, self.ct_registers, self.meter_registers, self._relays,
-                            self.alarms.latched(), list(self._unsaved))
-        except StoreError as exc:
-            if not self._store_failing:  # once per failure streak; the meter keeps measuring
-                log.error("%s", exc)
-                self._store_failing = True
-                self._event("store_error", str(exc))  # saved once saving works again
-            return
-        self._unsaved.clear()
-        if self._store_failing:
-            self._store_failing = False
+            self.store.save(*state, events)
+        except StoreError as exc:  # EventsNotSaved too: the events stay pending
+            error = exc
+        with self._lock:
+            if error is None:
+                for _ in events:
+                    self._unsaved.popleft()
+            self._saving(error)
+        return error is None
+
+    def _saving(self, error: StoreError | None) -> None:
+        """Track save failures: NOT_SAVED, one event per failure streak and its end."""
+        if error is not None and not self._not_saved:
+            self._not_saved = True
+            what = "events" if isinstance(error, EventsNotSaved) else "state"
+            self._event("store_error", f"{error} (the {what} is kept in memory and retried "
+                        "every commit)")
+        elif error is None and self._not_saved:
+            self._not_saved = False
             self._event("store_error", "saving works again (events above were saved late)")
+        self._show_status()
+
+    def _show_status(self) -> None:
+        """One console line each time the status word changes (the end of NO_DATA at the
+        first second is expected and not shown)."""
+        now = self.status & ~Status.NO_DATA
+        if now != self._shown_status:
+            self._shown_status = now
+            names = ", ".join(Status(now).names()) or "ok"
+            (log.error if now else log.warning)("meter status: %s", names)
+
+    def _check_clock(self) -> None:
+        """A step of the wall clock (set by hand, NTP sync on a box without RTC) is an
+        event and a status bit; the snapshot timeline follows the wall clock from then on."""
+        offset = self._wall() - time.monotonic()
+        step = offset - self._clock_offset
+        if abs(step) <= CLOCK_STEP_S:
+            return
+        self._clock_offset = offset
+        self.start_time += step
+        self._stepped_until = time.monotonic() + CLOCK_STEP_HOLD_S
+        self._event("clock_step", f"the wall clock stepped by {step:+.3f} s; times from now "
+                    "on follow it (order events by boot and second)")
+        self._show_status()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -219,7 +304,25 @@ class Meter:
         return int(round((k + 1) * fs)) - int(round(k * fs))
 
     def step(self) -> Snapshot | None:
-        """Process the next second; None when a finite source is exhausted.
+        """Process the next second; None when a finite source is exhausted."""
+        result = self._measure()
+        if result is None:
+            return None
+        snap, done = self._advance(result)
+        return self._publish(snap, done.result() if done is not None else True)
+
+    async def _step_async(self) -> bool:
+        """``step`` for the paced loop: the commit is awaited, so servers go on answering
+        while the disk syncs. False when the source is exhausted."""
+        result = self._measure()
+        if result is None:
+            return False
+        snap, done = self._advance(result)
+        self._publish(snap, await asyncio.wrap_future(done) if done is not None else True)
+        return True
+
+    def _measure(self) -> StepResult | None:
+        """Run the engine over the next second of samples (None: the source is exhausted).
 
         A finite (not real-time) source is read one block ahead, so its last block is known
         to be the last and the engine reports every whole cycle in it.
@@ -235,12 +338,14 @@ class Meter:
         if not self.source.realtime:
             self._ahead = self.source.read(self._block_length(1))
             final = self._ahead is None
-        result = self.engine.step(block.voltages, block.currents, block.start,
-                                  (self.source.full_scale_v, self.source.full_scale_i), final)
-        return self._publish(result)
+        return self.engine.step(block.voltages, block.currents, block.start,
+                                (self.source.full_scale_v, self.source.full_scale_i), final)
 
-    def _publish(self, r: StepResult) -> Snapshot:
+    def _advance(self, r: StepResult) -> tuple[Snapshot, Durable | None]:
+        """Add one second to the registers and rules; the snapshot to publish once the
+        commit (if this second has one) is done."""
         ct, meter, main = CtValues(**r.ct), MeterValues(**r.meter), MainValues(**r.main)
+        self._check_clock()
         end = self.start_time + (self.seq + 1) * self._time_scale()
         with self._lock:
             self.ct_registers.add(r.ct_energy)
@@ -251,7 +356,8 @@ class Meter:
             self._drive_relays("alarm")
             for problem in self.driver.poll():
                 self._event("relay_driver", problem)
-            self._save()  # on disk before anyone sees the second
+            due = (self.seq - 1) % self._settings.store.commit_interval_s == 0
+            done = self._request_commit() if due or self._not_saved else None
             snap = Snapshot(
                 seq=self.seq - 1,
                 time=end,
@@ -265,7 +371,13 @@ class Meter:
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
             )
+        return snap, done
+
+    def _publish(self, snap: Snapshot, saved: bool) -> Snapshot:
+        """Publish one second (after its commit: on disk before anyone sees it)."""
         self._snapshot = snap
+        snap = self._snapshot = replace(snap, status=self.status)
+        self._show_status()
         for listener in self._listeners:
             try:
                 listener(snap)
@@ -302,7 +414,7 @@ class Meter:
                             return
                         except TimeoutError:
                             pass
-            if self.step() is None:
+            if not await self._step_async():
                 return
             await asyncio.sleep(0)  # servers and signals get a turn even when running behind
 

@@ -8,11 +8,14 @@ snapshot, so a read never mixes two seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from enum import IntEnum
 from typing import Literal, Protocol
 
 from pm4324.config.settings import Settings
 from pm4324.snapshot import AlarmStatus, Snapshot
+
+ACK_WAIT_S = 0.05  # the longest a write's answer waits for its commit (device/commit.py)
 
 BitTable = Literal["coil", "discrete"]
 RegisterTable = Literal["holding", "input"]
@@ -40,9 +43,12 @@ class RegisterBackend(Protocol):
 
     def read_registers(self, table: RegisterTable, address: int, count: int) -> list[int]: ...
 
-    def write_coils(self, address: int, values: list[bool]) -> None: ...
+    def write_coils(self, address: int, values: list[bool]) -> Future | None:
+        """None, or a future that is True once the write is on disk (False: not saved):
+        the server answers only then (protocols/modbus/pdu.py, ``Deferred``)."""
+        ...
 
-    def write_registers(self, address: int, values: list[int]) -> None: ...
+    def write_registers(self, address: int, values: list[int]) -> Future | None: ...
 
     def device_identification(self) -> dict[int, bytes]:
         """Objects for FC 0x2B/0x0E: 0 vendor, 1 product code, 2 revision, 3 URL, 4 name, 5 model."""
@@ -58,11 +64,16 @@ class MeterControl(Protocol):
     @property
     def settings(self) -> Settings: ...
 
-    def apply_settings(self, new: Settings) -> None:
+    @property
+    def status(self) -> int:
+        """The live meter status word (snapshot.Status), also between two snapshots."""
+        ...
+
+    def apply_settings(self, new: Settings) -> Future | None:
         """Validate (raises SettingsError), swap atomically and save to the settings file."""
         ...
 
-    def set_relay(self, index: int, closed: bool) -> None:
+    def set_relay(self, index: int, closed: bool) -> Future | None:
         """index 0 or 1; manual relay control. Raises ``device.relays.RelayModeError`` when
         that relay is in alarm mode (its rules switch it; CANopen: abort 0x08000022)."""
         ...
@@ -75,13 +86,14 @@ class MeterControl(Protocol):
         """Alarm rule outputs and unacknowledged latches, as of now."""
         ...
 
-    def acknowledge_alarms(self, relay: int | None) -> None:
+    def acknowledge_alarms(self, relay: int | None) -> Future | None:
         """Acknowledge the latched alarms of relay 1 or 2, or of both (None)."""
         ...
 
-    def reset_energy(self, meter: int | None) -> None:
+    def reset_energy(self, meter: int | None) -> Future | None:
         """Zero the energy registers of one Meter (1..8, and its CTs) or of all (None);
-        logged, and saved to the state store before it returns."""
+        logged. Like every write here, returns None or a future that is True once the
+        change is on disk."""
         ...
 
     def add_listener(self, callback: Callable[[Snapshot], None]) -> None:

@@ -19,13 +19,20 @@ Encoding rules (documented in docs/registers.md):
   03, and in both cases nothing changes. Valid settings go to ``apply_settings`` once, as one
   new ``Settings``, so a multi-register write is atomic;
 * a relay coil is read-only while its relay is in alarm mode (its rules own it): a write is
-  exception 02, like any read-only point, and changes nothing.
+  exception 02, like any read-only point, and changes nothing;
+* a write returns the meter's durability future (device/commit.py) or None: the protocol
+  server answers once it is True, so an acknowledged write is on disk;
+* the status word (``meter_status``) is the meter's live one: it changes between seconds
+  (e.g. ``not_saved`` as soon as a save fails). Before the first second the meter serves a
+  power-up snapshot: restored energies, NaN values, ``no_data``; ``snapshot_seq`` and
+  ``snapshot_time`` read 0 until the first second.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -74,6 +81,7 @@ class RegisterImage:
     relays: tuple[bool, bool]
     areas: dict[str, Area]
     alarms: AlarmStatus = AlarmStatus()
+    status: int = 0
 
     def read(self, table: str, address: int, count: int) -> list[Any]:
         area = self.areas.get(table)
@@ -88,8 +96,12 @@ def build_image(
     settings: Settings,
     relays: tuple[bool, bool],
     alarms: AlarmStatus = NO_ALARMS,
+    status: int | None = None,
 ) -> RegisterImage:
-    """Encode every point of the map (word order from ``settings``)."""
+    """Encode every point of the map (word order from ``settings``; ``status``: the live
+    status word, else the snapshot's)."""
+    if status is None:
+        status = snapshot.status if snapshot is not None else int(Status.NO_DATA)
     order = settings.modbus.word_order
     areas = {}
     for table in ("coil", "discrete", "input", "holding"):
@@ -102,7 +114,7 @@ def build_image(
         values = np.zeros(size, dtype=bool if bits else np.uint16)
         mapped = np.zeros(size, dtype=bool)
         for p in points:
-            native = _native(p.source, snapshot, settings, relays, alarms)
+            native = _native(p.source, snapshot, settings, relays, alarms, status)
             offset = p.address - base
             mapped[offset : p.end - base] = True
             if bits:
@@ -111,7 +123,7 @@ def build_image(
                 values[offset : p.end - base] = encode(p.type, _raw(p, native), order)
         values.flags.writeable = mapped.flags.writeable = False
         areas[table] = Area(base, values, mapped)
-    return RegisterImage(snapshot, settings, tuple(relays), areas, alarms)
+    return RegisterImage(snapshot, settings, tuple(relays), areas, alarms, status)
 
 
 def _raw(p: Point, native: float) -> int | float:
@@ -130,7 +142,7 @@ def _raw(p: Point, native: float) -> int | float:
 
 def _native(
     src: Source, snap: Snapshot | None, settings: Settings, relays: tuple[bool, bool],
-    alarms: AlarmStatus,
+    alarms: AlarmStatus, status: int,
 ) -> float:
     """The value a source stands for, in its native unit (NaN = no data)."""
     if src.kind == "measured":
@@ -140,8 +152,10 @@ def _native(
             return float(Flag.NO_DATA) if src.field == "flags" else math.nan
         return _measured(src, snap)
     if src.kind == "snapshot":
-        if snap is None:
-            return float(Status.NO_DATA) if src.field == "status" else 0.0
+        if src.field == "status":
+            return float(status)
+        if snap is None or snap.seq < 0:  # before the first second (power-up snapshot)
+            return 0.0
         return float(getattr(snap, src.field))
     if src.kind == "setting":
         return _setting(src, settings)
@@ -213,6 +227,15 @@ def _with_setting(s: Settings, src: Source, value: float) -> Settings:
     return replace(s, modbus=replace(s.modbus, word_order=WORD_ORDERS[int(value)]))
 
 
+def _live_status(control: MeterControl) -> int:
+    """The control's live status word (a control without one: its snapshot's)."""
+    status = getattr(control, "status", None)
+    if status is not None:
+        return int(status)
+    snap = control.snapshot
+    return snap.status if snap is not None else int(Status.NO_DATA)
+
+
 def _alarm_bits(status: AlarmStatus) -> tuple:
     """What the image serves of the alarm status (the rule values are not served)."""
     return status.active, status.unacked
@@ -255,11 +278,13 @@ class MapBackend:
             and image.settings is c.settings
             and image.relays == tuple(c.relays)
             and _alarm_bits(image.alarms) == _alarm_bits(c.alarm_status)
+            and image.status == _live_status(c)
         )
 
     def _build(self, snapshot: Snapshot | None) -> RegisterImage:
         c = self._control
-        return build_image(self._map, snapshot, c.settings, c.relays, c.alarm_status)
+        return build_image(self._map, snapshot, c.settings, c.relays, c.alarm_status,
+                           _live_status(c))
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         image = self._build(snapshot)
@@ -294,26 +319,33 @@ class MapBackend:
             a = p.end
         return points
 
-    def write_coils(self, address: int, values: list[bool]) -> None:
+    def write_coils(self, address: int, values: list[bool]) -> Future | None:
+        """Switch relays; the future is True once the new states are on disk."""
         points = self._covered("coil", address, len(values))
+        done = None
         with self._write_lock:
             for p in points:
                 if alarm_codes.alarm_mode(self._control.settings, p.source.index):
                     raise _address_error(f"{p.name}: relay {p.source.index} is in alarm mode")
             try:
                 for p in points:
-                    self._control.set_relay(p.source.index - 1, bool(values[p.address - address]))
+                    done = self._control.set_relay(
+                        p.source.index - 1, bool(values[p.address - address])) or done
             except RelayModeError as exc:  # the mode changed under us (another interface)
                 raise _address_error(str(exc)) from None
             self._current()  # rebuild now, so the next read shows the new state
+        return done
 
-    def write_registers(self, address: int, values: list[int]) -> None:
+    def write_registers(self, address: int, values: list[int]) -> Future | None:
+        """Settings and commands; the future is True once their effect is on disk."""
         points = self._covered("holding", address, len(values))
         with self._write_lock:
-            self._write_settings(address, values, points)
+            done = self._write_settings(address, values, points)
             self._current()
+        return done
 
-    def _write_settings(self, address: int, values: list[int], points: list[Point]) -> None:
+    def _write_settings(self, address: int, values: list[int], points: list[Point]
+                        ) -> Future | None:
         settings = self._control.settings
         order = settings.modbus.word_order
         raws = []
@@ -322,7 +354,7 @@ class MapBackend:
             if not p.minimum <= raw <= p.maximum:  # type: ignore[operator]
                 raise _value_error(f"{p.name} = {raw}: must be {p.minimum}..{p.maximum}")
             raws.append((p, raw))
-        new, resets, acks = settings, [], []
+        new, resets, acks, done = settings, [], [], None
         grouped: dict[tuple[str, int], dict[str, float]] = {}  # relay/alarm fields, per slot
         try:
             for p, raw in raws:
@@ -338,13 +370,14 @@ class MapBackend:
             for (group, index), fields in grouped.items():
                 new = alarm_codes.with_changes(new, group, index, fields)
             if new != settings:
-                self._control.apply_settings(new)
+                done = self._control.apply_settings(new)
         except SettingsError as exc:
             raise _value_error(str(exc)) from None
         for meter in resets:
-            self._control.reset_energy(meter)
+            done = self._control.reset_energy(meter) or done
         for relay in acks:
-            self._control.acknowledge_alarms(relay)
+            done = self._control.acknowledge_alarms(relay) or done
+        return done  # the last commit asked for covers every change before it
 
     def device_identification(self) -> dict[int, bytes]:
         model = self._control.settings.model

@@ -23,11 +23,15 @@ traceback: it must never turn silently into a plausible answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 from pm4324.registers.backend import (
+    ACK_WAIT_S,
     AccessError,
     ExceptionCode,
     RegisterBackend,
@@ -45,6 +49,46 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deferred:
+    """The answer to a write whose commit is still running: ``ack`` once ``durable`` is
+    True, exception 04 if it is False or takes longer than ``ACK_WAIT_S`` (the change
+    then may or may not survive a crash, like any unanswered request). A server sends it
+    with ``send_when_durable``, keeping later answers of the same client behind it."""
+
+    durable: Future
+    ack: bytes
+
+    def answer(self) -> bytes:
+        d = self.durable
+        if d.done() and not d.cancelled() and d.exception() is None and d.result():
+            return self.ack
+        return exception_pdu(self.ack[0], ExceptionCode.SERVER_DEVICE_FAILURE)
+
+    def send_when_durable(self, loop: asyncio.AbstractEventLoop,
+                          send: Callable[[bytes], None]) -> None:
+        """Call ``send(answer)`` once, in ``loop``, when durable or after ACK_WAIT_S."""
+        sent = False
+
+        def finish() -> None:
+            nonlocal sent
+            if not sent:
+                sent = True
+                timer.cancel()
+                send(self.answer())
+
+        timer = loop.call_later(ACK_WAIT_S, finish)
+        self.durable.add_done_callback(lambda _: loop.call_soon_threadsafe(finish))
+
+
+def _after(durable: Future | None, ack: bytes) -> bytes | Deferred:
+    """The ack now (nothing to wait for, or already durable), else a Deferred."""
+    if durable is None:
+        return ack
+    deferred = Deferred(durable, ack)
+    return deferred.answer() if durable.done() else deferred
 
 MAX_PDU = 253  # 256-byte RTU ADU minus address and CRC; also the TCP limit
 MAX_READ_BITS = 2000
@@ -171,23 +215,21 @@ def _read_registers(backend: RegisterBackend, pdu: bytes) -> bytes:
     return _REG_HEADER[fc][count] + _REG_STRUCTS[count].pack(*values)
 
 
-def _write_coil(backend: RegisterBackend, pdu: bytes) -> bytes:
+def _write_coil(backend: RegisterBackend, pdu: bytes) -> bytes | Deferred:
     _check_len(pdu, 5)
     address, value = _ADDR_QTY.unpack_from(pdu, 1)
     if value not in (0x0000, 0xFF00):
         raise _Reject(ExceptionCode.ILLEGAL_DATA_VALUE)
-    backend.write_coils(address, [value == 0xFF00])
-    return bytes(pdu)
+    return _after(backend.write_coils(address, [value == 0xFF00]), bytes(pdu))
 
 
-def _write_register(backend: RegisterBackend, pdu: bytes) -> bytes:
+def _write_register(backend: RegisterBackend, pdu: bytes) -> bytes | Deferred:
     _check_len(pdu, 5)
     address, value = _ADDR_QTY.unpack_from(pdu, 1)
-    backend.write_registers(address, [value])
-    return bytes(pdu)
+    return _after(backend.write_registers(address, [value]), bytes(pdu))
 
 
-def _write_coils(backend: RegisterBackend, pdu: bytes) -> bytes:
+def _write_coils(backend: RegisterBackend, pdu: bytes) -> bytes | Deferred:
     if len(pdu) < 6:
         raise _Reject(ExceptionCode.ILLEGAL_DATA_VALUE)
     address, count = _ADDR_QTY.unpack_from(pdu, 1)
@@ -200,11 +242,11 @@ def _write_coils(backend: RegisterBackend, pdu: bytes) -> bytes:
         raise _Reject(ExceptionCode.ILLEGAL_DATA_VALUE)
     _check_range(address, count)
     acc = int.from_bytes(pdu[6:], "little")
-    backend.write_coils(address, [bool((acc >> i) & 1) for i in range(count)])
-    return bytes(pdu[:5])
+    return _after(backend.write_coils(address, [bool((acc >> i) & 1) for i in range(count)]),
+                  bytes(pdu[:5]))
 
 
-def _write_registers(backend: RegisterBackend, pdu: bytes) -> bytes:
+def _write_registers(backend: RegisterBackend, pdu: bytes) -> bytes | Deferred:
     if len(pdu) < 6:
         raise _Reject(ExceptionCode.ILLEGAL_DATA_VALUE)
     address, count = _ADDR_QTY.unpack_from(pdu, 1)
@@ -212,8 +254,8 @@ def _write_registers(backend: RegisterBackend, pdu: bytes) -> bytes:
     if not 1 <= count <= MAX_WRITE_REGISTERS or nbytes != 2 * count or len(pdu) != 6 + nbytes:
         raise _Reject(ExceptionCode.ILLEGAL_DATA_VALUE)
     _check_range(address, count)
-    backend.write_registers(address, list(_REG_STRUCTS[count].unpack_from(pdu, 6)))
-    return bytes(pdu[:5])
+    return _after(backend.write_registers(address, list(_REG_STRUCTS[count].unpack_from(pdu, 6))),
+                  bytes(pdu[:5]))
 
 
 # Read Device ID codes (Modbus Application Protocol V1.1b3 §6.21): stream access per
@@ -260,7 +302,7 @@ def _device_identification(backend: RegisterBackend, pdu: bytes) -> bytes:
     return bytes((0x2B, _MEI_DEVICE_ID, code, conformity, more, next_id, count)) + body
 
 
-_HANDLERS: dict[int, Callable[[RegisterBackend, bytes], bytes]] = {
+_HANDLERS: dict[int, Callable[[RegisterBackend, bytes], bytes | Deferred]] = {
     0x01: _read_bits,
     0x02: _read_bits,
     0x03: _read_registers,
@@ -275,8 +317,9 @@ _HANDLERS: dict[int, Callable[[RegisterBackend, bytes], bytes]] = {
 WRITE_FUNCTIONS = frozenset((0x05, 0x06, 0x0F, 0x10))
 
 
-def handle_pdu(backend: RegisterBackend, pdu: bytes) -> bytes | None:
-    """Serve one request PDU; return the response PDU.
+def handle_pdu(backend: RegisterBackend, pdu: bytes) -> bytes | Deferred | None:
+    """Serve one request PDU; return the response PDU (a Deferred for a write whose commit
+    is still running: see ``Deferred``).
 
     None means "send nothing": an empty PDU, or a function code of 0 or >= 0x80, which no
     client sends as a request and which has no valid exception response.

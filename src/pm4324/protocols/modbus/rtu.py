@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 import serial
 
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, ModbusSettings
-from pm4324.protocols.modbus.pdu import WRITE_FUNCTIONS, handle_pdu, request_pdu_length
+from pm4324.protocols.modbus.pdu import WRITE_FUNCTIONS, Deferred, handle_pdu, request_pdu_length
 from pm4324.registers.backend import RegisterBackend
 
 __all__ = [
@@ -214,15 +214,19 @@ class RtuFramer:
         self._discarding = True
 
 
-def serve_rtu_frame(backend: RegisterBackend, address: int, unit: int, pdu: bytes) -> bytes | None:
-    """The response ADU (with CRC) to one received frame, or None for silence.
+def serve_rtu_frame(backend: RegisterBackend, address: int, unit: int, pdu: bytes
+                    ) -> bytes | Deferred | None:
+    """The response ADU (with CRC) to one received frame, or None for silence (a Deferred
+    PDU for a write whose commit is still running).
 
     Silence for another unit id, for every broadcast (writes are executed first; broadcast
     reads are ignored without touching the backend) and when ``handle_pdu`` has no answer.
     """
     if unit == address:
         rsp = handle_pdu(backend, pdu)
-        return None if rsp is None else with_crc(bytes((address,)) + rsp)
+        if rsp is None or isinstance(rsp, Deferred):
+            return rsp
+        return with_crc(bytes((address,)) + rsp)
     if unit == BROADCAST and pdu and pdu[0] in WRITE_FUNCTIONS:
         handle_pdu(backend, pdu)
     return None
@@ -378,13 +382,23 @@ class RtuServer:
         for unit, pdu in frames:
             self.requests += 1
             rsp = serve_rtu_frame(self.backend, self.address, unit, pdu)
-            if rsp is not None and self._serial is not None:
-                try:
-                    self._serial.write(rsp)
-                except (OSError, serial.SerialException) as exc:
-                    log.error("Modbus RTU: writing %s failed (%s); port closed", self.port, exc)
-                    self._close()
-                    return
-                self.replies += 1
-                if self.local_echo:
-                    self._echo += rsp
+            if isinstance(rsp, Deferred) and self._loop is not None:
+                head = bytes((self.address,))
+                rsp.send_when_durable(self._loop, lambda pdu, h=head: self._reply(with_crc(h + pdu)))
+            elif isinstance(rsp, bytes) and not self._reply(rsp):
+                return
+
+    def _reply(self, rsp: bytes) -> bool:
+        """Send one response ADU; False if the port failed (it is then closed)."""
+        if self._serial is None:
+            return False
+        try:
+            self._serial.write(rsp)
+        except (OSError, serial.SerialException) as exc:
+            log.error("Modbus RTU: writing %s failed (%s); port closed", self.port, exc)
+            self._close()
+            return False
+        self.replies += 1
+        if self.local_echo:
+            self._echo += rsp
+        return True

@@ -36,6 +36,7 @@ from typing import cast
 
 from pm4324.protocols.modbus.pdu import (
     GATEWAY_TARGET_FAILED,
+    Deferred,
     exception_pdu,
     handle_pdu,
     request_pdu_length,
@@ -150,12 +151,37 @@ class _Connection(asyncio.Protocol):
                 server.bad_frames += 1
                 continue
             rsp = server._respond(unit, pdu)
+            if isinstance(rsp, Deferred):  # a write waiting for its commit: answers stay in order
+                self._rest = data[pos:]
+                self._send(out)
+                self._defer(tid, unit, rsp)
+                return
             if rsp is not None:
                 out.append(_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
         if pos < end_all:
             self._rest = data[pos:]  # at most one partial frame: < 261 bytes
+        self._send(out)
+
+    def _send(self, out: list[bytes]) -> None:
         if out and self._transport is not None:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _defer(self, tid: int, unit: int, deferred: Deferred) -> None:
+        """Stop reading until the write's answer is sent, then go on with what is left."""
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+        def send(rsp: bytes) -> None:
+            self._send([_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp])
+            if self._transport is None:
+                return
+            if self._stalled_since is None:
+                self._transport.resume_reading()
+            rest, self._rest = self._rest, b""
+            if rest:
+                self.data_received(rest)
+
+        deferred.send_when_durable(self._server._loop, send)
 
 
 class TcpServer:
@@ -240,7 +266,7 @@ class TcpServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _respond(self, unit: int, pdu: bytes) -> bytes | None:
+    def _respond(self, unit: int, pdu: bytes) -> bytes | Deferred | None:
         if unit == self.unit_id or unit in _DEVICE_ITSELF:
             return handle_pdu(self.backend, pdu)
         fc = pdu[0]
