@@ -60,12 +60,21 @@ def test_run_restarts_where_it_stopped_and_says_where(meter_files):
 
 
 def test_damaged_state_is_one_clear_line_and_reset_store_is_explicit(meter_files):
-    assert run(*meter_files).returncode == 0
+    first = run(*meter_files)
+    assert first.returncode == 0
     db = meter_files[0].parent / "state" / "meter.db"
-    db.write_bytes(b"")
+    ring = db.with_suffix(".ring")
+    db.write_bytes(b"")  # the event log is damaged: the counters are in the ring
     r = run(*meter_files)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "empty" in r.stderr and "--reset-store" in r.stderr and r.stdout == ""
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert "empty" in r.stderr and ".damaged-" in r.stderr
+    assert kwh(first) < kwh(r, 0)  # nothing lost
+    db.write_bytes(b"")
+    ring.write_bytes(b"\xff" * 4096)  # and now the ring too: no intact record anywhere
+    r = run(*meter_files)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
+    assert str(ring) in r.stderr and "empty" in r.stderr and "--reset-store" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     r = run(*meter_files, "--reset-store")
     assert r.returncode == 0 and "store_reset" in r.stderr
     assert kwh(r, 0) < kwh(r, 1)  # from zero, as asked
@@ -74,7 +83,8 @@ def test_damaged_state_is_one_clear_line_and_reset_store_is_explicit(meter_files
 
 def test_missing_state_after_a_run_is_refused(meter_files):
     assert run(*meter_files).returncode == 0
-    (meter_files[0].parent / "state" / "meter.db").unlink()
+    for p in (meter_files[0].parent / "state").glob("meter.*"):
+        p.unlink()
     r = run(*meter_files)
     assert r.returncode == 2 and "has run before" in r.stderr and "Traceback" not in r.stderr
 

@@ -201,8 +201,8 @@ def test_energy_reset_over_modbus_is_saved_and_logged_at_once(tmp_path):
         meter.step()
     db = tmp_path / "var" / "m.db"
     assert peek(db).meter.values()[3, 0] > 0  # Meter 4 (CT10) imported energy
-    b.write_registers(0x1013, [4])
-    r = peek(db)  # on disk before the write returned
+    assert b.write_registers(0x1013, [4]).result() is True
+    r = peek(db)  # on disk once the future the server answers on is True
     assert r.meter.values()[3].sum() == 0 and r.ct.values()[9:12].sum() == 0
     assert r.meter.values()[0, 0] > 0  # Meter 1 untouched
     assert read_events(db, last=1)[0].kind == "energy_reset"

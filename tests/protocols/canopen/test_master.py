@@ -478,7 +478,7 @@ async def test_async_start_runs_meter_writes_in_the_loop(meter, settings, master
     loop_thread = threading.get_ident()
     seen = []
     original = meter.set_relay
-    meter.set_relay = lambda i, c: (seen.append(threading.get_ident()), original(i, c))
+    meter.set_relay = lambda i, c: (seen.append(threading.get_ident()), original(i, c))[1]
     node = CanopenServer(meter, settings)
     await node.start()
     try:
