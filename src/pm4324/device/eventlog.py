@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +120,55 @@ def check(path: Path) -> tuple[dict[str, str], list[Record], int]:
         except ValueError:  # FormatError too: a backup we cannot use
             bad += 1
     return meta, records, bad
+
+
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # little-, big-endian checksums (sqlite.org/fileformat)
+
+
+def _wal_sum(data: bytes, s0: int, s1: int, big: bool) -> tuple[int, int]:
+    words = struct.unpack((">" if big else "<") + f"{len(data) // 4}I", data)
+    for k in range(0, len(words), 2):
+        s0 = (s0 + words[k] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[k + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def wal_damage(wal: Path) -> str:
+    """What is wrong with a WAL file, "" if nothing is.
+
+    SQLite silently ignores a WAL whose header checksum fails, and every frame from the
+    first one whose cumulative checksum fails: correct after a torn last write, but a bit
+    flip in the middle would drop the newer events without a word. A checksum failure
+    followed by more frames of the same generation (salt) is damage, not a torn tail.
+    """
+    try:
+        data = wal.read_bytes()
+    except FileNotFoundError:
+        return ""
+    if len(data) < 32:
+        return "" if not data else f"WAL header torn ({len(data)} bytes)"
+    magic, _, page, _, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:32])
+    if magic not in _WAL_MAGIC or page < 512 or page & (page - 1):
+        return "WAL header damaged (bad magic or page size)"
+    big = magic == _WAL_MAGIC[1]
+    s0, s1 = _wal_sum(data[:24], 0, 0, big)
+    if (s0, s1) != (c1, c2):
+        return "WAL header checksum fails: SQLite would ignore the whole WAL"
+    size = 24 + page
+    frames = (len(data) - 32) // size
+    for k in range(frames):
+        at = 32 + k * size
+        head = data[at : at + 24]
+        if struct.unpack(">2I", head[8:16]) != (salt1, salt2):
+            return ""  # an older generation: frames SQLite has already checkpointed
+        s0, s1 = _wal_sum(head[:8], s0, s1, big)
+        s0, s1 = _wal_sum(data[at + 24 : at + size], s0, s1, big)
+        if (s0, s1) != struct.unpack(">2I", head[16:24]):
+            later = sum(1 for j in range(k + 1, frames) if struct.unpack(
+                ">2I", data[32 + j * size + 8 : 32 + j * size + 16]) == (salt1, salt2))
+            return (f"WAL frame {k} fails its checksum: SQLite would ignore it and the "
+                    f"{later} newer frame(s) after it") if later else ""
+    return ""
 
 
 class EventLog:

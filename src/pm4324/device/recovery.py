@@ -10,6 +10,7 @@ with an existing identity is an error; only ``--reset-store`` starts from zero.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 import uuid
@@ -57,6 +58,13 @@ def _move_aside(paths: Sequence[Path], tag: str) -> list[Path]:
     return moved
 
 
+def _copy_aside(path: Path) -> Path:
+    """A copy of a damaged file that is going to be written over, kept as evidence."""
+    dst = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.copy2(path, dst)
+    return dst
+
+
 def _all_files(path: Path) -> list[Path]:
     return [path, *eventlog.sidecars(path), ring_path(path)]
 
@@ -96,6 +104,8 @@ class _Found:
     ring_damage: str = ""  # "" = whole, or what is wrong
     db_damage: str = ""
     db_format: str = ""
+    wal_damage: str = ""
+    kept: list[Path] = field(default_factory=list)  # copies of damaged files kept as evidence
     foreign: dict[str, Path] = field(default_factory=dict)  # other meter id -> file
     versions: dict[int, Path] = field(default_factory=dict)
 
@@ -115,11 +125,17 @@ def _look(path: Path, meter_id: str) -> _Found:
         elif scan_.size != SLOTS * SLOT:
             found.ring_damage = f"{scan_.size} bytes instead of {SLOTS * SLOT}"
     if path.exists():
+        wal = eventlog.sidecars(path)[0]
+        found.wal_damage = eventlog.wal_damage(wal)
+        if found.wal_damage:  # keep the evidence before SQLite opens (and resets) it
+            found.kept.append(_copy_aside(wal))
+            found.db += _salvage([wal], found)  # records in frames SQLite will ignore
         try:
-            meta, found.db, bad = eventlog.check(path)
+            meta, db_records, bad = eventlog.check(path)
+            found.db += db_records
         except Damaged as why:
             found.db_damage = str(why)
-            found.db = _salvage([path, *eventlog.sidecars(path)], found)
+            found.db += _salvage([path, *eventlog.sidecars(path)], found)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc} (the file is left as it is)") from None
         else:
@@ -229,7 +245,12 @@ def _decide(path: Path, meter_id: str, found: _Found
                          "kept aside)")
     best = max(mine, key=lambda r: r.seq)
     source = ring if any(r is best for r in found.ring) else path
-    notes, moved = [], []
+    notes: Notes = []
+    moved = list(found.kept)
+    if found.wal_damage:
+        wal = eventlog.sidecars(path)[0]
+        notes.append(("store_recovered", f"{wal}: {found.wal_damage} (events of those frames "
+                      f"may be missing from the log); a copy is kept as {found.kept[0]}"))
     ring_ok = ring.exists() and not found.ring_damage
     db_ok = path.exists() and not found.db_damage
     try:
