@@ -1,0 +1,100 @@
+"""An acknowledged write is durable: a Modbus write that the meter answered, followed by a
+SIGKILL at once, is still there after a restart (the issue's relay that came back in its
+old state, with no event). pymodbus's client is the master; the meter is `pm4324 run`."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+
+pymodbus_client = pytest.importorskip("pymodbus.client")
+
+LIMIT_S = 60.0
+SETTINGS = """model = "PM-4324"
+sample_rate_hz = 2000
+[relays.2]
+power_up = "last"
+[store]
+path = "var/w.state.db"
+"""
+SCENARIO = """[[loads]]
+cts = [1, 2, 3]
+current_a = 20.0
+"""
+RELAY2, ENERGY_RESET = 0x1001, 0x1013
+
+
+def _files(tmp_path):
+    (tmp_path / "w.toml").write_text(SETTINGS)
+    (tmp_path / "sc.toml").write_text(SCENARIO)
+    return ["--settings", str(tmp_path / "w.toml"), "--scenario", str(tmp_path / "sc.toml")]
+
+
+def write_then_kill(args: list[str], write) -> None:
+    """Start the meter with Modbus TCP on a free port, make one write with pymodbus, and
+    SIGKILL the meter the moment the answer is in."""
+    proc = subprocess.Popen([sys.executable, "-m", "pm4324.cli.cli", "run", *args, "--json",
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(LIMIT_S, proc.kill)  # bounds a hang, never paces
+    watchdog.start()
+    try:
+        port = None
+        for line in proc.stderr:  # "Modbus TCP on 127.0.0.1:PORT (unit 1)"
+            found = re.search(r"Modbus TCP on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "the meter did not start its Modbus server"
+        client = pymodbus_client.ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+        assert client.connect()
+        rsp = write(client)
+        proc.send_signal(signal.SIGKILL)  # at once: no clean stop, no later commit
+        client.close()
+        assert not rsp.isError(), rsp
+    finally:
+        proc.kill()
+        proc.wait()
+        watchdog.cancel()
+        proc.stderr.close()
+
+
+def first_second(args: list[str]) -> dict:
+    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", *args, "--json",
+                        "--no-modbus", "--seconds", "1", "--speed", "50"],
+                       capture_output=True, text=True, timeout=LIMIT_S)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[0])
+
+
+def events(args: list[str]) -> list[str]:
+    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "events", args[0], args[1]],
+                       capture_output=True, text=True, timeout=LIMIT_S)
+    return r.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_a_relay_write_acknowledged_then_killed_is_kept(tmp_path):
+    args = _files(tmp_path)
+    for closed in (True, False, True):
+        write_then_kill(args, lambda c, v=closed: c.write_coil(RELAY2, v, device_id=1))
+        assert first_second(args)["relays"] == [False, closed]
+        state = "closed" if closed else "open"
+        assert any(f"relay 2 {state} (manual)" in line for line in events(args)[-12:])
+
+
+@pytest.mark.slow
+def test_an_energy_reset_acknowledged_then_killed_is_kept(tmp_path):
+    args = _files(tmp_path)
+    before = first_second(args)["meters"][0]["kwh_import"]
+    before = first_second(args)["meters"][0]["kwh_import"]  # two seconds of energy
+    write_then_kill(args, lambda c: c.write_register(ENERGY_RESET, 1, device_id=1))
+    after = first_second(args)["meters"][0]["kwh_import"]
+    assert after < before  # reset: at most the seconds since it, never the old count
+    assert any("energy_reset" in line for line in events(args))
