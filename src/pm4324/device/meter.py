@@ -266,9 +266,9 @@ class Meter:
         """Track save failures: NOT_SAVED, one event per failure streak and its end."""
         if error is not None and not self._not_saved:
             self._not_saved = True
-            what = "events" if isinstance(error, EventsNotSaved) else "state"
-            self._event("store_error", f"{error} (the {what} is kept in memory and retried "
-                        "every commit)")
+            what = "the events are" if isinstance(error, EventsNotSaved) else "the state is"
+            self._event("store_error", f"{error} ({what} kept in memory; retried at every "
+                        "commit)")
         elif error is None and self._not_saved:
             self._not_saved = False
             self._event("store_error", "saving works again (events above were saved late)")
