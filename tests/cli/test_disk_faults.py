@@ -193,3 +193,4 @@ def test_a_full_disk_at_start_renames_nothing(tmp_path, record_property):
     if r.returncode != 0:
         lines = [x for x in r.stderr.strip().splitlines() if "error" in x]
         assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "full" in lines[0] and str(var) in lines[0]

@@ -58,6 +58,15 @@ def _move_aside(paths: Sequence[Path], tag: str) -> list[Path]:
     return moved
 
 
+def space_hint(directory: Path) -> str:
+    """"; the filesystem is full ..." when it nearly is (SQLite then says "disk I/O error")."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return ""
+    return f"; the filesystem holding it is full ({free} bytes free)" if free < 1 << 20 else ""
+
+
 def _copy_aside(path: Path) -> Path:
     """A copy of a damaged file that is going to be written over, kept as evidence."""
     dst = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -137,7 +146,8 @@ def _look(path: Path, meter_id: str) -> _Found:
             found.db_damage = str(why)
             found.db += _salvage([path, *eventlog.sidecars(path)], found)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {path}: {exc} (the file is left as it is)") from None
+            raise StoreError(f"cannot open {path}: {exc}{space_hint(path.parent)} (the file is "
+                             "left as it is)") from None
         else:
             found.db_format = meta.get("format_version", "")
             if meta.get("meter_id") != meter_id and found.db and all(
@@ -273,7 +283,7 @@ def _decide(path: Path, meter_id: str, found: _Found
     except OSError as exc:
         kept = f"; kept aside: {', '.join(map(str, moved))}" if moved else ""
         raise StoreError(f"cannot repair the state files in {path.parent}: {exc.strerror}"
-                         f"{kept}") from None
+                         f"{space_hint(path.parent)}{kept}") from None
     newest_ring = max((r.seq for r in found.ring), default=-1)
     if notes or source != ring or newest_ring < best.seq:
         kept = f"; damaged files kept as {', '.join(map(str, moved))}" if moved else ""

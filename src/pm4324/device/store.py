@@ -42,7 +42,7 @@ from pm4324.device.energy import EnergyRegisters
 from pm4324.device.eventlog import Damaged, EventLog
 from pm4324.device.events import MAX_EVENTS, Event
 from pm4324.device.record import Record, copy_registers
-from pm4324.device.recovery import StoreError, open_state
+from pm4324.device.recovery import StoreError, open_state, space_hint
 from pm4324.device.ring import SLOTS, Ring, RingInUse, read_ring, ring_path
 
 __all__ = ["RING", "EventsNotSaved", "Record", "Store", "StoreError", "peek", "read_events",
@@ -117,10 +117,11 @@ class Store:
             raise StoreError(f"{path} is in use by another running meter") from None
         except OSError as exc:
             _release(locks, ring, log)
-            raise StoreError(f"cannot write {exc.filename or path}: {exc.strerror}") from None
+            raise StoreError(f"cannot write {exc.filename or path}: {exc.strerror}"
+                             f"{space_hint(path.parent)}") from None
         except sqlite3.Error as exc:
             _release(locks, ring, log)
-            raise StoreError(f"cannot open {path}: {exc}") from None
+            raise StoreError(f"cannot open {path}: {exc}{space_hint(path.parent)}") from None
         except BaseException:
             _release(locks, ring, log)
             raise
