@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/soak_kill.py --cycles 1000 --seed 1          # kill soak
     .venv/bin/python bench/soak_kill.py --cycles 0 --commits 100000     # store cost only
+    .venv/bin/python bench/soak_kill.py --cycles 0 --commits 3000 --events-every 1  # worst case
 
 Each cycle starts the meter on a fast simulation (`run --speed S --json --no-modbus`, its own
 settings and state file in a work directory), reads a random number of JSON lines (seeded;
@@ -16,9 +17,10 @@ file's newest record directly (``store.peek``) and starts again. Checked at ever
 * a restart adds at most one second of energy to the record it starts from.
 
 ``--commits N`` then measures the store alone, in this process: time per commit, bytes
-written to the disk per commit (/proc/self/io), and the files' sizes after N/2 and N commits
-with an event each (more than the event log keeps), to show the size stays bounded.
-tests/host/test_kill.py runs ``run_cycles`` with 50 cycles.
+written to the disk per commit (/proc/self/io), and the files' sizes after N/2 and N
+commits. A typical second commits the record alone; ``--events-every K`` adds an event
+(a relay toggling) every K commits, 1 being the worst case for the event log.
+tests/cli/test_kill.py runs ``run_cycles`` with 50 cycles.
 """
 
 from __future__ import annotations
@@ -203,9 +205,9 @@ def _check_kill(where: str, lines: list[dict], record: Record, floor: Record | N
     return problems
 
 
-def store_cost(workdir: Path, commits: int) -> dict[str, float]:
-    """Commit ``commits`` records in this process, each with an event (a relay toggling
-    every second: the worst case for the event log); time, disk bytes and file sizes."""
+def store_cost(workdir: Path, commits: int, events_every: int = 0) -> dict[str, float]:
+    """Commit ``commits`` records in this process, with an event (a relay toggling) every
+    ``events_every`` commits (0: none); time, disk bytes and file sizes."""
     from pm4324.device.energy import EnergyRegisters
     from pm4324.device.events import Event
     from pm4324.device.store import Store
@@ -223,9 +225,10 @@ def store_cost(workdir: Path, commits: int) -> dict[str, float]:
     for n in range(commits):
         ct.add(np.full((24, 7), 0.0111))
         meter.add(np.full((8, 7), 0.0333))
-        event = Event(time.time(), 1, n, "relay", f"relay 1 {'closed' if n % 2 else 'open'} (alarm)")
+        events = [Event(time.time(), 1, n, "relay", f"relay 1 {'closed' if n % 2 else 'open'}"
+                        " (alarm)")] if events_every and n % events_every == 0 else []
         t = time.perf_counter()
-        store.save(n, ct, meter, (n % 2 == 0, False), {}, [event])
+        store.save(n, ct, meter, (n % 2 == 0, False), {}, events)
         times.append(time.perf_counter() - t)
         if n % 100 == 0:
             wal_max = max(wal_max, wal.stat().st_size if wal.exists() else 0)
@@ -260,6 +263,8 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=50.0)
     ap.add_argument("--max-lines", type=int, default=6)
     ap.add_argument("--commits", type=int, default=0, help="also measure the store alone")
+    ap.add_argument("--events-every", type=int, default=0,
+                    help="with --commits: an event every K commits (0: none)")
     ap.add_argument("--workdir", type=Path, default=Path("var/soak"))
     args = ap.parse_args()
     if args.cycles:
@@ -277,7 +282,7 @@ def main() -> None:
         for p in r.problems[:20]:
             print("  " + p)
     if args.commits:
-        for k, v in store_cost(args.workdir, args.commits).items():
+        for k, v in store_cost(args.workdir, args.commits, args.events_every).items():
             print(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}")
 
 

@@ -42,8 +42,8 @@ def open_store(settings: Settings, settings_path: str | None, reset: bool) -> St
     path, id_path = store_location(settings, settings_path)
     store = Store.open(path, id_path, reset=reset)
     r = store.restored
-    print(f"State file {path} (boot {store.boot}; restored commit {r.seq}, second {r.second} "
-          f"of boot {r.boot})", file=sys.stderr, flush=True)
+    print(f"State file {path} with {store.ring_path.name} (boot {store.boot}; restored commit "
+          f"{r.seq}, second {r.second} of boot {r.boot})", file=sys.stderr, flush=True)
     for kind, text in store.notes:
         print(f"  {kind}: {text}", file=sys.stderr, flush=True)
     return store

@@ -12,13 +12,22 @@ a commit every second.
 commit before it. Every record carries its own CRC (device/record.py): a write torn by a
 power cut, a flipped bit or a zeroed page makes that one slot unreadable, and reading takes
 the newest intact slot, the commit before: one damaged byte costs at most one second.
+
+**Why O_DIRECT.** Through the page cache, a 4 KiB write into a file the kernel holds in a
+large folio (Linux 6.x does so for a file written or read in 64 KiB) dirties the whole
+folio, and the sync writes all 64 KiB: measured 65,556 bytes per commit instead of 4,116.
+Written with ``O_DIRECT`` from a page-aligned buffer, the commit writes its one page
+whatever the cache holds. Filesystems without O_DIRECT (some tmpfs) fall back to the
+page cache.
 Because the file is preallocated, a full disk does not stop the energy registers from being
 saved. The open file is locked with ``flock`` (by inode, whatever path reached it).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,9 +95,14 @@ def write_new_ring(path: Path, record: Record) -> None:
 class Ring:
     """An open, locked ring file. Only one thread writes (device/commit.py)."""
 
-    def __init__(self, path: Path, fd: int):
+    def __init__(self, path: Path, lock_fd: int):
         self.path = path
-        self._fd = fd
+        self._lock_fd = lock_fd  # holds the flock; writes go through _fd
+        try:
+            self._fd, self.direct = os.open(path, os.O_RDWR | os.O_DIRECT), True
+        except OSError:
+            self._fd, self.direct = os.open(path, os.O_RDWR), False
+        self._page = mmap.mmap(-1, SLOT)  # page-aligned, as O_DIRECT requires
 
     @classmethod
     def open(cls, path: Path) -> Ring:
@@ -99,14 +113,35 @@ class Ring:
         except BlockingIOError:
             os.close(fd)
             raise RingInUse(f"{path} is locked") from None
-        return cls(path, fd)
+        try:
+            return cls(path, fd)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def write(self, record: Record) -> None:
         """Write one record into its slot and wait until it is on the disk (OSError if not)."""
-        page = record.encode().ljust(SLOT, b"\0")
-        if os.pwrite(self._fd, page, (record.seq % SLOTS) * SLOT) != SLOT:
+        self._page.seek(0)
+        self._page.write(record.encode().ljust(SLOT, b"\0"))
+        offset = (record.seq % SLOTS) * SLOT
+        try:
+            written = os.pwrite(self._fd, self._page, offset)
+        except OSError as exc:
+            if not (self.direct and exc.errno == errno.EINVAL):
+                raise
+            self._buffered()  # this filesystem takes O_DIRECT opens but not the writes
+            written = os.pwrite(self._fd, self._page, offset)
+        if written != SLOT:
             raise OSError(f"{self.path}: short write")
         os.fdatasync(self._fd)
 
+    def _buffered(self) -> None:
+        fd = os.open(self.path, os.O_RDWR)
+        os.dup2(fd, self._fd, inheritable=False)
+        os.close(fd)
+        self.direct = False
+
     def close(self) -> None:
         os.close(self._fd)
+        os.close(self._lock_fd)
+        self._page.close()
