@@ -424,7 +424,7 @@ def _power_up_text(store: Store | None) -> str:
         return "no state store: counters start at zero and are not saved"
     r = store.restored
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
-    return (f"boot {store.boot}; state from {store.path}, commit {r.seq} (boot {r.boot}, "
+    return (f"boot {store.boot}; state from {store.path} and {store.ring_path.name}, commit {r.seq} (boot {r.boot}, "
             f"second {r.second}, saved {when})")
 
 
