@@ -28,7 +28,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,9 +39,9 @@ from pm4324.device.commit import Committer
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.powerup import no_data_snapshot
-from pm4324.device.record import copy_registers
 from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
-from pm4324.device.store import EventsNotSaved, Store, StoreError
+from pm4324.device.saving import Durable, Saving, power_up_text
+from pm4324.device.store import Store
 from pm4324.metering.engine import Engine, StepResult
 from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot, Status
 from pm4324.sources.base import SampleBlock, Source
@@ -51,12 +50,9 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[Snapshot], None]
 RECENT_EVENTS = 1000  # kept in memory (all of them also go to the store, when there is one)
-CLOCK_STEP_S = 1.0  # a wall-clock jump larger than this against the monotonic clock is a step
-CLOCK_STEP_HOLD_S = 60.0  # how long Status.CLOCK_STEPPED stays set after a step
-Durable = Future  # of bool: True once a change is on disk (None: no store, nothing to wait)
 
 
-class Meter:
+class Meter(Saving):
     """A running PM-4324(A). Implements ``registers.backend.MeterControl``."""
 
     def __init__(self, settings: Settings, source: Source, *, settings_path: str | None = None,
@@ -93,7 +89,7 @@ class Meter:
         self.alarms = AlarmEngine(settings.alarms, restored.latched if restored else None)
         for kind, text in store.notes if store else ():
             self._event(kind, text)
-        self._event("power_up", _power_up_text(store))
+        self._event("power_up", power_up_text(store))
         self._relays = (False, False)
         for k, relay in enumerate(settings.relays.relays):
             if relay.mode == "alarm":
@@ -116,16 +112,6 @@ class Meter:
         """The newest second; before the first one, the power-up snapshot (seq -1: restored
         energies, NaN values, status NO_DATA)."""
         return self._snapshot
-
-    @property
-    def status(self) -> int:
-        """The meter status word as of now (snapshot.Status), also between two seconds."""
-        bits = Status.NO_DATA if self._snapshot.seq < 0 else Status(0)
-        if self._not_saved:
-            bits |= Status.NOT_SAVED
-        if time.monotonic() < self._stepped_until:
-            bits |= Status.CLOCK_STEPPED
-        return int(bits)
 
     @property
     def settings(self) -> Settings:
@@ -231,72 +217,6 @@ class Meter:
         value = "" if t.value != t.value else f", value {t.value:.6g}"  # NaN: no value
         self._event(f"alarm_{t.kind}", what + value)
 
-    def _request_commit(self) -> Durable | None:
-        """Ask the committer to save everything held now (None without a store)."""
-        return self._committer.request() if self._committer is not None else None
-
-    def _save_now(self) -> bool:
-        """Commit and wait (power-up, shutdown): True when on disk."""
-        done = self._request_commit()
-        if done is None:
-            self._unsaved.clear()
-            return True
-        return done.result()
-
-    def _commit(self) -> bool:
-        """The committer's work: copy the state under the lock, save it outside it."""
-        assert self.store is not None
-        with self._lock:
-            events = list(self._unsaved)
-            state = (self.seq - 1, copy_registers(self.ct_registers),
-                     copy_registers(self.meter_registers), self._relays, self.alarms.latched())
-        error: StoreError | None = None
-        try:
-            self.store.save(*state, events)
-        except StoreError as exc:  # EventsNotSaved too: the events stay pending
-            error = exc
-        with self._lock:
-            if error is None:
-                for _ in events:
-                    self._unsaved.popleft()
-            self._saving(error)
-        return error is None
-
-    def _saving(self, error: StoreError | None) -> None:
-        """Track save failures: NOT_SAVED, one event per failure streak and its end."""
-        if error is not None and not self._not_saved:
-            self._not_saved = True
-            what = "the events are" if isinstance(error, EventsNotSaved) else "the state is"
-            self._event("store_error", f"{error} ({what} kept in memory; retried at every "
-                        "commit)")
-        elif error is None and self._not_saved:
-            self._not_saved = False
-            self._event("store_error", "saving works again (events above were saved late)")
-        self._show_status()
-
-    def _show_status(self) -> None:
-        """One console line each time the status word changes (the end of NO_DATA at the
-        first second is expected and not shown)."""
-        now = self.status & ~Status.NO_DATA
-        if now != self._shown_status:
-            self._shown_status = now
-            names = ", ".join(Status(now).names()) or "ok"
-            (log.error if now else log.warning)("meter status: %s", names)
-
-    def _check_clock(self) -> None:
-        """A step of the wall clock (set by hand, NTP sync on a box without RTC) is an
-        event and a status bit; the snapshot timeline follows the wall clock from then on."""
-        offset = self._wall() - time.monotonic()
-        step = offset - self._clock_offset
-        if abs(step) <= CLOCK_STEP_S:
-            return
-        self._clock_offset = offset
-        self.start_time += step
-        self._stepped_until = time.monotonic() + CLOCK_STEP_HOLD_S
-        self._event("clock_step", f"the wall clock stepped by {step:+.3f} s; times from now "
-                    "on follow it (order events by boot and second)")
-        self._show_status()
-
     # -- the loop --------------------------------------------------------------------------
 
     def _block_length(self, ahead: int = 0) -> int:
@@ -309,7 +229,9 @@ class Meter:
         if result is None:
             return None
         snap, done = self._advance(result)
-        return self._publish(snap, done.result() if done is not None else True)
+        if done is not None:
+            done.result()  # False: not saved; the status word says so
+        return self._publish(snap)
 
     async def _step_async(self) -> bool:
         """``step`` for the paced loop: the commit is awaited, so servers go on answering
@@ -318,7 +240,9 @@ class Meter:
         if result is None:
             return False
         snap, done = self._advance(result)
-        self._publish(snap, await asyncio.wrap_future(done) if done is not None else True)
+        if done is not None:
+            await asyncio.wrap_future(done)
+        self._publish(snap)
         return True
 
     def _measure(self) -> StepResult | None:
@@ -373,7 +297,7 @@ class Meter:
             )
         return snap, done
 
-    def _publish(self, snap: Snapshot, saved: bool) -> Snapshot:
+    def _publish(self, snap: Snapshot) -> Snapshot:
         """Publish one second (after its commit: on disk before anyone sees it)."""
         self._snapshot = snap
         snap = self._snapshot = replace(snap, status=self.status)
@@ -417,15 +341,6 @@ class Meter:
             if not await self._step_async():
                 return
             await asyncio.sleep(0)  # servers and signals get a turn even when running behind
-
-
-def _power_up_text(store: Store | None) -> str:
-    if store is None:
-        return "no state store: counters start at zero and are not saved"
-    r = store.restored
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
-    return (f"boot {store.boot}; state from {store.path} and {store.ring_path.name}, commit {r.seq} (boot {r.boot}, "
-            f"second {r.second}, saved {when})")
 
 
 def _changes(old: Settings, new: Settings) -> str:
