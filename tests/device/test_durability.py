@@ -155,6 +155,23 @@ def test_clock_steps_are_events_and_a_status_bit(tmp_path):
     assert events[-1].time < events[0].time - 3000  # the relay event is on the new clock
 
 
+def test_a_clock_set_back_while_stopped_is_a_step_at_power_up(tmp_path):
+    """The issue: with the clock a day back at start, event times jumped back 86,398 s."""
+    meter = open_meter(tmp_path)
+    meter.step()
+    meter.close()
+    meter = open_meter(tmp_path, wall=lambda: time.time() - 86_400)
+    assert meter.status & Status.CLOCK_STEPPED
+    meter.step()
+    meter.close()
+    events = read_events(tmp_path / "var" / "m.state.db")
+    step = [e for e in events if e.kind == "clock_step"]
+    assert len(step) == 1 and "s before the last commit" in step[0].text
+    assert 86_300 < int(step[0].text.split(" s before")[0].split()[-1]) <= 86_400
+    keys = [(e.boot, e.second) for e in events]
+    assert keys == sorted(keys) and [e.boot for e in events][-1] == 2
+
+
 def test_the_commit_interval_is_a_setting(tmp_path):
     meter = open_meter(tmp_path, interval=10)
     start = meter.store.last.seq

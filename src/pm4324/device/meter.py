@@ -90,6 +90,7 @@ class Meter(Saving):
         for kind, text in store.notes if store else ():
             self._event(kind, text)
         self._event("power_up", power_up_text(store))
+        self._check_clock_at_power_up()
         self._relays = (False, False)
         for k, relay in enumerate(settings.relays.relays):
             if relay.mode == "alarm":

@@ -132,6 +132,21 @@ class Saving:
         self._show_status()
 
 
+    def _check_clock_at_power_up(self) -> None:
+        """A wall clock behind the last commit (set back while stopped, a box without RTC
+        before its NTP sync) is a step too: event times of this boot come before the
+        previous boot's."""
+        if self.store is None:
+            return
+        last = self.store.restored
+        behind = last.time - self._wall()
+        if behind > CLOCK_STEP_S and last.seq > 0:
+            self._stepped_until = time.monotonic() + CLOCK_STEP_HOLD_S
+            self._event("clock_step", f"at power-up the wall clock is {behind:.0f} s before the "
+                        f"last commit (boot {last.boot}, second {last.second}): set back, or "
+                        "not yet synchronised (order events by boot and second)")
+
+
 def power_up_text(store: Store | None) -> str:
     if store is None:
         return "no state store: counters start at zero and are not saved"
