@@ -28,6 +28,8 @@ log = logging.getLogger("pm4324.device.meter")
 
 CLOCK_STEP_S = 1.0  # a wall-clock jump larger than this against the monotonic clock is a step
 CLOCK_STEP_HOLD_S = 60.0  # how long Status.CLOCK_STEPPED stays set after a step
+_NO_DATA, _NOT_SAVED, _CLOCK_STEPPED = (int(b) for b in (
+    Status.NO_DATA, Status.NOT_SAVED, Status.CLOCK_STEPPED))
 Durable = Future  # of bool: True once a change is on disk (None: no store, nothing to wait)
 
 
@@ -54,13 +56,14 @@ class Saving:
 
     @property
     def status(self) -> int:
-        """The meter status word as of now (snapshot.Status), also between two seconds."""
-        bits = Status.NO_DATA if self._snapshot.seq < 0 else Status(0)
+        """The meter status word as of now (snapshot.Status), also between two seconds.
+        Plain ints: the register image asks on every Modbus request."""
+        bits = _NO_DATA if self._snapshot.seq < 0 else 0
         if self._not_saved:
-            bits |= Status.NOT_SAVED
-        if time.monotonic() < self._stepped_until:
-            bits |= Status.CLOCK_STEPPED
-        return int(bits)
+            bits |= _NOT_SAVED
+        if self._stepped_until > 0 and time.monotonic() < self._stepped_until:
+            bits |= _CLOCK_STEPPED
+        return bits
 
     def _request_commit(self) -> Durable | None:
         """Ask the committer to save everything held now (None without a store)."""
