@@ -1,6 +1,8 @@
-"""An acknowledged write is durable: a Modbus write that the meter answered, followed by a
-SIGKILL at once, is still there after a restart (the issue's relay that came back in its
-old state, with no event). pymodbus's client is the master; the meter is `pm4324 run`."""
+"""A running meter seen by a Modbus master. An acknowledged write is durable: a write that
+the meter answered, followed by a SIGKILL at once, is still there after a restart (the
+issue's relay that came back in its old state, with no event). And before its first
+measured second the meter serves the restored counters, never 0 kWh. pymodbus's client and
+`pm4324 read` are the masters; the meter is `pm4324 run`."""
 
 from __future__ import annotations
 
@@ -36,12 +38,28 @@ def _files(tmp_path):
     return ["--settings", str(tmp_path / "w.toml"), "--scenario", str(tmp_path / "sc.toml")]
 
 
-def write_then_kill(args: list[str], write) -> None:
+def write_then_kill(args: list[str], write, speed: str = "1") -> None:
     """Start the meter with Modbus TCP on a free port, make one write with pymodbus, and
     SIGKILL the meter the moment the answer is in."""
+    with_running_meter(args, lambda port: _write(port, write), speed)
+
+
+def _write(port: int, write):
+    client = pymodbus_client.ModbusTcpClient("127.0.0.1", port=port, timeout=5)
+    assert client.connect()
+    try:
+        return write(client)
+    finally:
+        client.close()
+
+
+def with_running_meter(args: list[str], action, speed: str = "1"):
+    """Start the meter, call ``action(port)``, then SIGKILL the meter at once (before its
+    checks, so the kill follows the answer as closely as it can); the action's result must
+    not be a Modbus error."""
     proc = subprocess.Popen([sys.executable, "-m", "pm4324.cli.cli", "run", *args, "--json",
-                             "--listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                             "--speed", speed, "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(LIMIT_S, proc.kill)  # bounds a hang, never paces
     watchdog.start()
     try:
@@ -52,12 +70,10 @@ def write_then_kill(args: list[str], write) -> None:
                 port = int(found.group(1))
                 break
         assert port, "the meter did not start its Modbus server"
-        client = pymodbus_client.ModbusTcpClient("127.0.0.1", port=port, timeout=5)
-        assert client.connect()
-        rsp = write(client)
+        rsp = action(port)
         proc.send_signal(signal.SIGKILL)  # at once: no clean stop, no later commit
-        client.close()
-        assert not rsp.isError(), rsp
+        assert not getattr(rsp, "isError", lambda: False)(), rsp
+        return rsp
     finally:
         proc.kill()
         proc.wait()
@@ -98,3 +114,27 @@ def test_an_energy_reset_acknowledged_then_killed_is_kept(tmp_path):
     after = first_second(args)["meters"][0]["kwh_import"]
     assert after < before  # reset: at most the seconds since it, never the old count
     assert any("energy_reset" in line for line in events(args))
+
+
+@pytest.mark.slow
+def test_before_its_first_second_the_meter_serves_the_restored_counters(tmp_path):
+    """The issue: for ~1 s after every start, energies read 0 and `pm4324 read --json`
+    printed 0.0 kWh. At speed 0.05 the first second takes 20 s: the read falls before it."""
+    args = _files(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", *args, "--json",
+                        "--no-modbus", "--seconds", "60", "--speed", "200"],
+                       capture_output=True, text=True, timeout=LIMIT_S)
+    saved = json.loads(r.stdout.splitlines()[-1])["meters"][0]["kwh_import"]
+    assert saved > 0.2  # 60 s at 13.8 kW: well above the registers' 0.01 kWh
+
+    def read(port: int) -> dict:
+        r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "read", "--tcp",
+                            f"127.0.0.1:{port}", "--json", "--meter", "1"],
+                           capture_output=True, text=True, timeout=LIMIT_S)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    got = with_running_meter(args, read, speed="0.05")
+    assert got["status"] == ["no_data"]
+    assert got["meters"][0]["kwh_import"] == pytest.approx(saved, abs=0.01)  # 0.01 kWh steps
+    assert got["meters"][0]["p_w"] is None  # instantaneous values: no data yet, not 0
