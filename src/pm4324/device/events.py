@@ -1,16 +1,19 @@
 """The event log: what happened to the meter, with timestamps (relay changes, alarms,
-settings changes, energy resets, power-ups, state-file problems).
+settings changes, energy resets, power-ups, state-file problems, save failures, clock steps).
 
-Events live in a table of the state file (device/store.py), so an event and the state it
-describes are committed in the same transaction: after a crash the log never mentions a
+Events live in the SQLite file of the state store (device/eventlog.py); each row carries
+the commit number of the record it belongs to and is committed together with a copy of
+that record, before the record reaches the ring: after a crash the log never mentions a
 reset the counters do not show, or the other way round. The table keeps the newest
-``MAX_EVENTS`` rows (older ones are deleted as new ones arrive), so it stays under about
-1 MB. `pm4324 events` reads it, also while the meter runs (SQLite WAL readers do not block
-the writer).
+``MAX_EVENTS`` rows, pruned at every start and every 100 events whatever the boot pattern,
+so it stays under about 1 MB. `pm4324 events` reads it, also while the meter runs (SQLite
+WAL readers do not block the writer).
 
-Times are wall-clock Unix times of when the meter logged the event; ``boot`` counts
-power-ups of this meter (1 = first start) and ``second`` is the snapshot sequence number
-within that boot (-1 = before the first second), so events line up with `run --json`.
+Times are wall-clock Unix times of when the meter logged the event, so they follow the
+clock's steps (set back by hand, NTP sync on a box without RTC): a step is itself an event
+(``clock_step``). ``boot`` counts power-ups of this meter (1 = first start) and ``second`` is
+the snapshot sequence number within that boot (-1 = before the first second): (boot,
+second) is the order that never goes backwards, and lines events up with `run --json`.
 """
 
 from __future__ import annotations
