@@ -246,6 +246,8 @@ def _decide(path: Path, meter_id: str, found: _Found
         version, where = next(iter(found.versions.items()))
         raise StoreError(f"{where} was written in format version {version}; this meter reads "
                          f"version {FORMAT_VERSION}")
+    if not found.ring and all(r.seq == 0 for r in mine):
+        mine = []  # only the first start's empty record survives: that would be a reset
     if not mine:
         what = "; ".join(f"{p}: {why}" for p, why in (
             (ring, found.ring_damage or ("missing" if not ring.exists() else "no intact record")),
