@@ -165,7 +165,7 @@ def communication_objects(model: str = "PM-4324") -> list[Obj]:
             _comm(0x1018, 1, "Vendor-ID", u32, "ro", VENDOR_ID),
             _comm(0x1018, 2, "Product code", u32, "ro", PRODUCT_CODES.get(model, 4324)),
             _comm(0x1018, 3, "Revision number", u32, "ro", REVISION),
-            _comm(0x1018, 4, "Serial number", u32, "ro", 0, node_relative=True),
+            _comm(0x1018, 4, "Serial number", u32, "ro", 0),
         ]),
         _record(0x1200, "SDO server parameter", [
             _comm(0x1200, 1, "COB-ID client to server", u32, "ro", SDO_RX_BASE, node_relative=True),
