@@ -320,8 +320,8 @@ def test_mapping_rules(server, master):
     aborts(master, Abort.VALUE_RANGE, master.sdo.download, 0x1801, 1,
            struct.pack("<I", 0x605))  # an SDO identifier
     master.sdo[0x1A01][0].raw = 2
-    master.sdo[0x1801][1].raw = 0x281 + NODE
-    assert master.sdo[0x1801][1].raw == 0x40000281 + NODE  # RTR not supported: bit 30 reads 1
+    master.sdo[0x1801][1].raw = 0x2F0 + NODE  # a free CAN-ID (0x281 + NODE is TPDO6's)
+    assert master.sdo[0x1801][1].raw == 0x400002F0 + NODE  # RTR not supported: bit 30 reads 1
     aborts(master, Abort.DEVICE_STATE, master.sdo.download, 0x1801, 1,
            struct.pack("<I", 0x290 + NODE))  # the CAN-ID of a valid PDO
 

@@ -44,7 +44,7 @@ FILE_VERSION = 1
 BITRATES_KBIT = (10, 20, 50, 125, 250, 500, 800, 1000)
 SUPPORTED_KBIT = (125, 250, 500, 1000)  # settings.CAN_BITRATES
 MANDATORY = (0x1000, 0x1001, 0x1018)
-LSS_SUPPORTED = False
+LSS_SUPPORTED = True
 TABLE_START, TABLE_END = "<!-- od-table:start (generated) -->", "<!-- od-table:end -->"
 PDO_RANGES = ((0x1400, 0x1600 + N_RPDO), (0x1800, 0x1A00 + N_TPDO))
 
