@@ -16,7 +16,8 @@ Services (command specifier: what it does, reply):
   takes effect at the next NMT reset node / reset communication (or at once, see 0x04).
 * 0x13 configure bit timing (table 0 of CiA 305: 0 = 1 Mbit/s, 2 = 500, 3 = 250, 4 = 125
   kbit/s; the others are refused with error 1, as the meter supports only these four);
-  0x15 activate bit timing (delay in ms), no reply: the node reopens its bus at the new rate.
+  0x15 activate bit timing (delay in ms), no reply: the node takes the new rate at once
+  (0x2031 reports it; ``CanopenServer.lss_activate_bitrate`` says when the bus is reopened).
 * 0x17 store configuration: the pending (else active) node-ID and bit rate go to the
   parameter file; error 0, 1 without a parameter file, 2 when it cannot be written.
 * 0x5A..0x5D inquire vendor-ID, product code, revision, serial number; 0x5E inquire the

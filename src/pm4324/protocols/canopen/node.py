@@ -71,6 +71,9 @@ from pm4324.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
+#: python-can interfaces whose bit rate is not set when python-can opens them
+RATE_SET_ELSEWHERE = frozenset({"socketcan", "virtual", "udp_multicast"})
+
 RX_POLL_S = 0.1  # the receive thread checks for stop this often
 MAX_IDLE_S = 1.0  # the timer thread wakes at least this often
 CALL_TIMEOUT_S = 2.0  # a write waits this long for the device loop
@@ -264,10 +267,12 @@ class CanopenServer(BusNode):
         self._boot()
 
     def lss_activate_bitrate(self, bitrate: int, delay_ms: int) -> None:
-        """Take the new bit rate (at once: a software bus has no switch delay to honour);
-        a bus of our own is opened again with it."""
+        """Take the new bit rate at once. A bus of our own whose interface takes the bit
+        rate from python-can (pcan, kvaser, slcan...) is opened again with it; on socketcan
+        the rate is the interface's (``ip link``), and virtual buses have none."""
         old, self.bitrate = self.bitrate, bitrate
-        if self._own_bus and self._bus is not None:
+        interface = self.settings.canopen.interface
+        if self._own_bus and self._bus is not None and interface not in RATE_SET_ELSEWHERE:
             try:
                 bus = self._open_bus(bitrate)
             except CanopenBusError as exc:
