@@ -88,11 +88,15 @@ def test_saved_pdo_configuration_survives_nmt_reset_and_restart(stored, master, 
                                                                 settings, parameters):
     configure_tpdo1(master)
     assert master.sdo[0x1010][1].raw == 1  # saves on command
-    master.sdo[0x1010][1].raw = SAVE
+    master.store()  # python-canopen writes "save" to 0x1010:1
     saved = json.loads(parameters.path.read_text())
     assert saved["communication"]["heartbeat_ms"] == 200
     assert not list(parameters.path.parent.glob("*.tmp"))  # written atomically, nothing left
     reset_node(master, log)
+    assert_configured(master)
+    mark = log.mark()
+    master.nmt.send_command(0x82)  # reset communication
+    log.wait(lambda fs: any(f.cob == HB and f.data == b"\x00" for f in fs), mark)
     assert_configured(master)
     stored.close()
     with CanopenServer(meter, settings, parameters=parameters):  # a restart
@@ -109,7 +113,7 @@ def test_unsaved_configuration_is_lost_at_reset(stored, master, log):
 def test_load_restores_the_defaults_at_the_next_reset(stored, master, log, parameters):
     configure_tpdo1(master)
     master.sdo[0x1010][2].raw = SAVE  # communication parameters
-    master.sdo[0x1011][1].raw = LOAD
+    master.restore()  # "load" to 0x1011:1
     assert_configured(master)  # CiA 301: the defaults come back at the next reset
     reset_node(master, log)
     assert_defaults(master)
@@ -260,3 +264,13 @@ def test_the_node_answers_the_identity_its_models_eds_gives(model, channel, log,
         assert master.sdo[0x1008].raw == od[0x1008].default == f"{model}-CPS"
         for sub in (1, 2, 3):
             assert master.sdo[0x1018][sub].raw == od[0x1018][sub].default
+
+
+def test_python_canopen_pdo_api_then_store(stored, master, log):
+    master.tpdo.read()
+    master.tpdo[1].event_timer = 250
+    master.tpdo[1].save()
+    master.store()
+    reset_node(master, log)
+    master.tpdo.read()
+    assert master.tpdo[1].event_timer == 250
