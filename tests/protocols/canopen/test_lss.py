@@ -13,7 +13,7 @@ from canopen.lss import (
     CS_INQUIRE_VENDOR_ID,
     LssError,
 )
-from canopen_helpers import NODE
+from canopen_helpers import NODE, WAIT
 
 from pm4324.protocols.canopen import CanopenServer
 from pm4324.protocols.canopen.storage import ParameterFile
@@ -135,8 +135,8 @@ def test_fastscan_finds_a_node_without_node_id(node, master, lss, log, meter, se
     with CanopenServer(meter, settings, parameters=parameters, serial_number=SERIAL) as fresh:
         log.none(HB, mark)  # no node-ID: no boot-up, no heartbeat
         assert fresh.node_id == 0xFF
-        lss.send_identify_non_configured_remote_slave()
-        assert log.count(LSS_REPLY, 1, mark)[0].data[0] == 0x50
+        lss.send_identify_non_configured_remote_slave()  # python-canopen does not wait for it
+        assert lss.responses.get(timeout=WAIT)[0] == 0x50  # so take it before fastscan begins
         found, scanned = lss.fast_scan()
         assert found and scanned == identity
         lss.configure_node_id(12)  # fastscan left the node in configuration state

@@ -214,8 +214,8 @@ def test_node_guarding_answers_with_the_state_and_a_toggle_bit(server, master, l
 
 def test_life_guarding_emcy_when_the_master_stops_guarding(server, master, log):
     master.sdo[0x1017].raw = 0
-    master.sdo[0x100C].raw = 50
-    master.sdo[0x100D].raw = 2  # life time 100 ms
+    master.sdo[0x100C].raw = 100
+    master.sdo[0x100D].raw = 3  # life time 300 ms, 15 guarding periods
     mark = log.mark()
     master.nmt.start_node_guarding(0.02)
     log.wait(lambda fs: sum(1 for f in fs if f.cob == HB and f.data) >= 2, mark)
