@@ -167,3 +167,39 @@ class CommObjects:
             self.storage.put(SECTION, self.saved() if save else None)
         except OSError as exc:
             raise SdoAbort(Abort.CANNOT_STORE, f"{self.storage.path}: {exc}") from None
+
+
+class NodeGuard:
+    """Node guarding (CiA 301 §7.2.8.3.2.1), sans I/O: the reply to a master's request, and
+    life guarding with 0x100C x 0x100D (only while the heartbeat 0x1017 is off)."""
+
+    def __init__(self, comm: CommObjects):
+        self.comm = comm
+        self.toggle = 0  # bit 7 of the next reply
+        self.guarded_at: float | None = None  # the master's last request
+
+    def reset(self) -> None:
+        self.toggle, self.guarded_at = 0, None
+
+    def reply(self, state: int, now: float) -> bytes:
+        data = bytes([self.toggle | state])
+        self.toggle ^= 0x80
+        self.guarded_at = now
+        return data
+
+    def life_time_s(self) -> float:
+        if self.comm.heartbeat_ms:
+            return 0.0
+        return self.comm.guard_time_ms * self.comm.life_time_factor / 1000
+
+    def deadline(self) -> float | None:
+        life = self.life_time_s()
+        return self.guarded_at + life if life and self.guarded_at is not None else None
+
+    def lost(self, now: float) -> bool:
+        """True once when the life time passed without a request (then until the next one)."""
+        deadline = self.deadline()
+        if deadline is None or now < deadline:
+            return False
+        self.guarded_at = None
+        return True

@@ -47,7 +47,7 @@ from pm4324.protocols.canopen.codes import (
     NmtState,
     SdoAbort,
 )
-from pm4324.protocols.canopen.comm import CommObjects, Identity
+from pm4324.protocols.canopen.comm import CommObjects, Identity, NodeGuard
 from pm4324.protocols.canopen.emcy import DEVICE, NODE, RPDO, Condition, EmcyProducer, conditions
 from pm4324.protocols.canopen.lss import UNCONFIGURED, LssSlave
 from pm4324.protocols.canopen.objects import Entry, decode, encode
@@ -113,8 +113,7 @@ class CanopenServer(BusNode):
         self.lss = LssSlave(self)
         self.state = NmtState.INITIALISING
         self._next_heartbeat: float | None = None
-        self._guard_toggle = 0  # bit 7 of the next node guarding reply
-        self._guarded_at: float | None = None  # the master's last guarding request
+        self.guard = NodeGuard(self.comm)
         self._reset_communication()
         if backend is not None:
             control.add_listener(self._on_snapshot)
@@ -145,7 +144,7 @@ class CanopenServer(BusNode):
         self.lss.pending_node_id = None
         self.sdo.reset()
         self.emcy.reset()
-        self._guard_toggle, self._guarded_at = 0, None
+        self.guard.reset()
         self._handled = None  # re-evaluate EMCY conditions on the newest snapshot
         if self.node_id == UNCONFIGURED:
             return
@@ -238,16 +237,8 @@ class CanopenServer(BusNode):
 
     def _on_guarding(self) -> None:
         """A master's guarding request (RTR on 0x700 + node-ID): state with the toggle bit."""
-        self._send(HEARTBEAT_BASE + self.node_id, bytes([self._guard_toggle | self.state]))
-        self._guard_toggle ^= 0x80
-        self._guarded_at = time.monotonic()
+        self._send(HEARTBEAT_BASE + self.node_id, self.guard.reply(self.state, time.monotonic()))
         self._send_emcy(self.emcy.clear(Emcy.LIFE_GUARD, NODE, 0))
-
-    def _life_time_s(self) -> float:
-        """0x100C x 0x100D in s; 0 = no life guarding (also while the heartbeat runs)."""
-        if self.comm.heartbeat_ms:
-            return 0.0
-        return self.comm.guard_time_ms * self.comm.life_time_factor / 1000
 
     def lss_address(self) -> tuple[int, int, int, int]:
         return self.comm.identity.as_tuple()
@@ -348,9 +339,7 @@ class CanopenServer(BusNode):
         self._wake.set()
 
     def _next_deadline(self) -> float | None:
-        life = self._life_time_s()
-        guard = self._guarded_at + life if life and self._guarded_at is not None else None
-        times = [self._next_heartbeat, self.sdo.deadline, self.emcy.due(), guard]
+        times = [self._next_heartbeat, self.sdo.deadline, self.emcy.due(), self.guard.deadline()]
         if self.state == NmtState.OPERATIONAL:
             times += [p.due() for p in self.pdos.tpdo]
         times = [t for t in times if t is not None]
@@ -370,9 +359,7 @@ class CanopenServer(BusNode):
             self._next_heartbeat = max(self._next_heartbeat + period, now) if period else None
         if (timeout := self.sdo.poll(now)) is not None:
             self._send(SDO_TX_BASE + self.node_id, timeout)
-        life = self._life_time_s()
-        if life and self._guarded_at is not None and now >= self._guarded_at + life:
-            self._guarded_at = None  # the master stopped guarding: life guard event
+        if self.guard.lost(now):  # the master stopped guarding: life guard event
             self._send_emcy(self.emcy.raise_(
                 Condition(Emcy.LIFE_GUARD, ErrorBit.COMMUNICATION, NODE, 0)))
         self._flush_emcy(now)
