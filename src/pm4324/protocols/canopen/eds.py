@@ -127,7 +127,7 @@ def render_eds(d: Dictionary, model: str = "PM-4324") -> str:
     product = f"{model}-CPS"
     comments = _comment_lines(product)
     lines = [
-        "[FileInfo]", f"FileName={Path(EDS_PATHS.get(model, 'pm4324.eds')).name}",
+        "[FileInfo]", f"FileName={Path(EDS_PATHS[model]).name}",
         f"FileVersion={FILE_VERSION}", "FileRevision=0", "EDSVersion=4.0",
         f"Description={product} multi-circuit power meter (pm4324 software emulation)",
         "CreationTime=12:00PM", f"CreationDate={EDS_DATE}", "CreatedBy=pm4324",

@@ -10,7 +10,6 @@ Conditions come from each snapshot's quality flags, plus transient ones the node
 | 0x5000 device hardware | generic | ``invalid_samples`` anywhere (the ADC gave NaN/inf) |
 | 0x6100 internal software | generic | an exception inside the CANopen node (transient) |
 | 0x8210 PDO length error | communication | an RPDO shorter than its mapping (transient) |
-
 | 0x8130 life guard error | communication | the master's node guarding stopped (0x100C x 0x100D) |
 
 A condition is announced once when it appears, and an error reset (code 0x0000) is sent when

@@ -74,10 +74,6 @@ log = logging.getLogger(__name__)
 #: python-can interfaces whose bit rate is not set when python-can opens them
 RATE_SET_ELSEWHERE = frozenset({"socketcan", "virtual", "udp_multicast"})
 
-RX_POLL_S = 0.1  # the receive thread checks for stop this often
-MAX_IDLE_S = 1.0  # the timer thread wakes at least this often
-CALL_TIMEOUT_S = 2.0  # a write waits this long for the device loop
-
 
 class CanopenServer(BusNode):
     """A CANopen slave for one meter on one python-can bus."""

@@ -4,9 +4,9 @@ Configuration rules (checked on every SDO write, with these abort codes):
 
 * COB-ID (sub 1): bits 11..29 must be 0 (11-bit identifiers only) and a valid PDO may not
   use a restricted CAN-ID (NMT, SYNC, SDO, heartbeat...) nor the CAN-ID of another valid PDO
-  of this node: 0x06090030. The CAN-ID of a valid
-  PDO cannot change: invalidate it first (bit 31 = 1), else 0x08000022. A PDO with no mapped
-  object cannot be made valid: 0x06040043. RTR is not supported: bit 30 always reads 1.
+  of this node: 0x06090030. The CAN-ID of a valid PDO cannot change: invalidate it first
+  (bit 31 = 1), else 0x08000022. A PDO with no mapped object cannot be made valid:
+  0x06040043. RTR is not supported: bit 30 always reads 1.
 * transmission type (sub 2): 0 (synchronous acyclic), 1..240 (every n-th SYNC), 254/255
   (event-driven); 241..253 (RTR types) are refused with 0x06090030.
 * inhibit time (sub 3, 100 us) only while the PDO is invalid, else 0x08000022; event timer
