@@ -249,6 +249,7 @@ def test_node_files_take_the_serial_from_the_meter_identity(tmp_path, settings):
         assert serial == int(meter_id.replace("-", "")[:8], 16) == serial_number(meter_id)
         serials.append(serial)
     assert serials[0] != serials[1]
+    assert serial_number("00000000-1111-4111-8111-111111111111") == 1  # 0 is reserved
 
 
 @pytest.mark.parametrize("model", ["PM-4324", "PM-4324A"])

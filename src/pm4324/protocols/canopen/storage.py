@@ -74,8 +74,9 @@ class ParameterFile:
 
 
 def serial_number(meter_id: str) -> int:
-    """0x1018:4 of a meter: the first 32 bits of its identity UUID."""
-    return uuid.UUID(meter_id).int >> 96
+    """0x1018:4 of a meter: the first 32 bits of its identity UUID (1 for the one UUID in
+    2^32 where they are 0, a value CiA 301 reserves)."""
+    return uuid.UUID(meter_id).int >> 96 or 1
 
 
 def node_files(settings: Settings, settings_path: str | None) -> tuple[ParameterFile, int]:
