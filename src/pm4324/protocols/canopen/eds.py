@@ -39,8 +39,8 @@ from pm4324.protocols.canopen.pdo import DUMMY_BITS
 COMMAND = "python -m pm4324.protocols.canopen.eds"
 EDS_PATHS = {"PM-4324": "docs/pm4324-cps.eds", "PM-4324A": "docs/pm4324a-cps.eds"}
 DOC_PATH = "docs/canopen.md"
-EDS_DATE = "01-01-2025"  # bump by hand with FileVersion when the EDS changes meaning
-FILE_VERSION = 1
+EDS_DATE = "12-04-2026"  # bump by hand with FileVersion when the EDS changes meaning
+FILE_VERSION = 2
 BITRATES_KBIT = (10, 20, 50, 125, 250, 500, 800, 1000)
 SUPPORTED_KBIT = (125, 250, 500, 1000)  # settings.CAN_BITRATES
 MANDATORY = (0x1000, 0x1001, 0x1018)
