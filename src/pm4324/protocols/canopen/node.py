@@ -98,7 +98,7 @@ class CanopenServer(BusNode):
         rm = self.backend.register_map
         self.dictionary = default_dictionary(settings.model) if rm is load_map() \
             else build_dictionary(rm, settings.model)
-        self.values = Values(control, self.backend, co, self._call_in_loop)
+        self.values = Values(control, self.backend, self._call_in_loop)
         self.sdo = SdoServer(self, sdo_timeout_s)
         self.sdo.on_error = self._internal_error
         self.pdos = PdoTable(self.dictionary, self.node_id)
