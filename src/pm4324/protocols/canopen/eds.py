@@ -178,7 +178,7 @@ def render_table(d: Dictionary) -> str:
         elif e.kind in ("kw", "kwh"):
             origin = f"`{e.source.field}` of CT/Meter (evidenced object)" if e.source else ""
         else:
-            origin = "CiA 301" if obj.index < 0x2000 else "settings [canopen]"
+            origin = "CiA 301" if obj.index < 0x2000 else "settings [canopen] or LSS"
         kind = "ARRAY" if obj.object_type == ARRAY else "RECORD" if obj.entries[0].sub == 0 and \
             obj.object_type != VAR else ""
         type_name = e.data_type.name + (f" {kind}" if kind else "")

@@ -315,10 +315,10 @@ def _canopen_setting_objects() -> list[Obj]:
     return [
         Obj(NODE_ID_INDEX, "canopen_node_id", VAR, (Entry(
             NODE_ID_INDEX, 0, "canopen_node_id", DataType.UNSIGNED8, "ro", "canopen",
-            description="Node-ID 1..127 (settings file [canopen] node_id; read at start)"),)),
+            description="Active node-ID 1..127: settings file [canopen] node_id, or as an LSS master stored it"),)),
         Obj(BITRATE_INDEX, "canopen_bitrate", VAR, (Entry(
             BITRATE_INDEX, 0, "canopen_bitrate", DataType.UNSIGNED32, "ro", "canopen", unit="bit/s",
-            description="Bit rate (settings file [canopen] bitrate; read at start)"),)),
+            description="Active bit rate: settings file [canopen] bitrate, or as an LSS master set it"),)),
     ]
 
 
