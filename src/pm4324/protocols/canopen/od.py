@@ -315,7 +315,8 @@ def _canopen_setting_objects() -> list[Obj]:
     return [
         Obj(NODE_ID_INDEX, "canopen_node_id", VAR, (Entry(
             NODE_ID_INDEX, 0, "canopen_node_id", DataType.UNSIGNED8, "ro", "canopen",
-            description="Active node-ID 1..127: settings file [canopen] node_id, or as an LSS master stored it"),)),
+            description="Active node-ID 1..127: settings file [canopen] node_id, or as an LSS "
+            "master stored it"),)),
         Obj(BITRATE_INDEX, "canopen_bitrate", VAR, (Entry(
             BITRATE_INDEX, 0, "canopen_bitrate", DataType.UNSIGNED32, "ro", "canopen", unit="bit/s",
             description="Active bit rate: settings file [canopen] bitrate, or as an LSS master set it"),)),
