@@ -275,3 +275,30 @@ def test_python_canopen_pdo_api_then_store(stored, master, log):
     reset_node(master, log)
     master.tpdo.read()
     assert master.tpdo[1].event_timer == 250
+
+
+def test_a_saved_file_a_master_could_not_have_written_is_not_loaded(meter, settings, parameters,
+                                                                   caplog):
+    node = CanopenServer(meter, settings, parameters=parameters)
+    saved = node.comm.saved()
+    tpdo1, tpdo2 = saved["pdos"][0], saved["pdos"][1]
+    tpdo2["cob_id"] = tpdo1["cob_id"]  # two valid PDOs on one CAN-ID
+    parameters.put("communication", saved)
+    again = CanopenServer(meter, settings, parameters=parameters)
+    assert "used by another PDO" in again.comm.saved_invalid
+    assert again.pdos.tpdo[1].can_id == tpdo_default_can_id(2, NODE)
+    assert "not loaded" in caplog.text
+
+
+def test_emcy_queue_is_spaced_and_bounded():
+    from pm4324.protocols.canopen.emcy import QUEUED, EmcyProducer
+
+    emcy = EmcyProducer()
+    emcy.inhibit_100us = 10_000  # 1 s
+    for k in range(QUEUED + 8):
+        emcy.queue(bytes([k]) * 8)
+    assert emcy.take(100.0) == [bytes([8]) * 8]  # the 8 oldest were dropped
+    assert emcy.take(100.5) == [] and emcy.due() == 101.0
+    assert emcy.take(101.0) == [bytes([9]) * 8]
+    emcy.inhibit_100us = 0
+    assert len(emcy.take(101.0)) == QUEUED - 2 and emcy.due() is None
