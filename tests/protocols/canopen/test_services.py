@@ -128,6 +128,8 @@ def test_store_and_restore_signatures_and_application_parameters(stored, master)
     master.sdo[0x1010][3].raw = SAVE
     aborts(Abort.CANNOT_STORE, master.sdo.download, 0x1011, 3, struct.pack("<I", LOAD))
     aborts(Abort.READ_ONLY, master.sdo.download, 0x1010, 0, b"\x03")
+    assert master.sdo[0x1010][0].raw == master.sdo[0x1011][0].raw == 3  # highest sub-index
+    assert [master.sdo[0x1011][s].raw for s in (1, 2, 3)] == [1, 1, 0]
 
 
 def test_without_a_parameter_file_nothing_is_saved(server, master):
@@ -302,3 +304,13 @@ def test_emcy_queue_is_spaced_and_bounded():
     assert emcy.take(101.0) == [bytes([9]) * 8]
     emcy.inhibit_100us = 0
     assert len(emcy.take(101.0)) == QUEUED - 2 and emcy.due() is None
+
+
+def test_every_communication_object_of_a_storing_node_answers(stored, master):
+    for obj in stored.dictionary:
+        if obj.index >= 0x2000:
+            break
+        for e in obj.entries:
+            if e.readable:
+                assert len(master.sdo.upload(e.index, e.sub)) == (e.size or len(
+                    stored.read(e))), (hex(e.index), e.sub)

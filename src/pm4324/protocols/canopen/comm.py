@@ -121,10 +121,10 @@ class CommObjects:
             return self.emcy.history[sub - 1] if sub <= len(self.emcy.history) else 0
         if index == 0x1008:
             return self.name
-        if index == 0x1010:
-            return next(c for s, _, c in STORE_SUBS if s == sub) if self.storage else 0
-        if index == 0x1011:
-            return int(sub != 3) if self.storage else 0
+        if index in (0x1010, 0x1011) and sub:  # what the node can save / restore
+            if self.storage is None:
+                return 0
+            return next(c for s, _, c in STORE_SUBS if s == sub) if index == 0x1010 else int(sub != 3)
         if index == 0x1018 and sub:
             return self.identity.as_tuple()[sub - 1]
         return e.default + self.pdos.node_id if e.node_relative else e.default
