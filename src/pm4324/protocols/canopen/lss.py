@@ -34,6 +34,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from enum import IntEnum
+from typing import Protocol
 
 UNCONFIGURED = 0xFF
 #: CiA 305 bit timing table 0: index -> bit/s (the rates the meter supports)
@@ -61,7 +62,7 @@ class Lss(IntEnum):
     INQUIRE_NODE_ID = 0x5E
 
 
-class LssNode:
+class LssNode(Protocol):
     """What the slave needs from its node (``CanopenServer`` implements it)."""
 
     node_id: int  # active; UNCONFIGURED when it has none
