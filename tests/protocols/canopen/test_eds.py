@@ -1,6 +1,6 @@
 """The EDS (CiA 306), one per model: generated from the register table, fresh, and accepted
-without a warning by lely's dcfchk (dcf-tools), oresat's eds-validate (eds-utils) and
-python-canopen."""
+without a warning by lely's dcfchk and dcfgen (dcf-tools), oresat's eds-validate (eds-utils)
+and python-canopen."""
 
 from __future__ import annotations
 
@@ -68,6 +68,21 @@ def test_lely_dcfchk_accepts_the_eds_without_a_warning(model, node):
     for n in (1, 5, 32):
         assert device.tpdo[n].cob_id & 0x7FF == tpdo_default_can_id(n, node) or node > 120
     assert [s.index for s in device.tpdo[7].mapping.values()] == [0x3200, 0x3201]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_lely_dcfgen_builds_a_master_for_the_meter(model, tmp_path):
+    """What ros2_canopen does with a slave's EDS: a master DCF with its PDOs mapped."""
+    (tmp_path / "bus.yml").write_text(f'master:\n  node_id: 1\nmeter:\n  dcf: "{_path(model)}"\n'
+                                      "  node_id: 5\n")
+    done = _tool("dcfgen", "-r", "-d", str(tmp_path), str(tmp_path / "bus.yml"))
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-2000:]
+    master = configparser.RawConfigParser()
+    master.optionxform = str
+    master.read(tmp_path / "master.dcf")
+    received = {int(master.get(f"{0x1400 + k:04X}sub1", "DefaultValue"), 0) & 0x7FF
+                for k in range(N_TPDO)}
+    assert received == {tpdo_default_can_id(n, 5) for n in range(1, N_TPDO + 1)}
 
 
 @pytest.mark.parametrize("model", MODELS)
