@@ -48,6 +48,14 @@ async def test_an_acknowledged_coil_write_is_on_disk(served):
         client.close()
 
 
+async def _until(condition) -> None:
+    """Poll the meter's state, bounded in time (the loop runs the meter meanwhile)."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+    await asyncio.wait_for(poll(), LIMIT)
+
+
 def _frame(tid: int, pdu: bytes) -> bytes:
     return struct.pack(">HHHB", tid, 0, len(pdu) + 1, 1) + pdu
 
@@ -99,3 +107,22 @@ async def test_rtu_answers_a_write_once_durable(served):
         await server.stop()
         os.close(r)
         os.close(w)
+
+
+async def test_the_loop_serves_requests_while_a_second_waits_for_its_commit(served):
+    """The 1-s loop awaits its commit instead of blocking the event loop on the disk."""
+    meter, server = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        seq = meter.snapshot.seq
+        with meter.store._lock:  # the disk does not finish the next second's commit
+            run = asyncio.create_task(meter.run(speed=50, seconds=seq + 3))
+            await _until(lambda: meter.seq == seq + 2)  # measured, its commit pending
+            for tid in range(1, 4):  # answered all the same, from the loop that runs the meter
+                writer.write(_frame(tid, bytes.fromhex("04 1005 0001")))
+                assert (await _answer(reader))[0] == tid
+            assert meter.snapshot.seq == seq  # the second is not published before its commit
+        await asyncio.wait_for(run, LIMIT)
+        assert meter.snapshot.seq == seq + 2
+    finally:
+        writer.close()
