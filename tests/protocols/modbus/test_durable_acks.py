@@ -20,6 +20,7 @@ from pm4324.sources.simulator import SimulatorSource, parse_scenario
 
 LIMIT = 5.0
 RELAY1 = 0x1000
+RETRIES = 20
 
 
 @pytest.fixture
@@ -41,7 +42,10 @@ async def test_an_acknowledged_coil_write_is_on_disk(served):
     await client.connect()
     try:
         for closed in (True, False, True):
-            rsp = await client.write_coil(RELAY1, closed, device_id=1)
+            for _ in range(RETRIES):  # exception 04: the commit took > 50 ms (a loaded box)
+                rsp = await client.write_coil(RELAY1, closed, device_id=1)
+                if not (rsp.isError() and getattr(rsp, "exception_code", None) == 4):
+                    break
             assert not rsp.isError()
             assert peek(meter.store.path).relays[0] is closed  # on disk when answered
     finally:
@@ -78,8 +82,13 @@ async def test_a_commit_that_cannot_finish_is_exception_04_and_answers_stay_in_o
         assert first == (1, bytes.fromhex("85 04"))  # not acknowledged: not (yet) durable
         assert second[0] == 2 and second[1][:2] == bytes.fromhex("01 01")
         assert second[1][2] & 1  # applied in memory all the same
-        writer.write(_frame(3, bytes.fromhex("05 1000 0000")))
-        assert await _answer(reader) == (3, bytes.fromhex("05 1000 0000"))
+        off = bytes.fromhex("05 1000 0000")
+        for tid in range(3, 3 + RETRIES):  # exception 04 again only if the box is loaded
+            writer.write(_frame(tid, off))
+            answer = await _answer(reader)
+            if answer[1] != bytes.fromhex("85 04"):
+                break
+        assert answer == (tid, off)
         assert peek(meter.store.path).relays[0] is False
     finally:
         writer.close()
@@ -97,10 +106,13 @@ async def test_rtu_answers_a_write_once_durable(served):
     server, port, r, w = await _pipe_server(tcp.backend, baud=115200)
     try:
         for closed, value in ((True, "FF00"), (False, "0000")):
-            port.got.clear()
             request = with_crc(bytes.fromhex(f"01 05 1000 {value}"))
-            os.write(w, request)
-            await asyncio.wait_for(port.got.wait(), LIMIT)
+            for _ in range(RETRIES):  # exception 04: the commit took > 50 ms (a loaded box)
+                port.got.clear()
+                os.write(w, request)
+                await asyncio.wait_for(port.got.wait(), LIMIT)
+                if port.written[-1][1] == request:
+                    break
             assert port.written[-1][1] == request  # the echo: acknowledged
             assert peek(meter.store.path).relays[0] is closed
     finally:
