@@ -14,6 +14,8 @@ import sys
 import time
 
 RESET_REGISTER = 0x1013
+NOT_DURABLE = 4  # exception 04: the meter could not save the reset within 50 ms
+NOT_DURABLE_RETRIES = 3
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -63,10 +65,13 @@ def _over_modbus(args: argparse.Namespace, value: int) -> str:
     try:
         if not client.connect():
             raise _Failed(f"cannot connect to {host}:{port}")
-        try:
-            rsp = client.write_register(RESET_REGISTER, value, device_id=args.unit)
-        except ModbusException as exc:
-            raise _Failed(f"{host}:{port}: {exc}") from None
+        for _ in range(NOT_DURABLE_RETRIES):
+            try:
+                rsp = client.write_register(RESET_REGISTER, value, device_id=args.unit)
+            except ModbusException as exc:
+                raise _Failed(f"{host}:{port}: {exc}") from None
+            if not (rsp.isError() and getattr(rsp, "exception_code", None) == NOT_DURABLE):
+                break  # 04: applied but not yet on disk within 50 ms; asking again is safe
         if rsp.isError():
             raise _Failed(f"{host}:{port} refused the reset: {rsp}")
     finally:
