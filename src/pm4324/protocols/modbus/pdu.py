@@ -79,8 +79,12 @@ class Deferred:
                 timer.cancel()
                 send(self.answer())
 
+        def wake(_: Future) -> None:  # in the committer's thread
+            if not loop.is_closed():  # the server may have stopped meanwhile
+                loop.call_soon_threadsafe(finish)
+
         timer = loop.call_later(ACK_WAIT_S, finish)
-        self.durable.add_done_callback(lambda _: loop.call_soon_threadsafe(finish))
+        self.durable.add_done_callback(wake)
 
 
 def _after(durable: Future | None, ack: bytes) -> bytes | Deferred:
