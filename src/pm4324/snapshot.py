@@ -39,9 +39,9 @@ class Status(IntFlag):
     """
 
     NO_DATA = 1  # no measured second yet: instantaneous values read NaN, energies are restored
-    NOT_SAVED = 2  # the newest published energies are not yet durable (a save failed)
+    NOT_SAVED = 2  # something published is not yet on disk (a save failed; retried every commit)
     RELAY_DRIVER_FAILED = 4  # the relay driver failed to set an output; it is being retried
-    CLOCK_STEPPED = 8  # the wall clock stepped (set back or forward) since the last second
+    CLOCK_STEPPED = 8  # the wall clock stepped (set back or forward) in the last 60 s
     VOLTAGE_RANGE = 16  # a main's nominal voltage at the terminals is outside 10..500 V
 
     def names(self) -> list[str]:
