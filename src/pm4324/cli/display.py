@@ -46,7 +46,8 @@ def render_table(d: dict[str, Any]) -> str:
     relay_txt = "  ".join(
         f"R{k + 1} {'-' if r is None else 'CLOSED' if r else 'open'}"
         + (f" ({modes[k]})" if k < len(modes) else "") for k, r in enumerate(relays))
-    lines = [f"{d.get('model') or '-'}  second {d.get('seq', '-')}  {when}  {relay_txt}"]
+    status = "  status " + ",".join(d["status"]) if d.get("status") else ""
+    lines = [f"{d.get('model') or '-'}  second {d.get('seq', '-')}  {when}  {relay_txt}{status}"]
     for a in d.get("alarms") or []:
         state = ("ACTIVE" if a["active"] else "ok") + (", unacknowledged" if a["unacked"] else "")
         value = "" if a.get("value") is None else f"  (value {a['value']:g})"

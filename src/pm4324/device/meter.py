@@ -29,10 +29,10 @@ from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
-from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
+from pm4324.device.relays import RecordingDriver, RelayDriver, RelayModeError, SupervisedDriver
 from pm4324.device.store import Store, StoreError
 from pm4324.metering.engine import Engine, StepResult
-from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
+from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot, Status
 from pm4324.sources.base import SampleBlock, Source
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class Meter:
         self.settings_path = settings_path
         self.engine = Engine(settings)
         self.store = store
-        self.driver = driver or RecordingDriver()  # the composition root picks a real one
+        # the composition root picks a real driver; every driver is retried until it works
+        self.driver = SupervisedDriver(driver or RecordingDriver())
         self.boot = store.boot if store else 1
         self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._unsaved: deque[Event] = deque(maxlen=RECENT_EVENTS)  # not yet in the store
@@ -175,11 +176,10 @@ class Meter:
         relays = list(self._relays)
         relays[index] = closed
         self._relays = (relays[0], relays[1])
-        try:
-            self.driver.set(index, closed)
-        except RelayDriverError as exc:
-            self._event("relay_driver", str(exc))
+        self.driver.set(index, closed)  # a failure is reported by poll(), once per streak
         self._event("relay", f"relay {index + 1} {'closed' if closed else 'open'} ({why})")
+        for problem in self.driver.poll_news():
+            self._event("relay_driver", problem)
 
     def _drive_relays(self, why: str) -> None:
         """Relays in alarm mode follow their rules."""
@@ -264,6 +264,7 @@ class Meter:
                 relays=self._relays,
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
+                status=self._status(),
             )
         self._snapshot = snap
         for listener in self._listeners:
@@ -272,6 +273,10 @@ class Meter:
             except Exception:  # one broken listener must not stop the meter
                 log.exception("snapshot listener failed")
         return snap
+
+    def _status(self) -> int:
+        """The meter status word (snapshot.Status) of this second."""
+        return int(Status.RELAY_DRIVER_FAILED) if self.driver.failing else 0
 
     def _time_scale(self) -> float:
         n = self._block_length()
