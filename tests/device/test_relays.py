@@ -143,6 +143,7 @@ def test_relay_state_over_modbus_and_coil_writes_in_alarm_mode(tmp_path):
     b.write_registers(0x1020, [0])  # relay 1 to manual: it keeps its state, coil writable
     b.write_coils(0x1000, [False])
     assert meter.relays == (False, True)
+    assert meter.wait_settings_saved()
     assert load_settings(meter.settings_path).relays.relays[0].mode == "manual"
 
 
@@ -153,6 +154,7 @@ def test_alarm_slot_written_over_modbus_is_one_validated_change(tmp_path):
     for x in (0.0, 207.0, 253.0, 3.0):  # threshold, band low/high, hysteresis
         slot += encode("float32", x)
     b.write_registers(0x1110, slot)  # slot 2 of 16
+    assert meter.wait_settings_saved()
     rule = load_settings(meter.settings_path).alarms[1]
     assert (rule.relay, rule.quantity, rule.target, rule.comparison, rule.band, rule.latch) == (
         2, "v", "main:1", "outside", (207.0, 253.0), True)

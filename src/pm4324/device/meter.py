@@ -26,6 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
+from pm4324.config.settings_writeback import (
+    SettingsConflict,
+    SettingsWriter,
+    changes_between,
+    describe,
+)
 from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
@@ -55,6 +61,8 @@ class Meter:
         self._settings = settings
         self.source = source
         self.settings_path = settings_path
+        self._settings_file = SettingsWriter(Path(settings_path), settings) if settings_path \
+            else None
         self.engine = Engine(settings)
         self.store = store
         # the composition root picks a real driver; every driver is retried until it works
@@ -115,16 +123,19 @@ class Meter:
             raise ValueError("model and sample rate change only with a restart")
         with self._lock:
             old = self._settings
+            changes = changes_between(old, new)
+            if self._settings_file is not None:  # refused here if the operator edited the key
+                try:
+                    self._settings_file.submit(old, new)
+                except SettingsConflict as exc:
+                    self._event("settings_refused", str(exc))
+                    raise
             self.engine.configure(new)
             self._settings = new
             for t in self.alarms.configure(new.alarms):
                 self._alarm_event(t)
             self._drive_relays("settings changed")
-            if self.settings_path:
-                from pm4324.config.settings_file import save_settings
-
-                save_settings(new, Path(self.settings_path))
-            self._event("settings", _changes(old, new))
+            self._event("settings", describe(changes))
 
     def set_relay(self, index: int, closed: bool) -> None:
         """Manual control; raises RelayModeError when the relay is in alarm mode."""
@@ -155,9 +166,16 @@ class Meter:
                 self._alarm_event(t)
             self._drive_relays("alarm acknowledged")
 
+    def wait_settings_saved(self, timeout_s: float = 10.0) -> bool:
+        """Wait until settings changes are in the settings file (they are saved in a thread)."""
+        return self._settings_file is None or self._settings_file.flush(timeout_s)
+
     def close(self) -> None:
         """Save the last state and release the store (at a clean shutdown)."""
+        if self._settings_file is not None:
+            self._settings_file.close()
         with self._lock:
+            self._log_news()
             self._save()
             if self.store is not None:
                 self.store.close()
@@ -180,6 +198,11 @@ class Meter:
         self._event("relay", f"relay {index + 1} {'closed' if closed else 'open'} ({why})")
         for problem in self.driver.poll_news():
             self._event("relay_driver", problem)
+
+    def _log_news(self) -> None:
+        """What the settings writer found since the last second (a failed save, a merge)."""
+        for text in self._settings_file.poll_news() if self._settings_file else ():
+            self._event("settings_file", text)
 
     def _drive_relays(self, why: str) -> None:
         """Relays in alarm mode follow their rules."""
@@ -251,6 +274,7 @@ class Meter:
             self._drive_relays("alarm")
             for problem in self.driver.poll():
                 self._event("relay_driver", problem)
+            self._log_news()
             self._save()  # on disk before anyone sees the second
             snap = Snapshot(
                 seq=self.seq - 1,
@@ -319,24 +343,6 @@ def _power_up_text(store: Store | None) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
     return (f"boot {store.boot}; state from {store.path}, commit {r.seq} (boot {r.boot}, "
             f"second {r.second}, saved {when})")
-
-
-def _changes(old: Settings, new: Settings) -> str:
-    """The settings lines that differ, as "[section] key = value" (for the event log)."""
-    from pm4324.config.settings_file import settings_to_toml
-
-    def lines(s: Settings) -> set[str]:
-        out, section, n = set(), "", 0
-        for line in settings_to_toml(s).splitlines():
-            if line.startswith("["):
-                n += line == "[[alarms]]"
-                section = f"[alarms.{n}]" if line == "[[alarms]]" else line
-            elif line and not line.startswith("#"):
-                out.add(f"{section} {line}".strip())
-        return out
-
-    changed = sorted(lines(new) - lines(old)) or sorted(f"removed {x}" for x in lines(old) - lines(new))
-    return "; ".join(changed) or "no change"
 
 
 def _with_rate(settings: Settings, fs: float) -> Settings:
