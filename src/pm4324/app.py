@@ -80,6 +80,11 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     except StoreError as exc:
         print(f"pm4324: error: {exc}", file=sys.stderr)
         return 2
+    from pm4324.cli.precompile import kernels_cached
+
+    if not kernels_cached():
+        print("Compiling the metering kernels (once after an install or update: 20-30 s; "
+              "`make setup` does it ahead); the readings follow.", file=sys.stderr, flush=True)
     try:
         meter = Meter(settings, source, settings_path=settings_path, store=store,
                       driver=make_driver(settings.relays.driver))
