@@ -69,8 +69,22 @@ def open_store(settings: Settings, settings_path: str | None, reset: bool) -> St
     return store
 
 
+def limit_blas_threads() -> None:
+    """One BLAS thread for the whole process.
+
+    The simulator's one matrix product per second woke OpenBLAS's pool (a thread per core)
+    every second, and its threads spin before they sleep: a real-time meter cost 60 ms of
+    CPU per second instead of 13 ms on 2 cores (bench/run_cpu_bench.py, docs/benchmarks.md).
+    The products are small; one thread computes them as fast.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 async def run_meter(settings: Settings, args: argparse.Namespace,
                     settings_path: str | None = None) -> int:
+    limit_blas_threads()
     if args.source:
         source = source_class(args.source)(settings)
     else:

@@ -102,3 +102,19 @@ def test_closed_stdout_of_the_table_too(settings):
             proc.wait()
     assert first.startswith("PM-4324")
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: BLAS has one thread anyway")
+def test_run_keeps_blas_to_one_thread(settings):
+    """OpenBLAS's pool woke every second and spun (bench/run_cpu_bench.py: 60 -> 8 ms CPU per
+    meter-second on 2 cores); `run` limits it to one thread."""
+    probe = ("import sys; from pm4324.cli.cli import main; "
+             f"rc = main(['run', '--settings', {str(settings)!r}, '--seconds', '1', "
+             "'--speed', '50', '--no-modbus', '--json']); "
+             "from threadpoolctl import threadpool_info; "
+             "print(rc, sorted({i['num_threads'] for i in threadpool_info() "
+             "if i['user_api'] == 'blas'}), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.stderr.splitlines()[-1] == "0 [1]", r.stderr

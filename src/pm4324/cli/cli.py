@@ -103,11 +103,13 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from pm4324.app import limit_blas_threads
     from pm4324.cli.display import render_table
     from pm4324.device.meter import Meter
     from pm4324.sources.recording import open_recording
     from pm4324.sources.replay import ReplaySource
 
+    limit_blas_threads()
     settings = load_settings(args.settings)
     recording = open_recording(args.file)
     source = ReplaySource(recording, settings)
