@@ -96,3 +96,15 @@ def test_analyze_shows_no_relay_states(tmp_path):
     assert "second 0" in table.stdout and "R1" not in table.stdout
     as_json = pm4324("analyze", str(rec), "--settings", str(settings), "--json")
     assert json.loads(as_json.stdout.splitlines()[0])["relays"] == []
+
+
+def test_every_tcp_option_has_the_same_default_port():
+    from pm4324.cli.cli import build_parser
+
+    parser = build_parser()
+    read = parser.parse_args(["read", "--tcp", "192.0.2.7"])
+    reset = parser.parse_args(["reset-energy", "--all", "--tcp", "192.0.2.7"])
+    assert read.tcp == reset.tcp == ("192.0.2.7", 502)
+    helps = [pm4324(cmd, "--help").stdout for cmd in ("read", "reset-energy")]
+    assert all("port 502, the Modbus standard, if not given; the software meter listens on"
+               in " ".join(h.split()) for h in helps)

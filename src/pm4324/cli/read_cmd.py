@@ -22,6 +22,11 @@ from pm4324.client.modbus import parse_host_port as _parse_host_port
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS
 
 
+#: every command that takes --tcp says the same (and uses the same default port)
+TCP_PORT_HELP = (f"port {DEFAULT_TCP_PORT}, the Modbus standard, if not given; the software "
+                 "meter listens on 127.0.0.1:5020")
+
+
 def parse_host_port(text: str, default_port: int = DEFAULT_TCP_PORT) -> tuple[str, int]:
     """argparse type for ``HOST[:PORT]``."""
     try:
@@ -58,8 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST[:PORT]", type=parse_host_port,
-                       help=f"Modbus TCP device (port {DEFAULT_TCP_PORT} if not given; "
-                       "the software meter listens on 127.0.0.1:5020)")
+                       help=f"Modbus TCP device ({TCP_PORT_HELP})")
     where.add_argument("--rtu", metavar="DEVICE", help="Modbus RTU serial device, e.g. /dev/ttyUSB0")
     where.add_argument("--canopen", metavar="INTERFACE:CHANNEL", type=_canopen_bus,
                        help="CANopen over python-can, e.g. socketcan:can0 or "
