@@ -21,7 +21,6 @@ from pm4324.client.modbus import (
 from pm4324.client.modbus import parse_host_port as _parse_host_port
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS
 
-
 #: every command that takes --tcp says the same (and uses the same default port)
 TCP_PORT_HELP = (f"port {DEFAULT_TCP_PORT}, the Modbus standard, if not given; the software "
                  "meter listens on 127.0.0.1:5020")
