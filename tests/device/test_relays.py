@@ -277,3 +277,17 @@ def test_run_shows_a_failing_relay_driver_on_the_console(tmp_path):
     lines = [x for x in r.stderr.splitlines() if "relay driver" in x]
     assert len(lines) == 2 and "relay 1: cannot write" in lines[0], r.stderr  # one per relay
     assert "status relay_driver_failed" in r.stdout
+
+
+def test_events_carry_the_meter_clock_the_console_shows(tmp_path):
+    """A replay or `--speed 50` runs on the meter's clock: an event is stamped with the time
+    of the second it happened in, as that second's snapshot (the console, JSON) shows it."""
+    meter = start(settings_file(tmp_path), store=False)  # start_time 0: far from the wall
+    times = {}
+    for _ in range(10):
+        snap = meter.step()
+        times[snap.seq] = snap.time
+    alarms = [e for e in meter.events if e.kind.startswith("alarm")]
+    assert [e.second for e in alarms] == [1, 5, 9]
+    assert [e.time for e in alarms] == [times[1], times[5], times[9]]
+    assert next(e for e in meter.events if e.kind == "power_up").time == 0.0

@@ -76,6 +76,9 @@ class Meter:
         self._listeners: list[Listener] = []
         self.seq = 0
         self.start_time = time.time() if start_time is None else start_time
+        self._last_end = self.start_time  # the meter's clock at the end of the last second
+        self._last_end_mono: float | None = None
+        self._speed = 0.0  # meter seconds per wall second while run() paces; 0 = not paced
         self.finished = False
         self._ahead: SampleBlock | None = None  # finite sources: the next block, read early
         restored = store.restored if store else None
@@ -183,10 +186,20 @@ class Meter:
     # -- relays, alarms, events, store -----------------------------------------------------
 
     def _event(self, kind: str, text: str) -> None:
-        event = Event(time.time(), self.boot, self.seq - 1, kind, text)
+        event = Event(self.clock(), self.boot, self.seq - 1, kind, text)
         self.events.append(event)
         self._unsaved.append(event)
         log.info("%s: %s", kind, text)
+
+    def clock(self) -> float:
+        """The meter's clock, the one snapshots (and so the console and JSON) show: the end
+        of the last measured second, advanced at the run's speed between two seconds. With
+        `run --speed 50` it runs 50 times faster than the wall clock; in a replay it is the
+        recording's time. Events carry it, so the event log and the console agree."""
+        if self._last_end_mono is None or not self._speed:
+            return self._last_end
+        ahead = (time.monotonic() - self._last_end_mono) * self._speed
+        return self._last_end + min(max(ahead, 0.0), 1.0)
 
     def _switch(self, index: int, closed: bool, why: str, always: bool = False) -> None:
         if self._relays[index] == closed and not always:
@@ -268,7 +281,8 @@ class Meter:
         with self._lock:
             self.ct_registers.add(r.ct_energy)
             self.meter_registers.add(r.meter_energy)
-            self.seq += 1  # events of this second carry its seq (seq - 1)
+            self.seq += 1  # events of this second carry its seq (seq - 1) and its end time
+            self._last_end, self._last_end_mono = end, time.monotonic()
             for t in self.alarms.update(ct, meter, main):
                 self._alarm_event(t)
             self._drive_relays("alarm")
@@ -316,6 +330,7 @@ class Meter:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         paced = speed > 0 and (self.source.realtime or speed != 1.0)
+        self._speed = speed if paced else 0.0
         while not (stop is not None and stop.is_set()):
             if seconds is not None and self.seq >= seconds:
                 return
