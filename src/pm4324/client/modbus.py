@@ -172,7 +172,7 @@ class _Values:
             if value is None or p.type == "float32" and not math.isfinite(value):
                 continue
             # prefer evidenced rows, then the finer resolution: a float32 energy (1e-7
-            # relative) over the 0.01 kWh integer while the counter is below ~80 MWh
+            # relative) over the 0.01 kWh integer while the counter is below 2^17 kWh
             rank = (not p.evidenced, _resolution(p, value))
             old = self._best.get(p.source.text)
             if old is None or rank < old[0]:
