@@ -136,3 +136,15 @@ def test_saves_run_off_the_protocol_path_and_writes_share_a_save(operator_file, 
     s = load_settings(operator_file)
     assert [s.meters[k].ct_ratio for k in (1, 3, 4)] == [300.0, 60.0, 400.0]
     meter.close()
+
+
+def test_back_to_back_writes_are_not_taken_for_an_operator_edit(operator_file):
+    """A write that lands while our own previous save is being written is ours, not a
+    human's: 40 alternating writes, all acknowledged, the last one on disk."""
+    meter, b = start(operator_file)
+    for k in range(40):
+        b.write_registers(CT_RATIO_METER[2], [60 if k % 2 == 0 else 100])
+    assert meter.wait_settings_saved()
+    assert load_settings(operator_file).meters[1].ct_ratio == 100.0
+    assert not [e for e in meter.events if e.kind == "settings_refused"]
+    meter.close()

@@ -59,6 +59,15 @@ def describe(changes: Changes) -> str:
     return "; ".join(parts) or "no change"
 
 
+def _stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when anyone writes the file (None: it does not exist)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def _disk_keys(text: str, source: str) -> dict[Path_, Any]:
     return flatten(settings_table(parse_settings(tomllib.loads(text), source)))
 
@@ -68,11 +77,13 @@ class SettingsWriter:
 
     def __init__(self, path: Path, loaded: Settings):
         self.path = Path(path)
+        self._seen = _stamp(self.path)  # the file as we last read or wrote it
         try:  # what the file says now is the base its later edits are found against
             self._base = _disk_keys(self.path.read_text(encoding="utf-8"), str(self.path))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, SettingsError):
             self._base = flatten(settings_table(loaded))
-        self._pending: Changes = {}
+        self._pending: Changes = {}  # queued, not yet being saved
+        self._unconfirmed: Changes = {}  # queued or being saved: the file may show them now
         self._busy = False
         self._closed = False
         self._news: list[str] = []
@@ -88,13 +99,16 @@ class SettingsWriter:
         if not changes:
             return changes
         with self._cond:
-            clash = self._clashes(changes, self._read_disk())
+            # unchanged since we read or wrote it (the common case: one stat, no parse)
+            untouched = self._seen is not None and _stamp(self.path) == self._seen
+            clash = [] if untouched else self._clashes(changes, self._read_disk())
             if clash:
                 p = clash[0]
                 raise SettingsConflict(str(self.path), ".".join(p), changes[p],
                                        "this key was changed in the file since the meter loaded "
                                        "it; the operator's edit is kept and this write refused")
             self._pending.update(changes)
+            self._unconfirmed.update(changes)
             self._cond.notify_all()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="settings-writer",
@@ -134,12 +148,13 @@ class SettingsWriter:
                                    "write again") from None
 
     def _clashes(self, changes: Changes, disk: dict[Path_, Any]) -> list[Path_]:
-        """Keys the operator changed on disk (since our base) to something else than ours."""
+        """Keys the operator changed on disk to something else than ours: the file shows
+        neither what we last read or wrote nor a change of ours that is on its way."""
         if not disk:
             return []
         return sorted(p for p, value in changes.items()
-                      if disk.get(p, REMOVED) != self._base.get(p, REMOVED)
-                      and disk.get(p, REMOVED) != value)
+                      if disk.get(p, REMOVED) not in (self._base.get(p, REMOVED),
+                                                       self._unconfirmed.get(p, REMOVED), value))
 
     def _run(self) -> None:
         while True:
@@ -153,7 +168,9 @@ class SettingsWriter:
             with self._cond:
                 if base is not None:
                     self._base = base
+                    self._seen = _stamp(self.path)
                     self.saves += 1
+                self._unconfirmed = dict(self._pending)  # what the next save will write
                 if news:
                     log.warning("%s", news)
                     self._news.append(news)
