@@ -148,3 +148,13 @@ def test_back_to_back_writes_are_not_taken_for_an_operator_edit(operator_file):
     assert load_settings(operator_file).meters[1].ct_ratio == 100.0
     assert not [e for e in meter.events if e.kind == "settings_refused"]
     meter.close()
+
+
+def test_a_deleted_file_is_written_anew_whole(operator_file):
+    meter, b = start(operator_file)
+    operator_file.unlink()
+    b.write_registers(CT_RATIO_METER[8], [300])
+    assert meter.wait_settings_saved()
+    again = load_settings(operator_file)
+    assert again.meters[7].ct_ratio == 300.0 and again.meters[2].wiring.value == "1P2W-1CT"
+    meter.close()

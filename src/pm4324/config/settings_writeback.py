@@ -27,7 +27,13 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from pm4324.config.settings import CT_TYPES_A, Settings, SettingsError, parse_settings
-from pm4324.config.settings_file import Path_, flatten, settings_table, write_atomic
+from pm4324.config.settings_file import (
+    Path_,
+    flatten,
+    settings_table,
+    settings_to_toml,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,7 @@ class SettingsWriter:
             self._base = flatten(settings_table(loaded))
         self._pending: Changes = {}  # queued, not yet being saved
         self._unconfirmed: Changes = {}  # queued or being saved: the file may show them now
+        self._latest = loaded  # a deleted file is written anew, whole, from these
         self._busy = False
         self._closed = False
         self._news: list[str] = []
@@ -109,6 +116,7 @@ class SettingsWriter:
                                        "it; the operator's edit is kept and this write refused")
             self._pending.update(changes)
             self._unconfirmed.update(changes)
+            self._latest = new
             self._cond.notify_all()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="settings-writer",
@@ -189,7 +197,9 @@ class SettingsWriter:
                 late = self._clashes(changes, disk)  # edited between the check and now
             for p in late:
                 del changes[p]
-            doc = tomlkit.parse(text)
+            with self._cond:
+                latest = self._latest
+            doc = tomlkit.parse(text or settings_to_toml(latest))
             for path, value in sorted(changes.items()):
                 _apply(doc, path, value)
             removed = (p for p, v in changes.items() if v is REMOVED)
