@@ -8,9 +8,9 @@ import math
 import pytest
 from canopen_helpers import NODE, factory
 
-from pm4324.cli import read_cmd
 from pm4324.cli.cli import main
 from pm4324.client.canopen import parse_canopen, read_canopen
+from pm4324.client.modbus import read_meter
 from pm4324.protocols.canopen import CanopenServer
 
 modbus_reader = factory.backend_reader
@@ -34,7 +34,7 @@ def same(a, b, path="d"):
 
 def test_canopen_and_modbus_agree(server, settings, meter):
     got = read_canopen("virtual", settings.canopen.channel, NODE)
-    want = read_cmd.read_meter(modbus_reader(server.backend))
+    want = read_meter(modbus_reader(server.backend))
     same(got, want)
     assert got["seq"] == meter.snapshot.seq and got["relays"] == [False, True]
 
@@ -60,7 +60,7 @@ def test_a_real_meter_agrees_in_the_same_second(channel):
         for _ in range(2):
             snap = meter.step()
         got = read_canopen("virtual", channel, 9, [1, 8])
-        want = read_cmd.read_meter(modbus_reader(node.backend), [1, 8])
+        want = read_meter(modbus_reader(node.backend), [1, 8])
     same(got, want)
     assert got["seq"] == snap.seq == 1
     assert got["cts"][0]["p_w"] == pytest.approx(snap.ct.p_w[0], rel=1e-6)
