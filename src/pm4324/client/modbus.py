@@ -13,13 +13,13 @@ CANopen: ``client.canopen``.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pm4324.client.plausible import implausible, summary
 from pm4324.config.settings import N_METERS, WORD_ORDERS, Wiring
 from pm4324.registers.codecs import CodecError, decode
 from pm4324.registers.image import MODEL_CODES
@@ -309,49 +309,9 @@ def read_reading(
         if not implausible(d_other):
             raise WordOrderError(
                 f"with --word-order {word_order} the meter's values make no sense "
-                f"({'; '.join(wrong)}); with {other} they do ({_summary(d_other)}): the meter "
+                f"({'; '.join(wrong)}); with {other} they do ({summary(d_other)}): the meter "
                 f"seems to use {other}, so give --word-order {other}")
     return Reading(d, values.energy_resolution())
-
-
-# -- plausibility (the word order) -------------------------------------------------------------
-
-
-def _when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + " UTC"
-
-
-def implausible(d: dict[str, Any]) -> list[str]:
-    """What no meter can read, e.g. a clock years ahead, V = -2.5e30, 1e-41 Hz: the marks of
-    32-bit values decoded in the wrong word order (at most three, for one line)."""
-    wrong = []
-    t = d.get("time")
-    if t is not None and not -1 <= t <= time.time() + 366 * 86400:
-        wrong.append(f"second {d.get('seq')} at {_when(t)}")
-    for m in d.get("mains") or []:
-        f = m.get("frequency_hz")
-        if f is not None and not (f == 0 or 1 <= f <= 1000):
-            wrong.append(f"main {m['main']} frequency {f:.3g} Hz")
-        for v in (m.get("v_ln") or []) + (m.get("v_ll") or []):
-            if v is not None and not (v == 0 or 1e-6 <= v <= 1e7):
-                wrong.append(f"main {m['main']} voltage {v:.3g} V")
-                break
-    for c in d.get("cts") or []:
-        i = c.get("i_rms")
-        if i is not None and not (i == 0 or 1e-12 <= i <= 1e7):
-            wrong.append(f"CT{c['ct']} current {i:.3g} A")
-            break
-    return wrong[:3]
-
-
-def _summary(d: dict[str, Any]) -> str:
-    parts = []
-    if d.get("time") is not None:
-        parts.append(f"second {d.get('seq')} at {_when(d['time'])}")
-    for m in (d.get("mains") or [])[:1]:
-        if m.get("frequency_hz") is not None:
-            parts.append(f"main {m['main']} {m['frequency_hz']:.3f} Hz")
-    return ", ".join(parts) or "plausible values"
 
 
 # -- the Modbus client -------------------------------------------------------------------------
