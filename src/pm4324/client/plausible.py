@@ -40,6 +40,7 @@ def implausible(d: dict[str, Any]) -> list[str]:
 
 
 def summary(d: dict[str, Any]) -> str:
+    """The known quantities as the other word order gives them, for the user to compare."""
     parts = []
     if d.get("time") is not None:
         parts.append(f"second {d.get('seq')} at {_when(d['time'])}")
