@@ -77,6 +77,10 @@ def test_an_edit_made_on_disk_since_start_is_merged_not_undone(operator_file):
     assert merged.store.path == "var/site-state.db"
     assert merged.meters[7].ct_ratio == 300.0  # and the write is in
     assert "# moved by the operator" in operator_file.read_text()
+    (event,) = [e.text for e in meter.events if e.kind == "settings"]
+    assert event == (f"[meters.8] ct_ratio = 300; merged into {operator_file}, edited on disk "
+                     "since the meter loaded it (meters.2.ct_ratio, store.path: kept, in effect "
+                     "at the next start)")
     meter.close()
 
 

@@ -100,20 +100,25 @@ class SettingsWriter:
 
     # -- the protocol side (must return in a few ms) ----------------------------------------
 
-    def submit(self, old: Settings, new: Settings) -> Changes:
-        """Check the file on disk, then queue the change; raises SettingsConflict."""
+    def submit(self, old: Settings, new: Settings) -> str:
+        """Check the file on disk, then queue the change; raises SettingsConflict. Returns
+        a note for the event log when the write is merged into a file edited on disk."""
         changes = changes_between(old, new)
         if not changes:
-            return changes
+            return ""
         with self._cond:
             # unchanged since we read or wrote it (the common case: one stat, no parse)
             untouched = self._seen is not None and _stamp(self.path) == self._seen
-            clash = [] if untouched else self._clashes(changes, self._read_disk())
+            disk = {} if untouched else self._read_disk()
+            clash = self._clashes(changes, disk)
             if clash:
                 p = clash[0]
                 raise SettingsConflict(str(self.path), ".".join(p), changes[p],
                                        "this key was changed in the file since the meter loaded "
                                        "it; the operator's edit is kept and this write refused")
+            edited = sorted(p for p in disk.keys() | self._base.keys() if p not in changes
+                            and disk.get(p, REMOVED) not in (self._base.get(p, REMOVED),
+                                                             self._unconfirmed.get(p, REMOVED)))
             self._pending.update(changes)
             self._unconfirmed.update(changes)
             self._latest = new
@@ -122,7 +127,11 @@ class SettingsWriter:
                 self._thread = threading.Thread(target=self._run, name="settings-writer",
                                                 daemon=True)
                 self._thread.start()
-        return changes
+        if not edited:
+            return ""
+        keys = ", ".join(".".join(p) for p in edited[:3]) + (" ..." if len(edited) > 3 else "")
+        return (f"merged into {self.path}, edited on disk since the meter loaded it ({keys}: "
+                "kept, in effect at the next start)")
 
     def poll_news(self) -> list[str]:
         """Save failures and merges since the last call (for the event log)."""

@@ -126,10 +126,10 @@ class Meter:
             raise ValueError("model and sample rate change only with a restart")
         with self._lock:
             old = self._settings
-            changes = changes_between(old, new)
+            changes, note = changes_between(old, new), ""
             if self._settings_file is not None:  # refused here if the operator edited the key
                 try:
-                    self._settings_file.submit(old, new)
+                    note = self._settings_file.submit(old, new)
                 except SettingsConflict as exc:
                     self._event("settings_refused", str(exc))
                     raise
@@ -138,7 +138,7 @@ class Meter:
             for t in self.alarms.configure(new.alarms):
                 self._alarm_event(t)
             self._drive_relays("settings changed")
-            self._event("settings", describe(changes))
+            self._event("settings", describe(changes) + (f"; {note}" if note else ""))
 
     def set_relay(self, index: int, closed: bool) -> None:
         """Manual control; raises RelayModeError when the relay is in alarm mode."""
