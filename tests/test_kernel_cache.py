@@ -80,17 +80,17 @@ def test_run_says_it_is_compiling(tmp_path, monkeypatch, capsys):
     import asyncio
     import shutil as sh
 
-    from pm4324.cli import cli, precompile
+    from pm4324 import app
+    from pm4324.cli import cli
 
-    monkeypatch.setattr(precompile, "kernels_cached", lambda: False)
+    monkeypatch.setattr(app, "kernels_cached", lambda: False)  # as on a fresh install
     settings = tmp_path / "s.toml"
     sh.copy(PACKAGE / "data" / "building-settings.toml", settings)
     args = cli.build_parser().parse_args(["run", "--settings", str(settings), "--seconds", "1",
                                           "--speed", "50", "--no-modbus", "--json"])
-    from pm4324.app import run_meter
     from pm4324.config.settings import load_settings
 
-    assert asyncio.run(run_meter(load_settings(settings), args, str(settings))) == 0
+    assert asyncio.run(app.run_meter(load_settings(settings), args, str(settings))) == 0
     captured = capsys.readouterr()
     assert "Compiling the metering kernels (once after an install or update" in captured.err
     assert captured.out.count('"seq"') == 1

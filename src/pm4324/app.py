@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from pm4324.cli.display import render_table
 from pm4324.cli.errors import listen_problem, serial_problem
+from pm4324.cli.precompile import kernels_cached
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
@@ -74,7 +75,8 @@ def limit_blas_threads() -> None:
 
     The simulator's one matrix product per second woke OpenBLAS's pool (a thread per core)
     every second, and its threads spin before they sleep: a real-time meter cost 60 ms of
-    CPU per second instead of 13 ms on 2 cores (bench/run_cpu_bench.py, docs/benchmarks.md).
+    CPU per second, 8 ms with one thread, on 2 cores (bench/run_cpu_bench.py,
+    docs/benchmarks.md).
     The products are small; one thread computes them as fast.
     """
     from threadpoolctl import threadpool_limits
@@ -94,8 +96,6 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     except StoreError as exc:
         print(f"pm4324: error: {exc}", file=sys.stderr)
         return 2
-    from pm4324.cli.precompile import kernels_cached
-
     if not kernels_cached():
         print("Compiling the metering kernels (once after an install or update: 20-30 s; "
               "`make setup` does it ahead); the readings follow.", file=sys.stderr, flush=True)
