@@ -108,3 +108,12 @@ def test_every_tcp_option_has_the_same_default_port():
     helps = [pm4324(cmd, "--help").stdout for cmd in ("read", "reset-energy")]
     assert all("port 502, the Modbus standard, if not given; the software meter listens on"
                in " ".join(h.split()) for h in helps)
+
+
+def test_every_doc_the_code_and_readme_point_to_exists():
+    """sources/registry.py pointed at a docs/adc-plugins.md that did not exist."""
+    texts = [p.read_text(encoding="utf-8") for p in (ROOT / "src").rglob("*.py")]
+    texts.append((ROOT / "README.md").read_text(encoding="utf-8"))
+    named = {m for t in texts for m in re.findall(r"docs/[\w.-]+\.(?:md|eds|json)", t)}
+    assert "docs/adc-plugins.md" in named
+    assert [d for d in sorted(named) if not (ROOT / d).exists()] == []
