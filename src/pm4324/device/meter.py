@@ -34,12 +34,18 @@ from pathlib import Path
 import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
+from pm4324.config.settings_writeback import (
+    SettingsConflict,
+    SettingsWriter,
+    changes_between,
+    describe,
+)
 from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.commit import Committer
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.powerup import no_data_snapshot
-from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
+from pm4324.device.relays import RecordingDriver, RelayDriver, RelayModeError, SupervisedDriver
 from pm4324.device.saving import Durable, Saving, power_up_text
 from pm4324.device.store import Store
 from pm4324.metering.engine import Engine, StepResult
@@ -66,9 +72,12 @@ class Meter(Saving):
         self._settings = settings
         self.source = source
         self.settings_path = settings_path
+        self._settings_file = SettingsWriter(Path(settings_path), settings) if settings_path \
+            else None
         self.engine = Engine(settings)
         self.store = store
-        self.driver = driver or RecordingDriver()  # the composition root picks a real one
+        # the composition root picks a real driver; every driver is retried until it works
+        self.driver = SupervisedDriver(driver or RecordingDriver())
         self.boot = store.boot if store else 1
         self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._unsaved: deque[Event] = deque(maxlen=RECENT_EVENTS)  # not yet in the store
@@ -81,6 +90,9 @@ class Meter(Saving):
         self._stepped_until = -1.0  # monotonic time until which CLOCK_STEPPED is set
         self._shown_status = 0
         self.start_time = wall_clock() if start_time is None else start_time
+        self._last_end = self.start_time  # the meter's clock at the end of the last second
+        self._last_end_mono: float | None = None
+        self._speed = 0.0  # meter seconds per wall second while run() paces; 0 = not paced
         self.finished = False
         self._ahead: SampleBlock | None = None  # finite sources: the next block, read early
         restored = store.restored if store else None
@@ -135,16 +147,19 @@ class Meter(Saving):
             raise ValueError("model and sample rate change only with a restart")
         with self._lock:
             old = self._settings
+            changes, note = changes_between(old, new), ""
+            if self._settings_file is not None:  # refused here if the operator edited the key
+                try:
+                    note = self._settings_file.submit(old, new)
+                except SettingsConflict as exc:
+                    self._event("settings_refused", str(exc))
+                    raise
             self.engine.configure(new)
             self._settings = new
             for t in self.alarms.configure(new.alarms):
                 self._alarm_event(t)
             self._drive_relays("settings changed")
-            if self.settings_path:
-                from pm4324.config.settings_file import save_settings
-
-                save_settings(new, Path(self.settings_path))
-            self._event("settings", _changes(old, new))
+            self._event("settings", describe(changes) + (f"; {note}" if note else ""))
             return self._request_commit()
 
     def set_relay(self, index: int, closed: bool) -> Durable | None:
@@ -178,9 +193,17 @@ class Meter(Saving):
             self._drive_relays("alarm acknowledged")
             return self._request_commit()
 
+    def wait_settings_saved(self, timeout_s: float = 10.0) -> bool:
+        """Wait until settings changes are in the settings file (they are saved in a thread)."""
+        return self._settings_file is None or self._settings_file.flush(timeout_s)
+
     def close(self) -> None:
         """Save the last state and release the store (at a clean shutdown)."""
-        self._save_now()
+        if self._settings_file is not None:
+            self._settings_file.close()
+        with self._lock:
+            self._log_news()
+        self._save_now()  # not under the lock: the committer takes it
         if self._committer is not None:
             self._committer.close()
         if self.store is not None:
@@ -189,10 +212,20 @@ class Meter(Saving):
     # -- relays, alarms, events, store -----------------------------------------------------
 
     def _event(self, kind: str, text: str) -> None:
-        event = Event(self._wall(), self.boot, self.seq - 1, kind, text)
+        event = Event(self.clock(), self.boot, self.seq - 1, kind, text)
         self.events.append(event)
         self._unsaved.append(event)
         log.info("%s: %s", kind, text)
+
+    def clock(self) -> float:
+        """The meter's clock, the one snapshots (and so the console and JSON) show: the end
+        of the last measured second, advanced at the run's speed between two seconds. With
+        `run --speed 50` it runs 50 times faster than the wall clock; in a replay it is the
+        recording's time. Events carry it, so the event log and the console agree."""
+        if self._last_end_mono is None or not self._speed:
+            return self._last_end
+        ahead = (time.monotonic() - self._last_end_mono) * self._speed
+        return self._last_end + min(max(ahead, 0.0), 1.0)
 
     def _switch(self, index: int, closed: bool, why: str, always: bool = False) -> None:
         if self._relays[index] == closed and not always:
@@ -200,11 +233,15 @@ class Meter(Saving):
         relays = list(self._relays)
         relays[index] = closed
         self._relays = (relays[0], relays[1])
-        try:
-            self.driver.set(index, closed)
-        except RelayDriverError as exc:
-            self._event("relay_driver", str(exc))
+        self.driver.set(index, closed)  # a failure is reported by poll(), once per streak
         self._event("relay", f"relay {index + 1} {'closed' if closed else 'open'} ({why})")
+        for problem in self.driver.poll_news():
+            self._event("relay_driver", problem)
+
+    def _log_news(self) -> None:
+        """What the settings writer found since the last second (a failed save, a merge)."""
+        for text in self._settings_file.poll_news() if self._settings_file else ():
+            self._event("settings_file", text)
 
     def _drive_relays(self, why: str) -> None:
         """Relays in alarm mode follow their rules."""
@@ -275,12 +312,14 @@ class Meter(Saving):
         with self._lock:
             self.ct_registers.add(r.ct_energy)
             self.meter_registers.add(r.meter_energy)
-            self.seq += 1  # events of this second carry its seq (seq - 1)
+            self.seq += 1  # events of this second carry its seq (seq - 1) and its end time
+            self._last_end, self._last_end_mono = end, time.monotonic()
             for t in self.alarms.update(ct, meter, main):
                 self._alarm_event(t)
             self._drive_relays("alarm")
             for problem in self.driver.poll():
                 self._event("relay_driver", problem)
+            self._log_news()
             due = (self.seq - 1) % self._settings.store.commit_interval_s == 0
             done = self._request_commit() if due or self._not_saved else None
             snap = Snapshot(
@@ -295,6 +334,7 @@ class Meter(Saving):
                 relays=self._relays,
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
+                status=self.status,
             )
         return snap, done
 
@@ -324,6 +364,7 @@ class Meter(Saving):
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         paced = speed > 0 and (self.source.realtime or speed != 1.0)
+        self._speed = speed if paced else 0.0
         while not (stop is not None and stop.is_set()):
             if seconds is not None and self.seq >= seconds:
                 return
@@ -344,22 +385,6 @@ class Meter(Saving):
             await asyncio.sleep(0)  # servers and signals get a turn even when running behind
 
 
-def _changes(old: Settings, new: Settings) -> str:
-    """The settings lines that differ, as "[section] key = value" (for the event log)."""
-    from pm4324.config.settings_file import settings_to_toml
-
-    def lines(s: Settings) -> set[str]:
-        out, section, n = set(), "", 0
-        for line in settings_to_toml(s).splitlines():
-            if line.startswith("["):
-                n += line == "[[alarms]]"
-                section = f"[alarms.{n}]" if line == "[[alarms]]" else line
-            elif line and not line.startswith("#"):
-                out.add(f"{section} {line}".strip())
-        return out
-
-    changed = sorted(lines(new) - lines(old)) or sorted(f"removed {x}" for x in lines(old) - lines(new))
-    return "; ".join(changed) or "no change"
 
 
 def _with_rate(settings: Settings, fs: float) -> Settings:

@@ -21,6 +21,7 @@ from pm4324.device.commit import CLOSE_WAIT_S, Committer
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.record import copy_registers
+from pm4324.device.relays import SupervisedDriver
 from pm4324.device.store import EventsNotSaved, Store, StoreError
 from pm4324.snapshot import Snapshot, Status
 
@@ -28,8 +29,8 @@ log = logging.getLogger("pm4324.device.meter")
 
 CLOCK_STEP_S = 1.0  # a wall-clock jump larger than this against the monotonic clock is a step
 CLOCK_STEP_HOLD_S = 60.0  # how long Status.CLOCK_STEPPED stays set after a step
-_NO_DATA, _NOT_SAVED, _CLOCK_STEPPED = (int(b) for b in (
-    Status.NO_DATA, Status.NOT_SAVED, Status.CLOCK_STEPPED))
+_NO_DATA, _NOT_SAVED, _RELAY_DRIVER_FAILED, _CLOCK_STEPPED = (int(b) for b in (
+    Status.NO_DATA, Status.NOT_SAVED, Status.RELAY_DRIVER_FAILED, Status.CLOCK_STEPPED))
 Durable = Future  # of bool: True once a change is on disk (None: no store, nothing to wait)
 
 
@@ -37,8 +38,10 @@ class Saving:
     """Commits, save failures, the status word and clock steps of a running meter."""
 
     store: Store | None
+    driver: SupervisedDriver
     seq: int
     start_time: float
+    _last_end: float
     ct_registers: EnergyRegisters
     meter_registers: EnergyRegisters
     alarms: AlarmEngine
@@ -59,6 +62,8 @@ class Saving:
         """The meter status word as of now (snapshot.Status), also between two seconds.
         Plain ints: the register image asks on every Modbus request."""
         bits = _NO_DATA if self._snapshot.seq < 0 else 0
+        if self.driver.failing:
+            bits |= _RELAY_DRIVER_FAILED
         if self._not_saved:
             bits |= _NOT_SAVED
         if self._stepped_until > 0 and time.monotonic() < self._stepped_until:
@@ -129,6 +134,7 @@ class Saving:
             return
         self._clock_offset = offset
         self.start_time += step
+        self._last_end += step  # the meter's clock (events, console) follows too
         self._stepped_until = time.monotonic() + CLOCK_STEP_HOLD_S
         self._event("clock_step", f"the wall clock stepped by {step:+.3f} s; times from now "
                     "on follow it (order events by boot and second)")
