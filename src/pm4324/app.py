@@ -16,7 +16,7 @@ import sys
 from pm4324.cli.display import render_table
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
-from pm4324.device.relays import make_driver
+from pm4324.device.relays import RelayModeError, make_driver
 from pm4324.device.store import Store, StoreError, store_location
 from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
@@ -73,13 +73,51 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     servers = await _start_servers(meter, settings, args)
+    mqtt = _start_mqtt(meter, settings, store, stop)
     try:
         await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
     finally:
         for server in servers:
             await server.stop()
+        if mqtt is not None:
+            stop.set()
+            await mqtt
         meter.close()
     return 0
+
+
+def _start_mqtt(meter: Meter, settings: Settings, store: Store, stop: asyncio.Event):
+    """The MQTT publisher task when ``[mqtt] url`` is set (docs/mqtt.md), else None."""
+    if not settings.mqtt.enabled:
+        return None
+    from importlib.metadata import version
+
+    from pm4324.mqtt.publisher import MqttPublisher
+
+    def command(kind: str, number: int | None, closed: bool | None) -> None:
+        try:
+            if kind == "relay":
+                meter.set_relay(int(number or 1) - 1, bool(closed))
+            else:
+                meter.acknowledge_alarms(number)
+        except RelayModeError as exc:
+            raise ValueError(str(exc)) from None
+
+    buffer = settings.mqtt.buffer_path or str(store.path.with_name("mqtt-buffer.db"))
+    publisher = MqttPublisher(settings.mqtt, meter_id=store.restored.meter_id,
+                              model=settings.model, sw_version=version("pm4324"), buffer_path=buffer,
+                              command=command)
+    meter.add_listener(lambda snap: publisher.offer({**snap.to_dict(), **snap.alarms_dict()}))
+    print(f"MQTT to {settings.mqtt.host}:{settings.mqtt.port} as {publisher.root}",
+          file=sys.stderr, flush=True)
+
+    async def run() -> None:
+        try:
+            await publisher.run(stop)
+        finally:
+            publisher.close()
+
+    return asyncio.create_task(run())
 
 
 async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namespace) -> list:

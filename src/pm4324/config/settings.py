@@ -24,6 +24,7 @@ from pm4324.config.alarm_settings import (
     read_relays,
     read_store,
 )
+from pm4324.config.mqtt_settings import MqttSettings, read_mqtt
 
 N_METERS = 8
 CTS_PER_METER = 3
@@ -162,6 +163,7 @@ class Settings:
     relays: RelayConfig = RelayConfig()
     alarms: tuple[AlarmRule, ...] = ()
     store: StoreSettings = StoreSettings()
+    mqtt: MqttSettings = MqttSettings()
     source_path: str = "<defaults>"
 
     @property
@@ -432,6 +434,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     relays = read_relays(r.sub("relays"))
     alarms = read_alarms(r, n_mains)
     store = read_store(r.sub("store"))
+    mqtt = read_mqtt(r.sub("mqtt"))
     r.finish()
     settings = Settings(
         model=model,
@@ -446,6 +449,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         relays=relays,
         alarms=alarms,
         store=store,
+        mqtt=mqtt,
         source_path=source,
     )
     validate(settings)
