@@ -64,7 +64,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
     p.add_argument("--reset-store", action="store_true",
                    help="start a new state file with zero energy (the old one is kept aside)")
+    p.add_argument("--mqtt", type=_mqtt_url, metavar="URL",
+                   help="publish to this MQTT broker (mqtt://HOST[:PORT]; overrides [mqtt] url; "
+                   "docs/mqtt.md)")
     p.set_defaults(func=_run)
+
+
+def _mqtt_url(text: str) -> str:
+    from pm4324.config.mqtt_settings import url_problem
+
+    if problem := url_problem(text):
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,6 +83,10 @@ def _run(args: argparse.Namespace) -> int:
 
     settings_path = args.settings or _default_settings_path()
     settings = load_settings(settings_path)
+    if args.mqtt:
+        from dataclasses import replace
+
+        settings = replace(settings, mqtt=replace(settings.mqtt, url=args.mqtt))
     try:  # uvloop where installed: Modbus TCP with one client 12k -> 21k req/s (docs/benchmarks.md)
         from uvloop import run as run_loop
     except ImportError:

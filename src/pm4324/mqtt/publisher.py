@@ -106,14 +106,12 @@ class MqttPublisher:
                     await self._session(client, stop)
                     await client.publish(f"{self.root}/status", "offline", qos=1, retain=True)
                     return
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 if self.connected:
-                    _say(f"lost the broker at {where} ({exc}); buffering one reading a minute")
-                else:
-                    log.debug("no broker at %s: %s", where, exc)
-                self.connected, self._outage = False, True
-            except (OSError, ssl.SSLError) as exc:
-                _say(f"cannot reach the broker at {where}: {exc}")
+                    _say(f"lost the broker at {where} ({exc}); keeping one reading a minute")
+                elif not self._outage:
+                    _say(f"cannot reach the broker at {where} ({exc}); retrying, keeping one "
+                         "reading a minute")
                 self.connected, self._outage = False, True
             if self._latest is not None:
                 self._buffer_minute(self._latest)
