@@ -114,6 +114,9 @@ def _start_mqtt(meter: Meter, settings: Settings, store: Store, stop: asyncio.Ev
     async def run() -> None:
         try:
             await publisher.run(stop)
+        except Exception as exc:  # a bug: say it in one line, the meter goes on measuring
+            print(f"MQTT: stopped publishing: {exc!r}", file=sys.stderr, flush=True)
+            raise
         finally:
             publisher.close()
 

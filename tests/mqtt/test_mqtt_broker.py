@@ -113,7 +113,7 @@ def test_broker_outage_buffers_minutes_and_sends_them_to_history_in_order(broker
                  "three buffered minutes on the history topic")
         last = meter.seq()
         wait_for(lambda: any(p["seq"] > last for _, p in sub.json("pm4324/t2/ct/1")), 30,
-                 "live messages after the outage")
+                 f"live messages after the outage ({''.join(meter.stderr)})")
     finally:
         meter.stop()
         sub.close()

@@ -30,7 +30,7 @@ _client_log.setLevel(logging.CRITICAL)  # paho's socket errors: we say what happ
 
 #: (kind, number, value) -> None, or raises ValueError with the reason for a refusal
 Command = Callable[[str, int | None, bool | None], None]
-BACKLOG_BATCH = 60  # minutes sent (and acknowledged) per step of the backlog
+BACKLOG_BATCH = 10  # minutes sent (and acknowledged) per step of the backlog
 MAX_RETRY_S = 10.0
 
 
@@ -132,7 +132,8 @@ class MqttPublisher:
         will = aiomqtt.Will(f"{self.root}/status", "offline", qos=1, retain=True)
         return aiomqtt.Client(s.host, s.port, logger=_client_log, username=user, password=password,
                               identifier=s.client_id or self.node, will=will, tls_context=tls,
-                              keepalive=max(5, int(3 * s.interval_s) + 5), timeout=10)
+                              keepalive=max(5, int(3 * s.interval_s) + 5), timeout=10,
+                              max_inflight_messages=BACKLOG_BATCH * 40)
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         await client.publish(f"{self.root}/status", "online", qos=1, retain=True)
@@ -165,9 +166,11 @@ class MqttPublisher:
         total = len(self.buffer)
         sent = 0
         while rows := self.buffer.oldest(BACKLOG_BATCH):
-            for _, reading in rows:
-                for topic, payload in history_messages(reading, self.root):
-                    await client.publish(topic, payload, qos=1)
+            # all of a batch in flight at once (QoS 1 keeps their order): one acknowledgement
+            # round trip per batch, not per message, however busy the loop is
+            await asyncio.gather(*(client.publish(topic, payload, qos=1)
+                                   for _, reading in rows
+                                   for topic, payload in history_messages(reading, self.root)))
             self.buffer.remove([i for i, _ in rows])
             sent += len(rows)
         if total:
