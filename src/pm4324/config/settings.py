@@ -62,6 +62,12 @@ class Wiring(str, Enum):
     def from_code(cls, code: int) -> Wiring:
         return list(Wiring)[code]
 
+    @property
+    def used_cts(self) -> tuple[bool, bool, bool]:
+        """Which of the Meter's CTs (a, b, c) this wiring measures with."""
+        return {"3P3W-2CT": (True, False, True),
+                "1P3W-2CT": (True, True, False)}.get(self.value, (True, True, True))
+
 
 class SettingsError(ValueError):
     """A settings file (or a settings change) is invalid; the message says exactly why."""
