@@ -12,12 +12,14 @@ from pathlib import Path
 
 
 def _kinds() -> tuple[str, ...]:
-    return ("home-assistant", "telegraf", "evcc", "node-red", "register-map")
+    from pm4324.registers.exports.formats import KINDS
+
+    return tuple(KINDS)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="write an integration file (Home Assistant, Telegraf, evcc, Node-RED, map)",
+        "export", help="write an integration file (Home Assistant, Telegraf, evcc, Node-RED, Grafana, map)",
         description="Write a configuration for a tool that polls this meter over Modbus TCP, "
         "generated from the register table and the settings (model, wiring, word order, names).")
     p.add_argument("kind", choices=_kinds(), help="what to write")

@@ -156,10 +156,17 @@ def _decode_function(fields: list[dict], swapped: bool) -> str:
             "})];\n")
 
 
+def _grafana(settings: Settings, target: Target) -> str:
+    from pm4324.registers.exports.grafana import grafana
+
+    return grafana(settings, target)
+
+
 KINDS = {
     "home-assistant": (home_assistant, "yaml"),
     "telegraf": (telegraf, "conf"),
     "evcc": (evcc, "yaml"),
     "node-red": (node_red, "json"),
     "register-map": (register_map_json, "json"),
+    "grafana": (_grafana, "json"),
 }
