@@ -36,7 +36,7 @@ def _by_seq(sub: Subscriber, topic: str) -> dict[int, dict]:
 def test_live_topics_equal_json_and_discovery_follows_ha_schema(broker: Broker, tmp_path):
     sub = Subscriber(broker.port, ["pm4324/#", "homeassistant/#"])
     settings = meter_settings(tmp_path, f'url = "mqtt://127.0.0.1:{broker.port}"\nnode_id = "t1"')
-    meter = MeterProcess(settings, "--seconds", "5")
+    meter = MeterProcess(settings, "--seconds", "6")
     try:
         assert meter.proc.wait(120) == 0, "".join(meter.stderr)
         wait_for(lambda: _by_seq(sub, "pm4324/t1/ct/24").get(meter.seq()), 10,
@@ -44,7 +44,7 @@ def test_live_topics_equal_json_and_discovery_follows_ha_schema(broker: Broker, 
     finally:
         meter.stop()
     first = min(_by_seq(sub, "pm4324/t1/device"))  # the first second after connecting
-    assert first <= 1 and meter.lines[-1]["seq"] >= 4
+    assert meter.lines[-1]["seq"] - first >= 2  # at least three seconds compared
     for line in meter.lines:
         s = line["seq"]
         if s < first:
@@ -109,7 +109,7 @@ def test_broker_outage_buffers_minutes_and_sends_them_to_history_in_order(broker
         outage_from = meter.seq()
         wait_for(lambda: meter.seq() >= outage_from + 200, 60, "200 seconds without a broker")
         broker.start()
-        wait_for(lambda: len(_by_seq(sub, "pm4324/t2/history/ct/1")) >= 3, 60,
+        wait_for(lambda: len(_by_seq(sub, "pm4324/t2/history")) >= 3, 60,
                  "three buffered minutes on the history topic")
         last = meter.seq()
         wait_for(lambda: any(p["seq"] > last for _, p in sub.json("pm4324/t2/ct/1")), 30,
@@ -118,7 +118,9 @@ def test_broker_outage_buffers_minutes_and_sends_them_to_history_in_order(broker
         meter.stop()
         sub.close()
     assert any("buffered minutes" in line for line in meter.stderr), "".join(meter.stderr)
-    history = [p for t, p in sub.json("pm4324/t2/history/ct/1") if t == "pm4324/t2/history/ct/1"]
+    minutes = [p for t, p in sub.json("pm4324/t2/history") if t == "pm4324/t2/history"]
+    history = [{"seq": p["seq"], "time": p["time"], **p["cts"][0]} for p in minutes]
+    assert all(len(p["cts"]) == 24 and len(p["meters"]) == 8 for p in minutes)
     times = [p["time"] for p in history]
     assert times == sorted(times) and len(set(int(t // 60) for t in times)) == len(times)
     live = [p for t, p in sub.json("pm4324/t2/ct/1") if t == "pm4324/t2/ct/1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 
 from pm4324.config.settings import SettingsError, parse_settings
 from pm4324.mqtt.buffer import ForwardBuffer
-from pm4324.mqtt.topics import changed, history_messages, minute_reading
+from pm4324.mqtt.topics import changed, history_message, minute_reading
 
 
 @pytest.mark.parametrize("url, says", [
@@ -79,5 +80,5 @@ def test_the_buffer_keeps_the_newest_minutes_and_counts_what_it_dropped(tmp_path
     buf.close()
     again = ForwardBuffer(tmp_path / "b.db", max_minutes=5)  # survives a restart
     assert [r["seq"] for _, r in again.oldest(10)] == [300, 360, 420] and again.dropped == 3
-    topics = [t for t, _ in history_messages(again.oldest(1)[0][1], "pm/x")]
-    assert topics == ["pm/x/history/main/1", "pm/x/history/meter/1", "pm/x/history/ct/1"]
+    topic, payload = history_message(again.oldest(1)[0][1], "pm/x")
+    assert topic == "pm/x/history" and json.loads(payload)["seq"] == 300

@@ -22,7 +22,7 @@ import aiomqtt
 from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.mqtt.buffer import ForwardBuffer
 from pm4324.mqtt.discovery import Discovery
-from pm4324.mqtt.topics import base, changed, history_messages, minute_reading, state_messages
+from pm4324.mqtt.topics import base, changed, history_message, minute_reading, state_messages
 
 log = logging.getLogger("pm4324.mqtt")
 _client_log = logging.getLogger("pm4324.mqtt.client")
@@ -30,8 +30,9 @@ _client_log.setLevel(logging.CRITICAL)  # paho's socket errors: we say what happ
 
 #: (kind, number, value) -> None, or raises ValueError with the reason for a refusal
 Command = Callable[[str, int | None, bool | None], None]
-BACKLOG_BATCH = 10  # minutes sent (and acknowledged) per step of the backlog
+BACKLOG_BATCH = 60  # minutes sent (and acknowledged) per step of the backlog
 MAX_RETRY_S = 10.0
+MAX_IN_FLIGHT = 1000  # QoS 1 messages awaiting the broker's acknowledgement
 
 
 def _say(text: str) -> None:
@@ -133,7 +134,7 @@ class MqttPublisher:
         return aiomqtt.Client(s.host, s.port, logger=_client_log, username=user, password=password,
                               identifier=s.client_id or self.node, will=will, tls_context=tls,
                               keepalive=max(5, int(3 * s.interval_s) + 5), timeout=10,
-                              max_inflight_messages=BACKLOG_BATCH * 40)
+                              max_inflight_messages=MAX_IN_FLIGHT)
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         await client.publish(f"{self.root}/status", "online", qos=1, retain=True)
@@ -168,13 +169,12 @@ class MqttPublisher:
         while rows := self.buffer.oldest(BACKLOG_BATCH):
             # all of a batch in flight at once (QoS 1 keeps their order): one acknowledgement
             # round trip per batch, not per message, however busy the loop is
-            await asyncio.gather(*(client.publish(topic, payload, qos=1)
-                                   for _, reading in rows
-                                   for topic, payload in history_messages(reading, self.root)))
+            await asyncio.gather(*(client.publish(*history_message(reading, self.root), qos=1)
+                                   for _, reading in rows))
             self.buffer.remove([i for i, _ in rows])
             sent += len(rows)
         if total:
-            _say(f"sent {sent} buffered minutes to {self.root}/history/…")
+            _say(f"sent {sent} buffered minutes to {self.root}/history")
         self._last_buffered_minute = None
 
     async def _publish(self, client: aiomqtt.Client, d: dict[str, Any]) -> None:
@@ -182,8 +182,9 @@ class MqttPublisher:
         shape = (len(d.get("mains", [])), len(d.get("meters", [])), len(d.get("cts", [])),
                  tuple(a["alarm"] for a in d.get("alarms", [])))
         if s.discovery and shape != self._discovered_shape:
-            for topic, payload in self.discovery.messages(d):
-                await client.publish(topic, payload, qos=1, retain=True)
+            # all in flight at once: a few round trips however many entities, however busy
+            await asyncio.gather(*(client.publish(topic, payload, qos=1, retain=True)
+                                   for topic, payload in self.discovery.messages(d)))
             self._discovered_shape = shape
         t = float(d.get("time") or 0.0)
         if not s.on_change and t - self._last_publish_time < s.interval_s - 0.5:

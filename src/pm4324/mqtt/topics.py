@@ -9,7 +9,7 @@ Layout (docs/mqtt.md)::
     <prefix>/<node>/main/<i>           one main's V, f, THD
     <prefix>/<node>/meter/<m>          one Meter's values and energy registers
     <prefix>/<node>/ct/<k>             one CT's values and energy registers
-    <prefix>/<node>/history/<kind>/<n> buffered minutes sent after an outage (never live)
+    <prefix>/<node>/history            buffered minutes sent after an outage (never live)
     <prefix>/<node>/relay/<r>/set      command: ON | OFF   (only with commands = "relays")
     <prefix>/<node>/alarm/ack          command: a relay number, or "all"
 """
@@ -17,7 +17,6 @@ Layout (docs/mqtt.md)::
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,13 +97,7 @@ def minute_reading(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def history_messages(reading: dict[str, Any], root: str) -> Iterator[Message]:
-    """One buffered minute as history messages, each carrying its original time."""
-    stamp = _stamp(reading)
-    for kind, key in (("main", "main"), ("meter", "meter"), ("ct", "ct")):
-        for e in reading.get(kind + "s", []):
-            yield f"{root}/history/{kind}/{e[key]}", _payload({**stamp, **e})
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
+def history_message(reading: dict[str, Any], root: str) -> Message:
+    """One buffered minute as one message on ``<root>/history``, with its original time:
+    one message a minute keeps a long backlog quick to send and easy to put back together."""
+    return f"{root}/history", _payload(reading)
