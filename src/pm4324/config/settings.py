@@ -24,6 +24,7 @@ from pm4324.config.alarm_settings import (
     read_relays,
     read_store,
 )
+from pm4324.config.security_settings import SecuritySettings, read_security
 
 N_METERS = 8
 CTS_PER_METER = 3
@@ -112,6 +113,10 @@ class ModbusSettings:
     tcp_listen: str = "127.0.0.1:5020"
     tcp_enabled: bool = True
     serial_port: str = ""
+    # a second TCP listener whose 32-bit values use this word order, whatever word_order says
+    # (for a master that needs the other order without changing it for everyone); "" = off
+    tcp_listen_other_order: str = ""
+    other_word_order: str = "high-first"
 
     @property
     def parity(self) -> str:
@@ -162,6 +167,7 @@ class Settings:
     relays: RelayConfig = RelayConfig()
     alarms: tuple[AlarmRule, ...] = ()
     store: StoreSettings = StoreSettings()
+    security: SecuritySettings = SecuritySettings()
     source_path: str = "<defaults>"
 
     @property
@@ -416,6 +422,8 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         tcp_listen=_listen(mb, "tcp_listen", "127.0.0.1:5020"),
         tcp_enabled=mb.flag("tcp_enabled", True),
         serial_port=mb.text("serial_port", ""),
+        tcp_listen_other_order=_listen(mb, "tcp_listen_other_order", "", optional=True),
+        other_word_order=mb.choice("other_word_order", "high-first", WORD_ORDERS),
     )
     mb.finish()
 
@@ -432,6 +440,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     relays = read_relays(r.sub("relays"))
     alarms = read_alarms(r, n_mains)
     store = read_store(r.sub("store"))
+    security = read_security(r.sub("security"))
     r.finish()
     settings = Settings(
         model=model,
@@ -446,14 +455,17 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         relays=relays,
         alarms=alarms,
         store=store,
+        security=security,
         source_path=source,
     )
     validate(settings)
     return settings
 
 
-def _listen(r: _Reader, name: str, default: str) -> str:
+def _listen(r: _Reader, name: str, default: str, optional: bool = False) -> str:
     value = r.text(name, default)
+    if optional and not value:
+        return value
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise r.error(name, value, 'must be "HOST:PORT", e.g. "127.0.0.1:5020"')

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
+from pm4324.config.security_settings import security_lines
 from pm4324.config.settings import N_CTS, Calibration, Settings
 
 
@@ -55,9 +56,12 @@ def settings_to_toml(s: Settings) -> str:
               f"data_format = {_value(mb.data_format)}", f"word_order = {_value(mb.word_order)}",
               f"tcp_listen = {_value(mb.tcp_listen)}", f"tcp_enabled = {_value(mb.tcp_enabled)}",
               f"serial_port = {_value(mb.serial_port)}",
+              f"tcp_listen_other_order = {_value(mb.tcp_listen_other_order)}",
+              f"other_word_order = {_value(mb.other_word_order)}",
               "", "[canopen]", f"node_id = {co.node_id}", f"bitrate = {co.bitrate}",
               f"interface = {_value(co.interface)}", f"channel = {_value(co.channel)}"]
     lines += _relay_lines(s)
+    lines += security_lines(s.security)
     if s.store.path:
         lines += ["", "[store]", f"path = {_value(s.store.path)}"]
     if s.replay.inputs:
