@@ -12,12 +12,16 @@ import contextlib
 import json
 import signal
 import sys
+from pathlib import Path
 
 from pm4324.cli.display import render_table
+from pm4324.cli.listeners import plan_tcp, start_servers
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
+from pm4324.security.audit import DAY_S, AuditLog, audit_path_for
+from pm4324.security.guard import Guard
 from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
@@ -55,6 +59,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         source = source_class(args.source)(settings)
     else:
         source = SimulatorSource(load_scenario(args.scenario), settings)
+    plan = plan_tcp(settings, args)  # refuses an exposed listener before anything is opened
     try:
         store = open_store(settings, settings_path, args.reset_store)
     except StoreError as exc:
@@ -72,53 +77,36 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    servers = await _start_servers(meter, settings, args)
+    try:
+        audit = open_audit(settings, settings_path)
+    except Exception:
+        meter.close()
+        raise
+    meter.add_listener(lambda _snap: audit.flush())  # once a second, in the device loop
+    try:
+        servers = await start_servers(meter, settings, args, Guard(settings.security, audit), plan)
+    except BaseException:
+        meter.close()
+        audit.close()
+        raise
     try:
         await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
     finally:
         for server in servers:
             await server.stop()
         meter.close()
+        audit.close()
     return 0
 
 
-async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namespace) -> list:
-    """Modbus TCP by default, RTU when a serial port is given (see docs/modbus.md)."""
-    try:
-        from pm4324.protocols.modbus.rtu import RtuServer
-        from pm4324.protocols.modbus.tcp import TcpServer, parse_listen
-        from pm4324.registers.image import MapBackend
-    except ImportError:
-        return []
-    servers = []
-    backend = MapBackend(meter)
-    mb = settings.modbus
-    if mb.tcp_enabled and not args.no_modbus:
-        host, port = args.listen or parse_listen(mb.tcp_listen)
-        tcp = TcpServer(backend, unit_id=mb.address, host=host, port=port)
-        await tcp.start()
-        print(f"Modbus TCP on {host}:{tcp.port} (unit {mb.address})", file=sys.stderr, flush=True)
-        servers.append(tcp)
-    port_name = args.rtu or mb.serial_port
-    if port_name:
-        rtu = RtuServer(backend, port_name, address=mb.address, baud=mb.baud,
-                        data_format=mb.data_format)
-        await rtu.start()
-        print(f"Modbus RTU on {port_name} {mb.baud} {mb.data_format} (unit {mb.address})",
-              file=sys.stderr, flush=True)
-        servers.append(rtu)
-    if settings.canopen.interface:  # CANopen (PM-4324-CPS): docs/canopen.md
-        from pm4324.protocols.canopen import CanopenBusError, CanopenServer
+def open_audit(settings: Settings, settings_path: str | None) -> AuditLog:
+    """The audit log of this meter (docs/security.md): beside the state file by default."""
+    sec = settings.security
+    path = Path(sec.audit_path).expanduser() if sec.audit_path else \
+        audit_path_for(store_location(settings, settings_path)[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Audit log {path}", file=sys.stderr, flush=True)
+    return AuditLog(path, max_entries=sec.audit_max_entries,
+                    max_age_s=sec.audit_max_age_days * DAY_S)
 
-        co = settings.canopen
-        node = CanopenServer(meter, settings)
-        try:
-            await node.start()
-        except CanopenBusError as exc:
-            for server in servers:
-                await server.stop()
-            raise SystemExit(f"pm4324 run: {exc}") from None
-        print(f"CANopen node {co.node_id} on {co.interface}:{co.channel} ({co.bitrate} bit/s)",
-              file=sys.stderr, flush=True)
-        servers.append(node)
-    return servers
+

@@ -32,6 +32,7 @@ from pathlib import Path
 
 DAY_S = 86_400.0
 OUTCOMES = ("accepted", "refused")
+PRUNE_IDLE_S = 3600.0  # without new entries, old ones are expired this often
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
@@ -98,6 +99,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._pending: dict[tuple, AuditEntry] = {}  # insertion-ordered; refusals coalesce
         self._serial = 0
+        self._pruned = -PRUNE_IDLE_S
         self._db = sqlite3.connect(":memory:" if path is None else str(path),
                                    check_same_thread=False, isolation_level=None)
         if path is not None:
@@ -106,6 +108,11 @@ class AuditLog:
         self._db.executescript(SCHEMA)
         row = self._db.execute("SELECT value FROM audit_meta WHERE key = 'dropped'").fetchone()
         self._dropped = int(row[0]) if row else 0
+
+    @classmethod
+    def reader(cls, path: str | Path) -> AuditLog:
+        """Open an existing log to read it (``pm4324 audit``, also while the meter runs)."""
+        return cls(path)
 
     @property
     def dropped(self) -> int:
@@ -133,6 +140,10 @@ class AuditLog:
     def flush(self) -> None:
         """Write the queued entries, expire old ones, evict beyond ``max_entries``."""
         with self._lock:
+            now = self._clock()
+            if not self._pending and now - self._pruned < PRUNE_IDLE_S:
+                return  # nothing new: expire old entries only now and then
+            self._pruned = now
             batch, self._pending = list(self._pending.values()), {}
             db = self._db
             db.execute("BEGIN")
@@ -142,7 +153,7 @@ class AuditLog:
                     " old, new, reason, count) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     [(e.time, e.outcome, e.interface, e.address, e.subject, e.role, e.target,
                       e.old, e.new, e.reason, e.count) for e in batch])
-                db.execute("DELETE FROM audit WHERE time < ?", (self._clock() - self.max_age_s,))
+                db.execute("DELETE FROM audit WHERE time < ?", (now - self.max_age_s,))
                 for outcome in OUTCOMES:
                     cur = db.execute(
                         "DELETE FROM audit WHERE outcome = ? AND id <= (SELECT id FROM audit"
@@ -166,7 +177,8 @@ class AuditLog:
         return [AuditEntry(*row) for row in reversed(rows)]
 
     def close(self) -> None:
-        self.flush()
+        if self._pending:
+            self.flush()
         with self._lock:
             self._db.close()
 
