@@ -16,6 +16,7 @@ from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.protocols.modbus.tls import server_context
 
 TIMEOUT = 3.0
+NO_ANSWER_S = 1.0  # how long a refused client waits for the answer that never comes
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ async def test_role_certificates(pki, guarded, tls_server, role, coil_ok, ct_ok,
 async def test_no_valid_certificate_is_refused_at_handshake(pki, guarded, tls_server, stem,
                                                             max_tls12):
     client = AsyncModbusTlsClient("127.0.0.1", port=tls_server.port, sslctx=pki.client_context(
-        stem, max_tls12), timeout=TIMEOUT, retries=0)
+        stem, max_tls12), timeout=NO_ANSWER_S, retries=0)
     try:
         connected = await client.connect()
         if max_tls12:
@@ -92,7 +93,8 @@ async def test_no_valid_certificate_is_refused_at_handshake(pki, guarded, tls_se
 async def test_plain_modbus_client_on_the_tls_port_gets_nothing(guarded, tls_server):
     from pymodbus.client import AsyncModbusTcpClient
 
-    client = AsyncModbusTcpClient("127.0.0.1", port=tls_server.port, timeout=TIMEOUT, retries=0)
+    client = AsyncModbusTcpClient("127.0.0.1", port=tls_server.port, timeout=NO_ANSWER_S,
+                                  retries=0)
     try:
         await client.connect()
         with pytest.raises(ModbusException):
