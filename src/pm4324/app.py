@@ -99,11 +99,21 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     return 0
 
 
+def audit_location(settings: Settings, settings_path: str | None) -> Path:
+    """``[security] audit_path`` (relative to the settings file's directory), else beside
+    the state file."""
+    sec = settings.security
+    if not sec.audit_path:
+        return audit_path_for(store_location(settings, settings_path)[0])
+    path = Path(sec.audit_path).expanduser()
+    home = Path(settings_path).resolve().parent if settings_path else Path.cwd()
+    return path if path.is_absolute() else home / path
+
+
 def open_audit(settings: Settings, settings_path: str | None) -> AuditLog:
     """The audit log of this meter (docs/security.md): beside the state file by default."""
     sec = settings.security
-    path = Path(sec.audit_path).expanduser() if sec.audit_path else \
-        audit_path_for(store_location(settings, settings_path)[0])
+    path = audit_location(settings, settings_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"Audit log {path}", file=sys.stderr, flush=True)
     return AuditLog(path, max_entries=sec.audit_max_entries,

@@ -22,20 +22,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from pm4324.app import audit_location
     from pm4324.cli.cli import _default_settings_path
     from pm4324.config.settings import load_settings
-    from pm4324.device.store import store_location
-    from pm4324.security.audit import AuditLog, audit_path_for, format_audit
+    from pm4324.security.audit import AuditLog, format_audit
 
     if args.last is not None and args.last < 1:
         print("pm4324 audit: --last must be 1 or more", file=sys.stderr)
         return 2
     settings = load_settings(args.settings or _default_settings_path())
-    sec = settings.security
-    path = Path(sec.audit_path).expanduser() if sec.audit_path else \
-        audit_path_for(store_location(settings, args.settings)[0])
+    path = audit_location(settings, args.settings)
     if not path.exists():
         print(f"pm4324 audit: {path}: no audit log yet (the meter has not run with these "
               "settings)", file=sys.stderr)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import NoReturn
 
-from pm4324.config.security_settings import ListenerAccess
+from pm4324.config.security_settings import ListenerAccess, TlsSettings
 from pm4324.config.settings import Settings
 from pm4324.registers.backend import MeterControl
 from pm4324.security import exposure
@@ -34,6 +35,14 @@ def _fail(text: str) -> NoReturn:
     """Bad settings or options: one line on stderr, exit code 2."""
     _say(text)
     raise SystemExit(2)
+
+
+def _beside(tls: TlsSettings, settings: Settings) -> TlsSettings:
+    """TLS file names relative to the settings file's directory (as ``[store] path``)."""
+    home = Path(settings.source_path).resolve().parent if Path(settings.source_path).is_file() \
+        else Path.cwd()
+    return replace(tls, **{name: str(home / Path(getattr(tls, name)).expanduser())
+                           for name in ("certificate", "key", "ca")})
 
 
 def plan_tcp(settings: Settings, args: argparse.Namespace) -> list[Listener]:
@@ -87,7 +96,7 @@ async def start_servers(meter: MeterControl, settings: Settings, args: argparse.
                 from pm4324.protocols.modbus.tls import server_context
 
                 try:
-                    ssl_context = server_context(settings.security.tls)
+                    ssl_context = server_context(_beside(settings.security.tls, settings))
                 except OSError as exc:  # ssl.SSLError is an OSError
                     _fail(f"pm4324 run: [security.tls]: {exc}")
             tcp = TcpServer(backend, unit_id=mb.address, host=listener.host, port=listener.port,
