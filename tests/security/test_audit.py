@@ -73,11 +73,13 @@ def test_dropped_counter_is_a_register():
     clock = Clock()
     log = AuditLog(None, max_entries=100, clock=clock)
     settings = Settings()
-    backend = MapBackend(FakeMeter(settings, make_snapshot(settings)), guard=Guard(None, log))
+    meter = FakeMeter(settings, make_snapshot(settings))
+    backend = MapBackend(meter, guard=Guard(None, log))
     for i in range(70_000 + 100):
         log.record(entry(clock.now, new=str(i)))
         if i % 5000 == 4999:
             log.flush()
     log.flush()
     assert log.dropped == 70_000
+    meter.publish(make_snapshot(settings, seq=8))  # the counters are served as of each second
     assert backend.read_registers("input", 0x1082, 2) == [70_000 - 65536, 1]  # uint32, low first

@@ -63,6 +63,7 @@ def test_defaults_relays_from_loopback_only():
     ]
     assert entries[1].reason == "needs relays" and entries[5].reason == "needs energy-reset"
     assert backend.guard.refused == 5
+    meter.publish(make_snapshot(meter.settings, seq=8))  # counters are served per second
     assert backend.read_registers("input", 0x1084, 2) == [5, 0]  # writes_refused, ours
 
 

@@ -127,8 +127,7 @@ class MapBackend:
             and image.settings is c.settings
             and image.relays == tuple(c.relays)
             and _alarm_bits(image.alarms) == _alarm_bits(c.alarm_status)
-            and image.counters == self._counters()
-        )
+        )  # not the security counters: a storm of refusals must not cost a rebuild each
 
     def _build(self, snapshot: Snapshot | None, order: str | None = None) -> RegisterImage:
         c = self._control
