@@ -23,6 +23,15 @@ REMOTE = Client(MODBUS_TCP, "192.0.2.7:40000")
 RTU = Client(MODBUS_RTU, "/dev/ttyS0")
 
 
+def import_kwh(meters: range) -> str:
+    """What the audit entry of a reset records: the counters it would zero (from the snapshot)."""
+    wh = make_snapshot(Settings()).meter_energy.wh_import
+    return "import " + ", ".join(f"M{m} {wh[m - 1] / 1000:.2f}" for m in meters) + " kWh"
+
+
+ALL_KWH = import_kwh(range(1, 9))
+
+
 def setup(security: SecuritySettings | None = None):
     settings = Settings()
     meter = FakeMeter(settings, make_snapshot(settings))
@@ -58,7 +67,7 @@ def test_defaults_relays_from_loopback_only():
         ("refused", "/dev/ttyS0", "coil 0x1001 relay2", "0", "1"),
         ("refused", "virtual:x", "coil 0x1001 relay2", "0", "1"),
         ("refused", "127.0.0.1:40000", "holding 0x1000 ct_ratio_meter1", "100", "300"),
-        ("refused", "127.0.0.1:40000", "holding 0x1013 energy_reset", "0", "9"),
+        ("refused", "127.0.0.1:40000", "holding 0x1013 energy_reset", ALL_KWH, "9"),
         ("accepted", "127.0.0.1:40000", "holding 0x1026 alarm_ack", "0", "3"),
     ]
     assert entries[1].reason == "needs relays" and entries[5].reason == "needs energy-reset"
@@ -90,6 +99,8 @@ def test_vendor_profile_and_rtu_broadcast_never_resets_energy():
     assert meter.resets == [4] and meter.settings.meters[0].ct_ratio == 250
     audit.flush()
     assert audit.entries(outcome="refused")[0].reason == "needs energy-reset; broadcast"
+    assert audit.entries()[0].old == import_kwh(range(4, 5))  # what the reset zeroed
+    assert audit.entries()[0].old.startswith("import M4 ") and "M5" not in audit.entries()[0].old
 
 
 @pytest.mark.parametrize(("role", "coil", "ct_ratio", "reset"), [

@@ -59,6 +59,15 @@ def _with_setting(s: Settings, src: Source, value: float) -> Settings:
     return replace(s, modbus=replace(s.modbus, word_order=WORD_ORDERS[int(value)]))
 
 
+def _import_kwh(snapshot: Snapshot | None, meter: int | None) -> str:
+    """What a reset would zero, for the audit entry: import kWh of the Meters concerned."""
+    if snapshot is None:
+        return "no data"
+    wh = snapshot.meter_energy.wh_import
+    meters = range(1, len(wh) + 1) if meter is None else [meter]
+    return "import " + ", ".join(f"M{m} {wh[m - 1] / 1000:.2f}" for m in meters) + " kWh"
+
+
 def _text(p: Point, raw: int | float) -> str:
     return f"{p.native(raw):g}"
 
@@ -212,10 +221,14 @@ class MapBackend:
         writes = []
         for p, raw in raws:
             target = f"holding 0x{p.address:04X} {p.name}"
-            if p.source.kind == "command":
+            if p.source.kind == "command" and p.source.field == "energy_reset":
                 if raw:  # 0 = no action, needs no right
-                    right = Right.ENERGY_RESET if p.source.field == "energy_reset" else Right.RELAYS
-                    writes.append(Write(right, target, "0", _text(p, raw)))
+                    old = _import_kwh(image.snapshot, None if raw == RESET_ALL else int(raw))
+                    writes.append(Write(Right.ENERGY_RESET, target, old, _text(p, raw)))
+                continue
+            if p.source.kind == "command":
+                if raw:
+                    writes.append(Write(Right.RELAYS, target, "0", _text(p, raw)))
                 continue
             old = decode(p.type, image.read("holding", p.address, p.size), image.order)
             writes.append(Write(Right.SETTINGS, target, _text(p, old), _text(p, raw)))

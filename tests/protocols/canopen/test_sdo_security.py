@@ -19,6 +19,19 @@ from pm4324.security.audit import AuditLog
 from pm4324.security.guard import Guard
 
 
+def all_import_kwh() -> str:
+    """The audit entry's old value of a reset of all Meters: their import counters."""
+    from canopen_helpers import snapshot
+
+    from pm4324.config.settings import Settings
+
+    wh = snapshot(Settings()).meter_energy.wh_import
+    return "import " + ", ".join(f"M{m} {wh[m - 1] / 1000:.2f}" for m in range(1, 9)) + " kWh"
+
+
+ALL_KWH = all_import_kwh()
+
+
 def guarded_node(meter, settings, log, security: SecuritySettings):
     audit = AuditLog(None)
     backend = MapBackend(meter, guard=Guard(security, audit))
@@ -64,7 +77,7 @@ def test_policy_all_allows_settings_but_not_energy_reset(meter, settings, log, m
     assert meter.settings.meters[0].ct_ratio == 250 and not meter.resets
     audit.flush()
     assert [(e.outcome, e.old, e.new) for e in audit.entries()] == [
-        ("accepted", "100", "250"), ("refused", "0", "9")]
+        ("accepted", "100", "250"), ("refused", ALL_KWH, "9")]
 
 
 def test_rpdo_writes_pass_the_same_guard(meter, settings, log, master):
