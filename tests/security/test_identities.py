@@ -3,6 +3,7 @@ hashed tokens, broker accounts."""
 
 from __future__ import annotations
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -51,3 +52,30 @@ def test_tokens_are_stored_hashed():
     assert table.lookup(token).role == "relays" and table.lookup("nope") is None
     assert account_role({"meter-cmd": "relays"}, "meter-cmd") == "relays"
     assert account_role({"meter-cmd": "relays"}, "guest") is None
+
+
+def test_settings_credentials_map_to_clients_with_roles():
+    import tomllib
+
+    from pm4324.config.settings import SettingsError, parse_settings
+    from pm4324.config.settings_file import settings_to_toml
+    from pm4324.security.guard import Guard
+    from pm4324.security.identities import Identities
+
+    token = new_token()
+    s = parse_settings({"security": {"tokens": {"hmi": {"role": "relays", "hash": hash_token(token)}},
+                                     "mqtt_accounts": {"meter-cmd": "settings"}}})
+    assert parse_settings(tomllib.loads(settings_to_toml(s))).security == s.security
+    ids, guard = Identities(s.security), Guard(s.security)
+    http = ids.http_client(token, "127.0.0.1:8080")
+    assert (http.subject, http.role) == ("hmi", "relays") and guard.rights(http) == {"relays"}
+    assert guard.rights(ids.http_client("wrong", "127.0.0.1:8080")) == set()
+    assert guard.rights(ids.http_client(None, "127.0.0.1:8080")) == set()
+    assert guard.rights(ids.mqtt_client("meter-cmd", "127.0.0.1:1883")) == {"relays", "settings"}
+    assert guard.rights(ids.mqtt_client("guest", "127.0.0.1:1883")) == set()
+    for bad, key in (({"tokens": {"x": {"role": "relays", "hash": "secret"}}}, "security.tokens.x.hash"),
+                     ({"tokens": {"x": {"role": "root", "hash": "scrypt$1"}}}, "security.tokens.x.role"),
+                     ({"mqtt_accounts": {"a": "root"}}, "security.mqtt_accounts.a")):
+        with pytest.raises(SettingsError) as info:
+            parse_settings({"security": bad})
+        assert info.value.key == key

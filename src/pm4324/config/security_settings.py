@@ -74,6 +74,10 @@ class SecuritySettings:
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     tcp: ListenerAccess = ListenerAccess()
     tls: TlsSettings = TlsSettings()
+    # credentials of later interfaces: HTTP API tokens (name -> (role, scrypt hash)) and MQTT
+    # broker accounts allowed to send commands (account -> role)
+    tokens: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    mqtt_accounts: Mapping[str, str] = field(default_factory=dict)
     audit_path: str = ""  # "" = beside the state file
     audit_max_entries: int = 100_000
     audit_max_age_days: float = 400.0  # a billing year and a margin
@@ -89,7 +93,8 @@ class SecuritySettings:
 
 def _key(s: SecuritySettings) -> tuple:
     return (s.profile, sorted(s.policy.items()), s.energy_reset, sorted(s.roles.items()), s.tcp,
-            s.tls, s.audit_path, s.audit_max_entries, s.audit_max_age_days)
+            s.tls, sorted(s.tokens.items()), sorted(s.mqtt_accounts.items()), s.audit_path,
+            s.audit_max_entries, s.audit_max_age_days)
 
 
 def _networks(r: _Reader, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -156,6 +161,20 @@ def read_security(r: _Reader) -> SecuritySettings:
             if not getattr(tls, name):
                 raise tls_r.error(name, "", "is needed when [security.tls] enabled = true")
     tls_r.finish()
+    tokens_r = r.sub("tokens")
+    tokens = {}
+    for name in list(tokens_r.table):
+        t = tokens_r.sub(name)
+        role = t.choice("role", "read", tuple(roles))
+        hashed = t.text("hash", "")
+        if not hashed.startswith("scrypt$"):
+            raise t.error("hash", hashed, "must be a hash from `pm4324 token` (scrypt$...)")
+        t.finish()
+        tokens[name] = (role, hashed)
+    tokens_r.finish()
+    accounts_r = r.sub("mqtt_accounts")
+    accounts = {name: accounts_r.choice(name, "", tuple(roles)) for name in list(accounts_r.table)}
+    accounts_r.finish()
     security = SecuritySettings(
         profile=profile,
         policy=policy,
@@ -163,6 +182,8 @@ def read_security(r: _Reader) -> SecuritySettings:
         roles=roles,
         tcp=tcp,
         tls=tls,
+        tokens=tokens,
+        mqtt_accounts=accounts,
         audit_path=r.text("audit_path", ""),
         audit_max_entries=r.integer("audit_max_entries", 100_000, 100, 10_000_000),
         audit_max_age_days=r.number("audit_max_age_days", 400.0, 1, 36_500),
@@ -187,6 +208,12 @@ def security_lines(s: SecuritySettings) -> list[str]:
     if dict(s.roles) != DEFAULT_ROLES:
         lines += ["", "[security.roles]"]
         lines += [f"{_quoted(k)} = {_value(list(v))}" for k, v in s.roles.items()]
+    for name, (role, hashed) in s.tokens.items():
+        lines += ["", f"[security.tokens.{_quoted(name)}]", f"role = {_value(role)}",
+                  f"hash = {_value(hashed)}"]
+    if s.mqtt_accounts:
+        lines += ["", "[security.mqtt_accounts]"]
+        lines += [f"{_quoted(k)} = {_value(v)}" for k, v in s.mqtt_accounts.items()]
     lines += ["", "[security.tcp]", *_access_lines(s.tcp)]
     t = s.tls
     lines += ["", "[security.tls]", f"enabled = {_value(t.enabled)}", f"listen = {_value(t.listen)}",

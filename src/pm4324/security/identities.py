@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from pm4324.config.security_settings import SecuritySettings
+from pm4324.security.roles import HTTP, MQTT, Client
+
 ROLE_OID = x509.ObjectIdentifier("1.3.6.1.4.1.50316.802.1")
 _UTF8STRING = 0x0C
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -118,3 +121,21 @@ class TokenTable:
 def account_role(accounts: Mapping[str, str], account: str) -> str | None:
     """The role of an MQTT broker account (None: not listed, no rights)."""
     return accounts.get(account)
+
+
+class Identities:
+    """The credentials of ``[security]`` for interfaces that have them: each turns what a
+    request presents into a ``Client`` for the guard (HTTP: a bearer token; MQTT: the broker
+    account a command arrived under)."""
+
+    def __init__(self, security: SecuritySettings):
+        self.tokens = TokenTable([TokenEntry(name, role, hashed)
+                                  for name, (role, hashed) in security.tokens.items()])
+        self.accounts = dict(security.mqtt_accounts)
+
+    def http_client(self, token: str | None, address: str) -> Client:
+        entry = self.tokens.lookup(token) if token else None
+        return Client(HTTP, address, entry.name if entry else "", entry.role if entry else None)
+
+    def mqtt_client(self, account: str, broker: str) -> Client:
+        return Client(MQTT, broker, account, account_role(self.accounts, account))
