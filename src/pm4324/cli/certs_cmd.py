@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_ROLES = ("read", "relays", "settings", "energy-reset")
+from pm4324.config.security_settings import DEFAULT_ROLES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

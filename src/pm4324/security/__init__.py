@@ -8,6 +8,6 @@ and every accepted or refused write lands in the ``AuditLog``.
 
 from pm4324.security.audit import AuditEntry, AuditLog
 from pm4324.security.guard import Guard, Refused, Write
-from pm4324.security.roles import Client, Right, Role
+from pm4324.security.roles import Client, Right
 
-__all__ = ["AuditEntry", "AuditLog", "Client", "Guard", "Refused", "Right", "Role", "Write"]
+__all__ = ["AuditEntry", "AuditLog", "Client", "Guard", "Refused", "Right", "Write"]

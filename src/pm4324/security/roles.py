@@ -4,7 +4,8 @@ Rights are what a write needs: ``relays`` (relay coils, alarm acknowledgement), 
 (CT/PT ratios, wiring, word order, relay modes, alarm rules) and ``energy-reset`` (zeroing
 counters: billing data, so a right of its own). Reading needs no right.
 
-A *role* names a set of rights. Credentials carry roles: the role extension of an X.509
+A *role* names a set of rights (``[security.roles]``; defaults in
+config/security_settings.py). Credentials carry roles: the role extension of an X.509
 client certificate (Modbus/TCP Security), a hashed token or user for the HTTP API, the broker
 account for MQTT commands (``identities.py``). Interfaces without credentials (RS-485, CAN,
 plain TCP) get the rights of their write policy instead.
@@ -23,22 +24,6 @@ class Right(StrEnum):
     ENERGY_RESET = "energy-reset"
 
 
-class Role(StrEnum):
-    READ = "read"
-    RELAYS = "relays"
-    SETTINGS = "settings"
-    ENERGY_RESET = "energy-reset"
-
-
-# The default roles-to-rights table (``[security.roles]`` may change it). Roles do not nest
-# into energy reset: the person who tunes alarms is not the one who zeroes a tenant's counters.
-DEFAULT_ROLES: dict[str, frozenset[Right]] = {
-    Role.READ: frozenset(),
-    Role.RELAYS: frozenset({Right.RELAYS}),
-    Role.SETTINGS: frozenset({Right.RELAYS, Right.SETTINGS}),
-    Role.ENERGY_RESET: frozenset({Right.ENERGY_RESET}),
-}
-
 # Write policies (per interface, in the settings) and the rights they grant.
 POLICIES: dict[str, frozenset[Right]] = {
     "read-only": frozenset(),
@@ -51,9 +36,10 @@ POLICIES: dict[str, frozenset[Right]] = {
 class Client:
     """Who sent a request: the interface, its address there, and credentials if any.
 
-    ``interface`` is one of ``INTERFACES``; ``address`` is "ip:port" on TCP, the serial device
-    on RTU, the bus on CANopen; ``subject`` and ``role`` come from a verified certificate (or a
-    token, an account); ``role`` None means no role (Modbus/TCP Security: NULL, not a default).
+    ``interface`` is one of the names below (``MODBUS_TCP`` ...); ``address`` is "ip:port" on
+    TCP, the serial device on RTU, the bus on CANopen; ``subject`` and ``role`` come from a
+    verified certificate (or a token, an account); ``role`` None means no role (Modbus/TCP
+    Security: NULL, not a default).
     ``broadcast`` marks an RTU request to unit 0.
     """
 
@@ -87,14 +73,13 @@ class Client:
         return " ".join(p for p in parts if p)
 
 
-# Interfaces a write policy can name (the settings keys of [security]).
+# Interfaces, as a Client names them (the audit log's "interface").
 MODBUS_TCP = "modbus-tcp"
 MODBUS_TLS = "modbus-tls"
 MODBUS_RTU = "modbus-rtu"
 CANOPEN = "canopen"
 HTTP = "http"
 MQTT = "mqtt"
-INTERFACES = (MODBUS_TCP, MODBUS_TLS, MODBUS_RTU, CANOPEN, HTTP, MQTT)
 
 
 def peer_address(peername: object) -> str:
