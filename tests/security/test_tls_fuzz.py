@@ -21,6 +21,14 @@ LIMIT = 5.0  # bound on any single wait
 ROUNDS = 40  # malformed connections per kind
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request):
+    """Both loops `pm4324 run` may use (uvloop where installed): their TLS code differs."""
+    if request.param == "uvloop":
+        return pytest.importorskip("uvloop").EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
 def mbap(tid: int, pdu: bytes) -> bytes:
     return struct.pack(">HHHB", tid, 0, len(pdu) + 1, 1) + pdu
 
