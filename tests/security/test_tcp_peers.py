@@ -146,6 +146,29 @@ async def test_request_rate_and_connections_per_client(guarded):
     assert access.over_connections == 1 and access.over_rate == 15
 
 
+async def answer_or_close(reader: asyncio.StreamReader, size: int) -> bytes:
+    """The answer (``size`` bytes), or what came before the server closed the connection."""
+    data = b""
+    while len(data) < size:
+        chunk = await asyncio.wait_for(reader.read(size - len(data)), LIMIT)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def test_reconnecting_in_a_loop_is_limited(guarded):
+    access = SourceControl(ListenerAccess(max_connects_per_s=1))  # a burst of one
+    async with TcpServer(guarded.backend, port=0, access=access) as srv:
+        answers = []
+        for tid in range(3):  # one after the other, each closed before the next
+            reader, writer = await connect(srv.port)
+            writer.write(mbap(tid, bytes.fromhex("04 1000 0001")))
+            answers.append(await answer_or_close(reader, 11))
+            writer.close()
+    assert [len(a) for a in answers] == [11, 0, 0] and access.over_connections == 2
+
+
 async def test_second_port_serves_the_other_word_order(guarded):
     b = guarded.backend
     async with TcpServer(b, port=0) as low, TcpServer(b, port=0, word_order="high-first") as high:

@@ -49,7 +49,8 @@ class ListenerAccess:
     """Who may connect to one TCP listener, and how much each client address may ask."""
 
     allow: tuple[str, ...] = LOOPBACK_NETS  # client networks (CIDR)
-    max_connections_per_client: int = 16
+    max_connections_per_client: int = 16  # open at once
+    max_connects_per_s: float = 10.0  # new connections per client address (a burst of as many)
     max_requests_per_s: float = 1000.0  # per client address; beyond it: exception 06 (busy)
 
 
@@ -114,6 +115,7 @@ def _access(r: _Reader, default: ListenerAccess) -> ListenerAccess:
         allow=_networks(r, "allow", default.allow),
         max_connections_per_client=r.integer("max_connections_per_client",
                                              default.max_connections_per_client, 1, 10_000),
+        max_connects_per_s=r.number("max_connects_per_s", default.max_connects_per_s, 0.01, 1e4),
         max_requests_per_s=r.number("max_requests_per_s", default.max_requests_per_s, 1, 1e6),
     )
     return access
@@ -231,6 +233,7 @@ def _access_lines(a: ListenerAccess) -> list[str]:
 
     return [f"allow = {_value(list(a.allow))}",
             f"max_connections_per_client = {a.max_connections_per_client}",
+            f"max_connects_per_s = {_value(a.max_connects_per_s)}",
             f"max_requests_per_s = {_value(a.max_requests_per_s)}"]
 
 

@@ -1,9 +1,9 @@
 """Per-listener source control: which client networks may connect, and how much each client
-address may ask (connections at once, requests per second).
+address may ask (connections open at once, new connections per second, requests per second).
 
 Why per address and not per connection: a client that opens many connections, or reconnects
-in a loop, is still one client. The request limit is a token bucket (``max_requests_per_s``
-tokens a second, a burst of one second's worth); a request over it is answered with
+in a loop, is still one client. Both rates are token buckets with a burst of one second's
+worth. A connection over a limit is closed at once; a request over the rate is answered with
 exception 06 (server device busy), which costs less than serving it and tells an honest
 master to slow down. Counters say how often each limit bit (docs/security.md).
 """
@@ -20,9 +20,11 @@ MAX_TRACKED = 4096  # client addresses whose buckets are remembered (oldest idle
 
 @dataclass
 class _Bucket:
-    tokens: float
+    tokens: float  # requests
     stamp: float
-    connections: int = 0
+    connects: float  # new connections
+    connect_stamp: float
+    connections: int = 0  # open now
 
 
 class SourceControl:
@@ -33,7 +35,7 @@ class SourceControl:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in access.allow]
         self._buckets: dict[str, _Bucket] = {}
         self.not_allowed = 0  # connections from outside the allow-list
-        self.over_connections = 0  # connections past max_connections_per_client
+        self.over_connections = 0  # past max_connections_per_client or max_connects_per_s
         self.over_rate = 0  # requests answered "busy"
 
     def allowed(self, host: str) -> bool:
@@ -51,9 +53,13 @@ class SourceControl:
             self.not_allowed += 1
             return False
         bucket = self._bucket(host, now)
-        if bucket.connections >= self.access.max_connections_per_client:
+        rate = self.access.max_connects_per_s
+        bucket.connects = min(rate, bucket.connects + (now - bucket.connect_stamp) * rate)
+        bucket.connect_stamp = now
+        if bucket.connections >= self.access.max_connections_per_client or bucket.connects < 1.0:
             self.over_connections += 1
             return False
+        bucket.connects -= 1.0
         bucket.connections += 1
         return True
 
@@ -79,7 +85,9 @@ class SourceControl:
         if bucket is None:
             if len(self._buckets) >= MAX_TRACKED:
                 self._forget_idle()
-            bucket = self._buckets[host] = _Bucket(self.access.max_requests_per_s, now)
+            a = self.access
+            bucket = self._buckets[host] = _Bucket(a.max_requests_per_s, now,
+                                                   max(1.0, a.max_connects_per_s), now)
         return bucket
 
     def _forget_idle(self) -> None:
