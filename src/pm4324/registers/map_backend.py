@@ -64,6 +64,8 @@ def _import_kwh(snapshot: Snapshot | None, meter: int | None) -> str:
     if snapshot is None:
         return "no data"
     wh = snapshot.meter_energy.wh_import
+    if meter is not None and not 1 <= meter <= len(wh):
+        return f"no Meter {meter}"  # the value check refuses it after the rights check
     meters = range(1, len(wh) + 1) if meter is None else [meter]
     return "import " + ", ".join(f"M{m} {wh[m - 1] / 1000:.2f}" for m in meters) + " kWh"
 
