@@ -83,3 +83,41 @@ def test_dropped_counter_is_a_register():
     assert log.dropped == 70_000
     meter.publish(make_snapshot(settings, seq=8))  # the counters are served as of each second
     assert backend.read_registers("input", 0x1082, 2) == [70_000 - 65536, 1]  # uint32, low first
+
+
+def test_relay_toggling_does_not_evict_an_energy_reset():
+    clock = Clock()
+    log = AuditLog(None, max_entries=100, clock=clock)
+    log.record(AuditEntry(clock.now, "accepted", "modbus-tls", "10.0.0.2:7", "billing", "energy-reset",
+                          "holding 0x1013 energy_reset", "import M3 12.00 kWh", "3",
+                          right="energy-reset"))
+    for i in range(1000):  # an authorised client switching a relay, 10x the bound
+        log.record(AuditEntry(clock.now, "accepted", "modbus-tcp", "127.0.0.1:9", "", None,
+                              "coil 0x1000 relay1", str(i & 1), str(~i & 1), right="relays"))
+        if i % 100 == 99:
+            log.flush()
+    resets = [e for e in log.entries() if e.right == "energy-reset"]
+    assert [(e.subject, e.old) for e in resets] == [("billing", "import M3 12.00 kWh")]
+    assert len(log.entries()) == 101 and log.dropped == 900
+
+
+def test_a_failing_disk_loses_entries_visibly_and_an_old_log_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)  # a log as written before entries named their right
+    db.executescript("CREATE TABLE audit (id INTEGER PRIMARY KEY, time REAL NOT NULL, outcome TEXT"
+                     " NOT NULL, interface TEXT NOT NULL, address TEXT NOT NULL, subject TEXT NOT"
+                     " NULL, role TEXT, target TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL,"
+                     " reason TEXT NOT NULL, count INTEGER NOT NULL DEFAULT 1);")
+    db.close()
+    clock = Clock()
+    log = AuditLog(path, clock=clock)
+    log.record(entry(clock.now, new="kept"))
+    log.flush()
+    assert [e.new for e in log.entries()] == ["kept"]
+    log._db.execute("DROP TABLE audit")  # stands in for a disk that stopped taking writes
+    log.record(entry(clock.now, "refused"))
+    log.record(entry(clock.now, "refused", address="10.0.0.1:6"))  # coalesced: count 2
+    log.flush()  # logged, not raised
+    assert log.dropped == 2

@@ -80,7 +80,7 @@ class SecuritySettings:
     tokens: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     mqtt_accounts: Mapping[str, str] = field(default_factory=dict)
     audit_path: str = ""  # "" = beside the state file
-    audit_max_entries: int = 100_000
+    audit_max_entries: int = 100_000  # per outcome and right (security/audit.py)
     audit_max_age_days: float = 400.0  # a billing year and a margin
 
     def __eq__(self, other: object) -> bool:  # Mapping fields: compare as plain dicts

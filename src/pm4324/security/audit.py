@@ -7,8 +7,9 @@ the audit log is bounded by its own rules instead:
 
 * by **age** (``max_age_s``, default 400 days: a billing year and a margin): older entries
   expire, which is retention, not loss;
-* by **size**, separately for accepted writes and for refusals (``max_entries`` each), so a
-  flood of refused writes cannot evict the record of the writes that did change the meter;
+* by **size**, separately for accepted writes and for refusals and for each right they
+  needed (``max_entries`` per group), so a flood of refused writes cannot evict the record of
+  the writes that did change the meter, nor relay switching that of an energy reset;
   an entry evicted for size before its age is *dropped*, and so is one that arrives while
   ``max_pending`` entries wait to be written: ``dropped`` counts both, persists across
   restarts and is served as a register (``audit_dropped``, ours);
@@ -23,6 +24,7 @@ in WAL mode: a crash loses at most the last second, never the file). ``pm4324 au
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -30,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 DAY_S = 86_400.0
-OUTCOMES = ("accepted", "refused")
 PRUNE_IDLE_S = 3600.0  # without new entries, old ones are expired this often
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -46,9 +49,10 @@ CREATE TABLE IF NOT EXISTS audit (
     old TEXT NOT NULL,
     new TEXT NOT NULL,
     reason TEXT NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1
+    count INTEGER NOT NULL DEFAULT 1,
+    "right" TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS audit_outcome ON audit (outcome, id);
+CREATE INDEX IF NOT EXISTS audit_group ON audit (outcome, "right", id);
 CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -66,6 +70,7 @@ class AuditEntry:
     new: str
     reason: str = ""
     count: int = 1
+    right: str = ""  # the right the write needed: relays, settings, energy-reset
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +111,9 @@ class AuditLog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(audit)")}
+        if "right" not in columns:  # a log written before entries named their right
+            self._db.execute('ALTER TABLE audit ADD COLUMN "right" TEXT NOT NULL DEFAULT \'\'')
         row = self._db.execute("SELECT value FROM audit_meta WHERE key = 'dropped'").fetchone()
         self._dropped = int(row[0]) if row else 0
 
@@ -138,7 +146,17 @@ class AuditLog:
             self._pending[key] = entry
 
     def flush(self) -> None:
-        """Write the queued entries, expire old ones, evict beyond ``max_entries``."""
+        """Write the queued entries, expire old ones, evict beyond ``max_entries``.
+
+        A write that fails (disk full, I/O error) is logged and its entries count as dropped:
+        the meter goes on measuring, and the counter tells that the log has a gap."""
+        try:
+            self._flush()
+        except sqlite3.Error as exc:
+            log.error("audit log %s: %s; entries lost (counted in audit_dropped)",
+                      self.path or "(memory)", exc)
+
+    def _flush(self) -> None:
         with self._lock:
             now = self._clock()
             if not self._pending and now - self._pruned < PRUNE_IDLE_S:
@@ -150,20 +168,22 @@ class AuditLog:
             try:
                 db.executemany(
                     "INSERT INTO audit (time, outcome, interface, address, subject, role, target,"
-                    " old, new, reason, count) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    ' old, new, reason, count, "right") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)',
                     [(e.time, e.outcome, e.interface, e.address, e.subject, e.role, e.target,
-                      e.old, e.new, e.reason, e.count) for e in batch])
+                      e.old, e.new, e.reason, e.count, e.right) for e in batch])
                 db.execute("DELETE FROM audit WHERE time < ?", (now - self.max_age_s,))
-                for outcome in OUTCOMES:
+                groups = db.execute('SELECT DISTINCT outcome, "right" FROM audit').fetchall()
+                for outcome, right in groups:
                     cur = db.execute(
-                        "DELETE FROM audit WHERE outcome = ? AND id <= (SELECT id FROM audit"
-                        " WHERE outcome = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                        (outcome, outcome, self.max_entries))
+                        'DELETE FROM audit WHERE outcome = ? AND "right" = ? AND id <= (SELECT id'
+                        ' FROM audit WHERE outcome = ? AND "right" = ? ORDER BY id DESC LIMIT 1'
+                        " OFFSET ?)", (outcome, right, outcome, right, self.max_entries))
                     self._dropped += max(cur.rowcount, 0)
                 db.execute("INSERT OR REPLACE INTO audit_meta VALUES ('dropped', ?)", (self._dropped,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                self._dropped += sum(e.count for e in batch)
                 raise
 
     def entries(self, limit: int | None = None, outcome: str | None = None) -> list[AuditEntry]:
@@ -172,7 +192,7 @@ class AuditLog:
         with self._lock:
             rows = self._db.execute(
                 "SELECT time, outcome, interface, address, subject, role, target, old, new, reason,"
-                f" count FROM audit {where} ORDER BY id DESC LIMIT ?", (*args, limit or -1)
+                f' count, "right" FROM audit {where} ORDER BY id DESC LIMIT ?', (*args, limit or -1)
             ).fetchall()
         return [AuditEntry(*row) for row in reversed(rows)]
 

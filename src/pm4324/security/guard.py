@@ -112,4 +112,4 @@ class Guard:
         for w in writes:
             self.audit.record(AuditEntry(now, outcome, client.interface, client.address,
                                          client.subject, client.role, w.target, w.old, w.new,
-                                         reason))
+                                         reason, right=w.right))
