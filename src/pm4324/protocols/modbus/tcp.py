@@ -177,26 +177,13 @@ class _Connection(asyncio.Protocol):
             if pid != 0 or request_pdu_length(pdu) not in (None, len(pdu)):
                 server.bad_frames += 1
                 continue
-            rsp = self._respond(unit, pdu)
+            rsp = server._respond(unit, pdu, self._backend, self._host)
             if rsp is not None:
                 out.append(_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
         if pos < end_all:
             self._rest = data[pos:]  # at most one partial frame: < 261 bytes
         if out and self._transport is not None:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
-
-    def _respond(self, unit: int, pdu: bytes) -> bytes | None:
-        server = self._server
-        if unit == server.unit_id or unit in _DEVICE_ITSELF:
-            access = server.access
-            if access is not None and self._host is not None \
-                    and not access.request(self._host, server._loop.time()):
-                return exception_pdu(pdu[0], SERVER_BUSY) if pdu and 0 < pdu[0] < 0x80 else None
-            return handle_pdu(self._backend, pdu)
-        fc = pdu[0]
-        if fc == 0 or fc >= 0x80:
-            return None
-        return exception_pdu(fc, GATEWAY_TARGET_FAILED)
 
 
 class TcpServer:
@@ -289,3 +276,17 @@ class TcpServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _respond(self, unit: int, pdu: bytes, backend: RegisterBackend,
+                 host: str | None) -> bytes | None:
+        """One request of a connection: ``backend`` is the client's view, ``host`` its address
+        as admitted by ``access`` (None: not rate-limited)."""
+        if unit == self.unit_id or unit in _DEVICE_ITSELF:
+            if host is not None and self.access is not None \
+                    and not self.access.request(host, self._loop.time()):
+                return exception_pdu(pdu[0], SERVER_BUSY) if 0 < pdu[0] < 0x80 else None
+            return handle_pdu(backend, pdu)
+        fc = pdu[0]
+        if fc == 0 or fc >= 0x80:
+            return None
+        return exception_pdu(fc, GATEWAY_TARGET_FAILED)
