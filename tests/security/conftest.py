@@ -15,7 +15,7 @@ from pm4324.config.security_settings import SecuritySettings, TlsSettings
 from pm4324.config.settings import Settings
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog
-from pm4324.security.certs import make_ca, make_client, make_server
+from pm4324.security.certs import make_ca, make_client, make_crl, make_server
 from pm4324.security.guard import Guard
 
 ROLES = ("read", "relays", "settings", "energy-reset")
@@ -50,6 +50,9 @@ def pki(tmp_path_factory) -> Pki:
     make_client(ca, "expired", "settings", not_before=now - dt.timedelta(days=30),
                 not_after=now - dt.timedelta(days=1)).write(d, "client-expired")
     make_client(make_ca("another CA"), "stranger", "settings").write(d, "client-otherca")
+    lost = make_client(ca, "lost laptop", "settings")
+    lost.write(d, "client-revoked")
+    (d / "crl.pem").write_bytes(make_crl(ca, [lost.cert]))
     tls = TlsSettings(enabled=True, certificate=str(d / "server.pem"), key=str(d / "server.key"),
                       ca=str(d / "ca.pem"))
     return Pki(d, tls)

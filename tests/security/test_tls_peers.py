@@ -102,3 +102,30 @@ async def test_plain_modbus_client_on_the_tls_port_gets_nothing(guarded, tls_ser
     finally:
         client.close()
     assert guarded.meter.relays == (False, False)
+
+
+@pytest.mark.parametrize("max_tls12", [True, False])
+async def test_revoked_certificate_is_refused_when_a_crl_is_set(pki, guarded, max_tls12):
+    from dataclasses import replace
+
+    tls = replace(pki.tls, crl=str(pki.directory / "crl.pem"))
+    async with TcpServer(guarded.backend, port=0, ssl_context=server_context(tls)) as srv:
+        good = await tls_client(srv, pki.client_context("client-relays", max_tls12))
+        try:
+            assert not (await good.write_coil(0x1000, True, device_id=1)).isError()
+        finally:
+            good.close()
+        revoked = AsyncModbusTlsClient("127.0.0.1", port=srv.port, sslctx=pki.client_context(
+            "client-revoked", max_tls12), timeout=NO_ANSWER_S, retries=0)
+        try:
+            connected = await revoked.connect()
+            if max_tls12:
+                assert not connected
+            else:  # TLS 1.3: the client finishes its side first; the alert ends it unanswered
+                with pytest.raises(ModbusException):
+                    await revoked.write_coil(0x1001, True, device_id=1)
+        finally:
+            revoked.close()
+    assert guarded.meter.relays == (True, False)
+    guarded.audit.flush()
+    assert [e.subject for e in guarded.audit.entries()] == ["relays operator"]

@@ -42,7 +42,8 @@ def _beside(tls: TlsSettings, settings: Settings) -> TlsSettings:
     home = Path(settings.source_path).resolve().parent if Path(settings.source_path).is_file() \
         else Path.cwd()
     return replace(tls, **{name: str(home / Path(getattr(tls, name)).expanduser())
-                           for name in ("certificate", "key", "ca")})
+                           for name in ("certificate", "key", "ca", "crl")
+                           if getattr(tls, name)})
 
 
 def plan_tcp(settings: Settings, args: argparse.Namespace) -> list[Listener]:

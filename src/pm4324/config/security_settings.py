@@ -63,6 +63,7 @@ class TlsSettings:
     certificate: str = ""  # server certificate chain (PEM)
     key: str = ""  # its private key (PEM)
     ca: str = ""  # CA(s) whose client certificates are accepted (PEM)
+    crl: str = ""  # revoked client certificates (PEM CRL of that CA); "" = none checked
     plain_tcp: bool = True  # keep the plain Modbus/TCP listener beside TLS
     access: ListenerAccess = ListenerAccess(allow=ANY_NET)
 
@@ -155,6 +156,7 @@ def read_security(r: _Reader) -> SecuritySettings:
         certificate=tls_r.text("certificate", ""),
         key=tls_r.text("key", ""),
         ca=tls_r.text("ca", ""),
+        crl=tls_r.text("crl", ""),
         plain_tcp=tls_r.flag("plain_tcp", True),
         access=_access(tls_r, TlsSettings().access),
     )
@@ -220,7 +222,8 @@ def security_lines(s: SecuritySettings) -> list[str]:
     t = s.tls
     lines += ["", "[security.tls]", f"enabled = {_value(t.enabled)}", f"listen = {_value(t.listen)}",
               f"certificate = {_value(t.certificate)}", f"key = {_value(t.key)}",
-              f"ca = {_value(t.ca)}", f"plain_tcp = {_value(t.plain_tcp)}", *_access_lines(t.access)]
+              f"ca = {_value(t.ca)}", f"crl = {_value(t.crl)}", f"plain_tcp = {_value(t.plain_tcp)}",
+              *_access_lines(t.access)]
     return lines
 
 

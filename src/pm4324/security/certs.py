@@ -122,3 +122,15 @@ def make_set(directory: Path, roles: list[str], hosts: list[str], days: int = 82
     for role in roles:
         written += make_client(ca, f"{role} client", role, days).write(directory, f"client-{role}")
     return written
+
+
+def make_crl(ca: Issued, revoked: list[x509.Certificate], days: int = 30) -> bytes:
+    """A PEM CRL of ``ca`` listing ``revoked`` (for ``[security.tls] crl``)."""
+    now = _now()
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+               .last_update(now - DAY).next_update(now + days * DAY))
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+            .revocation_date(now - DAY).build())
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)

@@ -4,8 +4,9 @@ The listener itself is ``TcpServer`` with this context (tcp.py): the MBAP framin
 TLS is plain Modbus/TCP. What this module adds:
 
 * ``server_context``: TLS 1.2 or newer only, the client must present a certificate that
-  chains to the configured CA (mutual authentication: a client without one fails the
-  handshake), no renegotiation, no compression, no session tickets;
+  chains to the configured CA and is not on its CRL, if one is configured (mutual
+  authentication: a client without one fails the handshake), no renegotiation, no
+  compression, no session tickets;
 * ``client_of``: the ``Client`` behind a transport: address, and for TLS the certificate
   subject and role (extension 1.3.6.1.4.1.50316.802.1, read with ``cryptography`` from the
   DER: Python's ``getpeercert()`` without ``binary_form`` hides unknown extensions).
@@ -34,6 +35,9 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION | ssl.OP_NO_TICKET
     ctx.load_cert_chain(tls.certificate, tls.key)
     ctx.load_verify_locations(cafile=tls.ca)
+    if tls.crl:  # a lost or withdrawn client certificate is refused at the handshake
+        ctx.load_verify_locations(cafile=tls.crl)
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
 
 
