@@ -105,3 +105,12 @@ async def test_run_with_tls_writes_and_audit(tmp_path):
          "holding 0x1013 energy_reset", "9")]
     events = pm4324("events", "--settings", str(settings)).stdout
     assert "energy_reset" in events and "all Meters" in events
+
+
+def test_missing_tls_file_is_one_line(tmp_path):
+    (tmp_path / "t.toml").write_text('[security.tls]\nenabled = true\ncertificate = "pki/s.pem"\n'
+                                     'key = "pki/s.key"\nca = "pki/ca.pem"\n')
+    r = pm4324("run", "--settings", str(tmp_path / "t.toml"), "--seconds", "1")
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"pm4324 run: [security.tls] certificate = 'pki/s.pem': no such file "
+        f"({tmp_path / 'pki' / 's.pem'})"]

@@ -61,6 +61,12 @@ def plan_tcp(settings: Settings, args: argparse.Namespace) -> list[Listener]:
             plan.append(Listener(f"Modbus TCP ({mb.other_word_order})", host, port, sec.tcp,
                                   word_order=mb.other_word_order))
         if sec.tls.enabled:
+            tls = _beside(sec.tls, settings)
+            for name in ("certificate", "key", "ca", "crl"):
+                path = getattr(tls, name)
+                if path and not Path(path).is_file():
+                    _fail(f"pm4324 run: [security.tls] {name} = {getattr(sec.tls, name)!r}: no such"
+                          f" file ({path})")
             host, port = parse_listen(sec.tls.listen)
             plan.append(Listener("Modbus/TCP Security (TLS)", host, port, sec.tls.access,
                                   tls=True))
