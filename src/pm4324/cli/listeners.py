@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from pm4324.config.security_settings import ListenerAccess, TlsSettings
 from pm4324.config.settings import Settings
-from pm4324.registers.backend import MeterControl
+from pm4324.device.meter import Meter
 from pm4324.security import exposure
 from pm4324.security.guard import Guard
 
@@ -84,7 +84,7 @@ def plan_tcp(settings: Settings, args: argparse.Namespace) -> list[Listener]:
     return plan
 
 
-async def start_servers(meter: MeterControl, settings: Settings, args: argparse.Namespace,
+async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespace,
                         guard: Guard, plan: list[Listener]) -> list:
     """Modbus TCP by default, TLS and the other word order when set, RTU when a serial port
     is given, CANopen when an interface is (see docs/modbus.md, docs/security.md)."""
@@ -125,14 +125,18 @@ async def start_servers(meter: MeterControl, settings: Settings, args: argparse.
             servers.append(rtu)
         if settings.canopen.interface:  # CANopen (PM-4324-CPS): docs/canopen.md
             from pm4324.protocols.canopen import CanopenBusError, CanopenServer
+            from pm4324.protocols.canopen.storage import node_files
 
             co = settings.canopen
-            node = CanopenServer(meter, settings, backend=backend)
+            parameters, serial = node_files(settings, meter.settings_path)
+            node = CanopenServer(meter, settings, backend=backend, serial_number=serial,
+                                 parameters=parameters)
             try:
                 await node.start()
             except CanopenBusError as exc:
                 raise SystemExit(f"pm4324 run: {exc}") from None
-            _say(f"CANopen node {co.node_id} on {co.interface}:{co.channel} ({co.bitrate} bit/s)")
+            _say(f"CANopen node {node.node_id} on {co.interface}:{co.channel} ({node.bitrate} "
+                 f"bit/s, serial number 0x{serial:08X})")
             servers.append(node)
     except BaseException:
         for server in servers:
