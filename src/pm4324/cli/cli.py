@@ -71,6 +71,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                    help="Modbus TCP address (default from settings: 127.0.0.1:5020)")
     p.add_argument("--no-modbus", action="store_true", help="do not start the Modbus TCP server")
+    p.add_argument("--allow-exposed-writes", action="store_true",
+                   help="allow plain Modbus TCP on every interface although other hosts may write"
+                   " (docs/security.md)")
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
     p.add_argument("--reset-store", action="store_true",
                    help="start a new state file with zero energy (the old one is kept aside)")
@@ -197,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_analyze(sub)
     _add_expected(sub)
-    for module in ("read_cmd", "registers_cmd", "export_cmd", "events_cmd", "energy_cmd"):
+    for module in ("read_cmd", "registers_cmd", "export_cmd", "events_cmd", "energy_cmd",
+                   "audit_cmd", "certs_cmd", "token_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:
