@@ -18,9 +18,8 @@ name file, key, value and what is allowed.
 
 from __future__ import annotations
 
-import json
-
 import ipaddress
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING

@@ -10,9 +10,9 @@ old file's mode and owner, fsync it, rename it over the old one, fsync the direc
 from __future__ import annotations
 
 import os
+import tempfile
 import tomllib
 from dataclasses import fields
-import tempfile
 from pathlib import Path
 from typing import Any
 
