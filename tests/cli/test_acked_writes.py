@@ -24,6 +24,8 @@ sample_rate_hz = 2000
 power_up = "last"
 [store]
 path = "var/w.state.db"
+[security]
+energy_reset = ["modbus_tcp_loopback"]
 """
 SCENARIO = """[[loads]]
 cts = [1, 2, 3]

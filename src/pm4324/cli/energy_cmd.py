@@ -73,6 +73,10 @@ def _over_modbus(args: argparse.Namespace, value: int) -> str:
                 raise _Failed(f"{host}:{port}: {exc}") from None
             if not (rsp.isError() and getattr(rsp, "exception_code", None) == NOT_DURABLE):
                 break  # 04: applied but not yet on disk within 50 ms; asking again is safe
+        if rsp.isError() and getattr(rsp, "exception_code", None) == 1:
+            raise _Failed(f"{host}:{port} refused the reset (exception 01): energy reset is not"
+                          " permitted to this client; see docs/security.md ([security]"
+                          " energy_reset, or a certificate with the role energy-reset)")
         if rsp.isError():
             raise _Failed(f"{host}:{port} refused the reset: {rsp}")
     finally:
