@@ -264,6 +264,7 @@ class Meter:
                 relays=self._relays,
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
+                waveforms=r.waveforms,
             )
         self._snapshot = snap
         for listener in self._listeners:
