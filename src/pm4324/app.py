@@ -121,4 +121,25 @@ async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namesp
         print(f"CANopen node {co.node_id} on {co.interface}:{co.channel} ({co.bitrate} bit/s)",
               file=sys.stderr, flush=True)
         servers.append(node)
+    if getattr(args, "http", None):
+        servers.append(await _start_web(meter, args, servers))
     return servers
+
+
+async def _start_web(meter: Meter, args: argparse.Namespace, started: list):
+    """The dashboard, the HTTP API and /metrics (docs/web.md)."""
+    from pm4324.web.auth import Credentials, CredentialsError
+    from pm4324.web.server import WebServer
+
+    host, port = args.http
+    try:
+        credentials = Credentials.from_file(args.http_tokens) if args.http_tokens else Credentials()
+        web = WebServer(meter, host, port, credentials)
+        await web.start()
+    except (CredentialsError, OSError) as exc:
+        for server in started:
+            await server.stop()
+        raise SystemExit(f"pm4324 run: {exc}") from None
+    writes = "writes with a token" if args.http_tokens else "read-only (no --http-tokens)"
+    print(f"Dashboard and HTTP API on {web.url} ({writes})", file=sys.stderr, flush=True)
+    return web

@@ -62,6 +62,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="Modbus TCP address (default from settings: 127.0.0.1:5020)")
     p.add_argument("--no-modbus", action="store_true", help="do not start the Modbus TCP server")
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
+    p.add_argument("--http", type=_listen, nargs="?", const=("127.0.0.1", 8080), metavar="HOST:PORT",
+                   help="serve the dashboard, the HTTP API and /metrics (bare: 127.0.0.1:8080)")
+    p.add_argument("--http-tokens", metavar="FILE",
+                   help="bearer tokens for HTTP writes, one 'ROLE[,ROLE] TOKEN' a line (docs/web.md)")
     p.add_argument("--reset-store", action="store_true",
                    help="start a new state file with zero energy (the old one is kept aside)")
     p.set_defaults(func=_run)

@@ -1,0 +1,278 @@
+"""The JSON API (/api/...), ``/metrics`` and the per-second stream.
+
+FastAPI because it derives the OpenAPI 3 document from the same type hints that validate
+requests and shape answers (so the spec cannot drift from the code, and schemathesis tests
+the code against it), it runs on the asyncio loop the meter already uses, and it is among
+the best-kept Python web frameworks (Starlette + pydantic underneath).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pm4324.config.settings import Settings, SettingsError, parse_settings
+from pm4324.config.settings_file import settings_to_toml
+from pm4324.registers.backend import MeterControl
+from pm4324.snapshot import Snapshot
+from pm4324.web import metrics, views
+from pm4324.web.auth import Credentials
+from pm4324.web.feed import Feed
+from pm4324.web.models import (
+    Alarm,
+    AlarmAck,
+    CtView,
+    Error,
+    Event,
+    Harmonics,
+    MainView,
+    MeterView,
+    Relay,
+    RelayWrite,
+    SettingsView,
+    SettingsWrite,
+    Waveforms,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error} for code in (401, 403, 404, 409, 422, 503)}
+STREAM_KEEPALIVE_S = 15.0  # a comment line when no second came (proxies drop idle streams)
+CtNo = Annotated[int, Path(ge=1, le=24, description="CT number 1..24")]
+MeterNo = Annotated[int, Path(ge=1, le=8, description="Meter number 1..8")]
+
+
+class Service:
+    """What the routes need: the meter (reads and writes), its feed and the credentials."""
+
+    def __init__(self, meter: MeterControl, feed: Feed, credentials: Credentials, name: str = "local",
+                 version: str = ""):
+        self.meter, self.feed, self.credentials = meter, feed, credentials
+        self.name, self.version = name, version
+        self.closing = asyncio.Event()
+
+    def snapshot(self) -> Snapshot:
+        snap = self.feed.snapshot or self.meter.snapshot
+        if snap is None:
+            raise HTTPException(503, "the meter has no measured second yet")
+        return snap
+
+
+def error_handlers(app: FastAPI) -> None:
+    """Every error is JSON: {"error": reason phrase, "reason": what was wrong}."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        from http import HTTPStatus
+
+        body = {"error": HTTPStatus(exc.status_code).phrase, "reason": str(exc.detail)}
+        if isinstance(exc, _SettingsRefused):
+            body["key"] = exc.key
+        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return JSONResponse({"error": "Unprocessable Content",
+                             "reason": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
+
+class _SettingsRefused(HTTPException):
+    def __init__(self, key: str, reason: str):
+        super().__init__(422, reason)
+        self.key = key
+
+
+def router(service: Service) -> APIRouter:
+    api = APIRouter(prefix="/api", responses=ERRORS)
+
+    def require(role: str) -> Callable[..., None]:
+        def check(authorization: Annotated[str | None, Header()] = None) -> None:
+            roles = service.credentials.roles(authorization)
+            if roles is None:
+                raise HTTPException(401, "this write needs a credential (Authorization: Bearer TOKEN)",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if role not in roles:
+                raise HTTPException(403, f"the credential lacks the role {role!r}")
+        return check
+
+    @api.get("/snapshot", summary="The last second, as `pm4324 run --json` prints it (docs/json.md)")
+    def snapshot() -> dict[str, Any]:
+        return views.live_view(service.snapshot())
+
+    @api.get("/cts", summary="Every CT's values with units")
+    def cts() -> list[CtView]:
+        snap = service.snapshot()
+        return [CtView(**views.ct_view(snap, k)) for k in range(1, 25)]
+
+    @api.get("/cts/{ct}", summary="One CT's values with units")
+    def ct(ct: CtNo) -> CtView:
+        return CtView(**views.ct_view(service.snapshot(), ct))
+
+    @api.get("/cts/{ct}/harmonics", summary="RMS of harmonic orders 1..50 of the CT's V and I")
+    def harmonics(ct: CtNo) -> Harmonics:
+        return Harmonics(**views.harmonics_view(service.snapshot(), ct))
+
+    @api.get("/meters", summary="Every Meter's values with units")
+    def meters() -> list[MeterView]:
+        snap = service.snapshot()
+        return [MeterView(**views.meter_view(snap, m)) for m in range(1, 9)]
+
+    @api.get("/meters/{meter}", summary="One Meter's values with units")
+    def meter(meter: MeterNo) -> MeterView:
+        return MeterView(**views.meter_view(service.snapshot(), meter))
+
+    @api.get("/meters/{meter}/waveforms",
+             summary="Samples of the last whole cycles of the Meter's voltages and currents")
+    def waveforms(meter: MeterNo) -> Waveforms:
+        return Waveforms(**views.waveform_view(service.snapshot(), meter))
+
+    @api.get("/mains", summary="Each main's phase and line voltages, THD and frequency")
+    def mains() -> list[MainView]:
+        snap = service.snapshot()
+        return [MainView(**views.main_view(snap, m)) for m in range(1, snap.settings.n_mains + 1)]
+
+    @api.get("/stream", summary="Server-sent events: one `snapshot` event per second",
+             response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(_events(service), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    @api.get("/events", summary="The newest events of the meter's log, newest first")
+    def events(limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+               kind: Annotated[str | None, Query(max_length=40)] = None) -> list[Event]:
+        logged = list(getattr(service.meter, "events", ()))
+        chosen = [e for e in reversed(logged) if kind is None or e.kind == kind][:limit]
+        return [Event(**e.to_dict()) for e in chosen]
+
+    @api.get("/alarms", summary="The enabled alarm rules and their state")
+    def alarms() -> list[Alarm]:
+        return [Alarm(**a) for a in service.snapshot().alarms_dict()["alarms"]]
+
+    @api.post("/alarms/acknowledge", summary="Acknowledge latched alarms (role: relays)",
+              dependencies=[Depends(require("relays"))])
+    def acknowledge(body: AlarmAck) -> list[Alarm]:
+        service.meter.acknowledge_alarms(body.relay)
+        return [Alarm(**a) for a in _alarm_rows(service)]
+
+    @api.get("/relays", summary="The two relays: closed or open, and who switches them")
+    def relays() -> list[Relay]:
+        return _relays(service)
+
+    @api.put("/relays/{relay}", summary="Switch a relay in manual mode (role: relays)",
+             dependencies=[Depends(require("relays"))])
+    def set_relay(relay: Annotated[int, Path(ge=1, le=2)], body: RelayWrite) -> Relay:
+        try:
+            service.meter.set_relay(relay - 1, body.closed)
+        except ValueError as exc:  # the relay is in alarm mode: its rules own it
+            raise HTTPException(409, str(exc)) from None
+        return _relays(service)[relay - 1]
+
+    @api.get("/settings", summary="The running settings")
+    def settings() -> SettingsView:
+        return _settings_view(service.meter.settings)
+
+    @api.patch("/settings", summary="Change settings (role: settings), validated like the file",
+               dependencies=[Depends(require("settings"))])
+    def change_settings(body: SettingsWrite) -> SettingsView:
+        new = changed_settings(service.meter.settings, body.changes)
+        try:
+            service.meter.apply_settings(new)
+        except SettingsError as exc:
+            raise _SettingsRefused(exc.key, f"{exc.key} = {exc.value!r}: {exc.allowed}") from None
+        except ValueError as exc:
+            raise _SettingsRefused("", str(exc)) from None
+        return _settings_view(service.meter.settings)
+
+    @api.get("/registers", summary="The Modbus register map (as docs/registers.json)")
+    def registers() -> dict[str, Any]:
+        import json
+
+        from pm4324.registers.docs import render_json
+        from pm4324.registers.table import load_map
+
+        return json.loads(render_json(load_map()))
+
+    return api
+
+
+def metrics_route(app: FastAPI, service: Service) -> None:
+    cache: dict[str, Any] = {"seq": None, "text": ""}
+
+    @app.get("/metrics", summary="Prometheus text format 0.0.4", response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    def prometheus() -> Response:
+        snap = service.feed.snapshot or service.meter.snapshot
+        key = None if snap is None else snap.seq
+        if cache["seq"] != key or key is None:
+            cache["seq"], cache["text"] = key, metrics.render([(service.name, snap)], service.version)
+        return Response(cache["text"], media_type=metrics.CONTENT_TYPE)
+
+
+async def _events(service: Service) -> AsyncIterator[bytes]:
+    first = service.feed.live_json()
+    if first is not None:
+        yield b"event: snapshot\ndata: " + first + b"\n\n"
+    while not service.closing.is_set():
+        if await service.feed.next(STREAM_KEEPALIVE_S):
+            data = service.feed.live_json()
+            if data is not None:
+                yield b"event: snapshot\ndata: " + data + b"\n\n"
+        else:
+            yield b": keep-alive\n\n"
+
+
+def _alarm_rows(service: Service) -> list[dict[str, Any]]:
+    s, status = service.meter.settings, service.meter.alarm_status
+    rows = []
+    for k, rule in enumerate(s.alarms):
+        if rule.enabled and k < len(status.active):
+            rows.append({"alarm": k + 1, "relay": rule.relay, "rule": rule.describe(),
+                         "active": status.active[k], "unacked": status.unacked[k],
+                         "value": views.number(status.values[k])})
+    return rows
+
+
+def _relays(service: Service) -> list[Relay]:
+    modes = [r.mode for r in service.meter.settings.relays.relays]
+    return [Relay(relay=k + 1, closed=c, mode=modes[k]) for k, c in enumerate(service.meter.relays)]
+
+
+def _settings_view(s: Settings) -> SettingsView:
+    text = settings_to_toml(s)
+    return SettingsView(toml=text, values=tomllib.loads(text))
+
+
+def changed_settings(current: Settings, changes: dict[str, Any]) -> Settings:
+    """The current settings with dotted keys changed, through the settings file's parser."""
+    data: dict[str, Any] = tomllib.loads(settings_to_toml(current))
+    for key, value in changes.items():
+        parts = key.split(".")
+        target: Any = data
+        try:
+            for part in parts[:-1]:
+                if isinstance(target, list):
+                    if int(part) < 1:
+                        raise IndexError(part)
+                    target = target[int(part) - 1]
+                else:
+                    target = target.setdefault(part, {})
+            if isinstance(target, list) or not isinstance(target, dict) or not parts[-1]:
+                raise KeyError(key)
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise _SettingsRefused(key, f"{key}: no such setting") from None
+        target[parts[-1]] = value
+    try:
+        return parse_settings(data, "settings change")
+    except SettingsError as exc:
+        raise _SettingsRefused(exc.key, f"{exc.key} = {exc.value!r}: {exc.allowed}") from None
+    except (TypeError, ValueError) as exc:
+        raise _SettingsRefused("", str(exc)) from None
