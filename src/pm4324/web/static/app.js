@@ -102,10 +102,10 @@ async function meterPage(d) {
       <select id="pick-ct" aria-label="CT for the spectrum"></select></div>
       <div id="meter-view" class="grid">
         <div class="card"><h2>Phasors</h2><div id="phasors"></div><table id="phasor-table"></table></div>
-        <div class="card" style="grid-column: span 2"><h2>Waveforms (last cycles)</h2><div id="wave-v"></div><div id="wave-i"></div></div>
-        <div class="card" style="grid-column: span 2"><h2>Harmonics <span id="thd" class="muted"></span></h2><div id="harm-v"></div><div id="harm-i"></div></div>
-        <div class="card scroll"><h2>Values</h2><table id="values"></table></div>
+        <div class="card wide"><h2>Waveforms (last cycles)</h2><div id="wave-v"></div><div id="wave-i"></div></div>
+        <div class="card wide"><h2>Harmonics 1–50 <span id="thd" class="muted"></span></h2><div id="harm-v"></div><div id="harm-i"></div></div>
         <div class="card"><h2>Energy by quadrant</h2><dl class="kv" id="energy"></dl></div>
+        <div class="card scroll full"><h2>Values</h2><table id="values"></table></div>
       </div>`;
     $("#pick-meter").addEventListener("change", (e) => { state.meter = +e.target.value; state.ct = 3 * state.meter - 2; history.replaceState(null, "", `/meter?m=${state.meter}`); $("#meter-view").remove(); meterPage(state.live); });
     $("#pick-ct").addEventListener("change", (e) => { state.ct = +e.target.value; });
@@ -154,7 +154,7 @@ function trendsDraw() {
   const pts = state.trend.slice(-n), [label, unit] = TREND_QUANTITIES[q];
   const xl = pts.length > 1 ? [[0, new Date(pts[0].time * 1000).toLocaleTimeString()], [pts.length - 1, new Date(pts.at(-1).time * 1000).toLocaleTimeString()]] : [];
   $("#trend").innerHTML = Charts.lines([{ values: pts.map((p) => p.meters[m - 1][q]), cls: "va", label: `${label} (${unit})` }],
-    { label, fmt: (y) => fmt(y, unit, 3), xlabels: xl, height: 260 });
+    { label, fmt: (y) => fmt(y, unit, 4), xlabels: xl, height: 320, width: 1200 });
 }
 
 /* -- Events and alarms ------------------------------------------------------------------------- */

@@ -24,15 +24,17 @@ const Charts = (() => {
     return out + "</svg>";
   }
 
+  /* At least 4 % of the magnitude, so steady values do not draw their noise as a cliff. */
   function niceRange(lo, hi) {
     if (!isFinite(lo) || !isFinite(hi)) return [0, 1];
-    if (lo === hi) { const d = Math.abs(lo) * 0.1 || 1; return [lo - d, hi + d]; }
-    return [lo, hi];
+    const span = Math.max(hi - lo, 0.04 * Math.max(Math.abs(lo), Math.abs(hi)), 1e-9);
+    const mid = (lo + hi) / 2;
+    return [Math.min(lo, mid - span / 2), Math.max(hi, mid + span / 2)];
   }
 
   /* Line chart: series = [{values:[...], cls, label}], x = sample index or given xs. */
   function lines(series, opts = {}) {
-    const W = 600, H = opts.height || 200, L = 52, B = 18, T = 8;
+    const W = opts.width || 600, H = opts.height || 200, L = 64, B = 18, T = 8;
     const all = series.flatMap((s) => s.values.filter((x) => x != null));
     let [lo, hi] = niceRange(Math.min(...all), Math.max(...all));
     if (opts.zero) { lo = Math.min(lo, 0); hi = Math.max(hi, 0); }
@@ -41,23 +43,25 @@ const Charts = (() => {
     let out = `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(opts.label || "chart")}">`;
     for (const y of [lo, (lo + hi) / 2, hi]) {
       out += `<line x1="${L}" x2="${W - 4}" y1="${Y(y).toFixed(1)}" y2="${Y(y).toFixed(1)}" class="axis"/>`;
-      out += `<text x="${L - 4}" y="${(Y(y) + 4).toFixed(1)}" text-anchor="end">${esc(opts.fmt ? opts.fmt(y) : y.toPrecision(3))}</text>`;
+      const yv = Math.abs(y) < 1e-3 * (hi - lo) ? 0 : y;
+      out += `<text x="${L - 4}" y="${(Y(y) + 4).toFixed(1)}" text-anchor="end">${esc(opts.fmt ? opts.fmt(yv) : yv.toPrecision(3))}</text>`;
     }
     if (lo < 0 && hi > 0) out += `<line x1="${L}" x2="${W - 4}" y1="${Y(0)}" y2="${Y(0)}" class="axis" stroke-width="2"/>`;
     series.forEach((s) => {
       const pts = s.values.map((y, k) => (y == null ? null : `${X(k).toFixed(1)},${Y(y).toFixed(1)}`)).filter(Boolean);
-      out += `<polyline points="${pts.join(" ")}" fill="none" class="${s.cls || ""}" stroke-width="1.8"/>`;
+      out += `<polyline points="${pts.join(" ")}" style="fill:none" class="${s.cls || ""}" stroke-width="1.8"/>`;
     });
-    if (opts.xlabels) out += opts.xlabels.map(([k, t]) => `<text x="${X(k).toFixed(1)}" y="${H - 3}" text-anchor="middle">${esc(t)}</text>`).join("");
-    const legend = series.map((s, k) => `<text x="${L + 8 + k * 70}" y="${T + 12}" class="${s.cls || ""}" style="fill:currentColor">${esc(s.label || "")}</text>`);
+    if (opts.xlabels) out += opts.xlabels.map(([k, t], j) => `<text x="${X(k).toFixed(1)}" y="${H - 3}" text-anchor="${j ? "end" : "start"}">${esc(t)}</text>`).join("");
+    const legend = series.map((s, k) => `<text x="${L + 8 + k * 40}" y="${T + 12}" class="${s.cls || ""}" style="stroke:none">${esc(s.label || "")}</text>`);
     return out + legend.join("") + "</svg>";
   }
 
-  /* Bars for harmonic orders 1..N; the fundamental is drawn but the scale can skip it. */
+  /* Bars for harmonic orders 1..N; with skipFirst the scale fits orders 2..N and the
+     fundamental's bar is cut at the top (its value is in its tooltip). */
   function bars(values, opts = {}) {
-    const W = 600, H = opts.height || 180, L = 52, B = 18, T = 8, n = values.length;
+    const W = 600, H = opts.height || 180, L = 64, B = 18, T = 8, n = values.length;
     const scaled = opts.skipFirst ? values.slice(1) : values;
-    const hi = Math.max(1e-12, ...scaled.map((x) => x || 0));
+    const hi = 1.1 * Math.max(1e-12, ...scaled.map((x) => x || 0));
     const bw = (W - L - 4) / n;
     let out = `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(opts.label || "bars")}">`;
     out += `<line x1="${L}" x2="${W - 4}" y1="${H - B}" y2="${H - B}" class="axis"/>`;
@@ -65,6 +69,7 @@ const Charts = (() => {
     values.forEach((x, k) => {
       const h = Math.min(1, (x || 0) / hi) * (H - T - B);
       out += `<rect x="${(L + k * bw + 1).toFixed(1)}" y="${(H - B - h).toFixed(1)}" width="${Math.max(1, bw - 2).toFixed(1)}" height="${h.toFixed(1)}" class="${opts.cls || "va"}" data-order="${k + 1}"><title>order ${k + 1}: ${esc(opts.fmt ? opts.fmt(x) : x)}</title></rect>`;
+      if (k === 0 && opts.skipFirst && x > hi) out += `<text x="${(L + bw + 2).toFixed(1)}" y="${T + 10}">◂ ${esc(opts.fmt ? opts.fmt(x) : x)} (cut)</text>`;
       if ((k + 1) % 5 === 0 || k === 0) out += `<text x="${(L + (k + 0.5) * bw).toFixed(1)}" y="${H - 3}" text-anchor="middle">${k + 1}</text>`;
     });
     return out + "</svg>";
