@@ -42,7 +42,7 @@ from pm4324.web.models import (
 )
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Error} for code in (401, 403, 404, 409, 422, 503)}
+    code: {"model": Error} for code in (400, 401, 403, 404, 409, 422, 503)}
 STREAM_KEEPALIVE_S = 15.0  # a comment line when no second came (proxies drop idle streams)
 CtNo = Annotated[int, Path(ge=1, le=24, description="CT number 1..24")]
 MeterNo = Annotated[int, Path(ge=1, le=8, description="Meter number 1..8")]
@@ -74,7 +74,10 @@ def error_handlers(app: FastAPI) -> None:
         body = {"error": HTTPStatus(exc.status_code).phrase, "reason": str(exc.detail)}
         if isinstance(exc, _SettingsRefused):
             body["key"] = exc.key
-        return JSONResponse(body, exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(sorted(_methods(app, request)))
+        return JSONResponse(body, exc.status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,6 +85,17 @@ def error_handlers(app: FastAPI) -> None:
         where = ".".join(str(x) for x in first.get("loc", ()))
         return JSONResponse({"error": "Unprocessable Content",
                              "reason": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
+
+def _methods(app: FastAPI, request: Request) -> set[str]:
+    from starlette.routing import Match
+
+    found: set[str] = set()
+    for route in app.routes:  # a path match with another method is PARTIAL, not NONE
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] is not Match.NONE:
+            found |= set(methods) - {"HEAD"}
+    return found
 
 
 class _SettingsRefused(HTTPException):
