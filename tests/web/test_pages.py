@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_api import modbus_read
 
 PAGES = ("", "meter", "trends", "events", "settings")
