@@ -139,7 +139,8 @@ async def _start_web(meter: Meter, args: argparse.Namespace, started: list):
     except (CredentialsError, OSError) as exc:
         for server in started:
             await server.stop()
-        raise SystemExit(f"pm4324 run: {exc}") from None
+        print(f"pm4324 run: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     writes = "writes with a token" if args.http_tokens else "read-only (no --http-tokens)"
     print(f"Dashboard and HTTP API on {web.url} ({writes})", file=sys.stderr, flush=True)
     return web
