@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import subprocess
@@ -103,3 +104,22 @@ def test_a_real_prometheus_scrapes_the_meter(live, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_missing_values_are_nan_and_a_meter_without_a_second_is_down():
+    from dataclasses import replace
+
+    import numpy as np
+    from snapshot_factory import make_snapshot
+
+    from pm4324.web.metrics import render
+
+    snap = make_snapshot()
+    p = np.array(snap.ct.p_w, dtype=float)
+    p[2] = np.nan
+    snap = replace(snap, ct=replace(snap.ct, p_w=p))
+    fams = {f.name: f for f in text_string_to_metric_families(render([("a", snap), ("b", None)]))}
+    assert math.isnan(sample(fams["pm4324_ct_active_power_watts"], meter="a", ct="3"))
+    assert sample(fams["pm4324_ct_active_power_watts"], meter="a", ct="4") == float(p[3])
+    assert sample(fams["pm4324_up"], meter="b") == 0
+    assert not [s for s in fams["pm4324_ct_active_power_watts"].samples if s.labels["meter"] == "b"]
