@@ -95,17 +95,26 @@ def page_loads(browser, url: str, runs: int) -> None:
 
 
 def dashboards_cost(browser, url: str, pid: int, window: float) -> None:
+    def seqs(pages) -> list[int]:
+        return [int(p.get_attribute("#live", "data-seq") or -1) for p in pages]
+
     def measure(slug: str | None) -> float:
-        contexts = []
+        contexts, pages = [], []
         if slug is not None:
             for _ in range(5):
                 context = browser.new_context()
-                context.new_page().goto(url + slug)
+                pages.append(context.new_page())
+                pages[-1].goto(url + slug)
                 contexts.append(context)
-            time.sleep(3)  # let them connect and draw before the window starts
+            for p in pages:
+                p.wait_for_selector("#live[data-seq]", timeout=10_000)
+        before = seqs(pages)
         c0, t0 = cpu_seconds(pid), time.monotonic()
         time.sleep(window)
         used = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        drawn = [b - a for a, b in zip(before, seqs(pages))]
+        if drawn and min(drawn) < window - 2:
+            print(f"  (a page drew only {min(drawn)} of ~{window:.0f} seconds)")
         for context in contexts:
             context.close()
         return 100 * used

@@ -35,7 +35,8 @@ def _version() -> str:
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="pm4324", version=service.version or "0",
+    # no /docs or /redoc: their viewers load from a CDN, and every page here works offline
+    app = FastAPI(title="pm4324", version=service.version or "0", docs_url=None, redoc_url=None,
                   description="A software PM-4324 power meter: live values, harmonics, waveforms, "
                   "events, relays and settings (docs/web.md).")
     error_handlers(app)
