@@ -127,6 +127,21 @@ def dashboards_cost(browser, url: str, pid: int, window: float) -> None:
         print(f"five {name} pages: {busy:.1f} %  (+{busy - idle:.1f} %)")
 
 
+def cpu_per_request(url: str, pid: int, n: int) -> None:
+    """The meter's CPU per answer: steadier than a window's total on a loaded machine."""
+    print(f"\nMeter CPU per request ({n} sequential GETs each, minus the meter's own idle CPU)")
+    with httpx.Client(timeout=5) as http:
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(5)
+        idle_rate = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+        for path in ("api/snapshot", "api/meters/1/waveforms", "api/cts/1/harmonics", "metrics"):
+            c0, t0 = cpu_seconds(pid), time.monotonic()
+            for _ in range(n):
+                assert http.get(url + path).status_code == 200
+            spent = cpu_seconds(pid) - c0 - idle_rate * (time.monotonic() - t0)
+            print(f"  /{path:<24} {1000 * spent / n:6.2f} ms")
+
+
 def metrics_times(url: str) -> None:
     with httpx.Client(timeout=5) as http:
         times = []
@@ -171,6 +186,7 @@ def main() -> int:
                 page_loads(browser, url, 3 if args.quick else 5)
                 dashboards_cost(browser, url, proc.pid, 10 if args.quick else 30)
                 browser.close()
+            cpu_per_request(url, proc.pid, 200 if args.quick else 500)
             metrics_times(url)
         finally:
             proc.terminate()

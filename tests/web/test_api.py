@@ -171,3 +171,12 @@ def test_stream_sends_each_second_once(live):
         second = next_event()
     assert second["seq"] == first["seq"] + 1 == snap.seq
     assert second["meters"][0]["p_w"] == pytest.approx(float(snap.meter.p_w[0]), rel=1e-6)
+
+
+def test_alarm_acknowledgement_needs_the_relays_role(live):
+    with live.http() as http:
+        assert http.post("/api/alarms/acknowledge", json={"relay": None}).status_code == 401
+        ok = http.post("/api/alarms/acknowledge", json={"relay": 1}, headers=RELAYS_TOKEN)
+        assert ok.status_code == 200 and ok.json() == http.get("/api/alarms").json() == []
+        assert http.post("/api/alarms/acknowledge", json={"relay": 3},
+                         headers=RELAYS_TOKEN).status_code == 422
