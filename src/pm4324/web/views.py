@@ -43,15 +43,13 @@ def _value(field: str, x: Any) -> dict[str, Any]:
 
 def ct_name(snap: Snapshot, ct: int) -> str:
     """The circuit's name from the settings when it has one, else "CT k"."""
-    names = getattr(snap.settings, "names", None)
-    name = getattr(names, "cts", {}).get(ct) if names is not None else None
-    return name or f"CT {ct}"
+    meter = snap.settings.meters[(ct - 1) // 3]
+    names = getattr(meter, "ct_names", ("", "", ""))  # per-CT labels (the history item's)
+    return names[(ct - 1) % 3] or f"CT {ct}"
 
 
 def meter_name(snap: Snapshot, meter: int) -> str:
-    names = getattr(snap.settings, "names", None)
-    name = getattr(names, "meters", {}).get(meter) if names is not None else None
-    return name or f"Meter {meter}"
+    return getattr(snap.settings.meters[meter - 1], "name", "") or f"Meter {meter}"
 
 
 def ct_view(snap: Snapshot, ct: int) -> dict[str, Any]:
