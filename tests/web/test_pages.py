@@ -132,3 +132,28 @@ def test_a_relay_toggles_as_the_policy_allows(page, live):
     page.wait_for_function("document.querySelector('#message').textContent === 'relay 2 opened'",
                            timeout=10_000)
     assert live.meter.relays[1] is False
+
+
+def test_trends_follow_the_seconds_and_zoom_by_dragging(page, live):
+    snap = live.step()
+    page.goto(live.url + "trends")
+    wait_for_second(page, snap.seq)
+    for _ in range(10):
+        snap = live.step()
+        wait_for_second(page, snap.seq)
+
+    def points() -> int:
+        return len(page.get_attribute("#trend polyline", "points").split())
+
+    assert points() == 11
+    box = page.locator("#trend svg").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, y)
+    page.mouse.up()
+    assert page.is_visible("#trend-reset")
+    assert 3 <= points() < 11
+    page.click("#trend-reset")
+    assert points() == 11
+    assert page.errors == []

@@ -3,7 +3,7 @@
 const $ = (s, root = document) => root.querySelector(s);
 const esc = (s) => Charts.esc(s);
 const page = document.body.dataset.page;
-const state = { live: null, ticks: 0, trend: [], meter: 1, ct: 1 };
+const state = { live: null, ticks: 0, trend: [], meter: 1, ct: 1, zoom: null, drag: null, shown: [] };
 const PREFIXED = new Set(["W", "var", "VA", "Wh", "varh", "VAh"]);
 
 /* A value with its unit, k/M prefixes for powers and energies; null is the meter's "no value". */
@@ -134,8 +134,9 @@ async function meterPage(d) {
   $("#harm-i").innerHTML = Charts.bars(h.i_rms, { label: "current harmonics", cls: "vb", skipFirst: true, fmt: (y) => fmt(y, "A", 3) });
 }
 
-/* -- Trends: the seconds since the page opened (history, when the meter keeps one) --------------- */
+/* -- Trends: the seconds since the page opened; drag across the chart to zoom, double-click to undo */
 const TREND_QUANTITIES = { p_w: ["Active power", "W"], i_rms: ["Current", "A"], pf: ["Power factor", "PF"], v_rms: ["Voltage", "V"], frequency_hz: ["Frequency", "Hz"] };
+const TREND_W = 1200, TREND_L = 64;
 function trendsPage(d) {
   state.trend.push(d); if (state.trend.length > 3600) state.trend.shift();
   if (!$("#trend")) {
@@ -143,18 +144,38 @@ function trendsPage(d) {
       <select id="trend-meter" aria-label="Meter">${d.meters.map((m) => `<option value="${m.meter}">${esc(m.name)}</option>`).join("")}</select>
       <select id="trend-q" aria-label="quantity">${Object.entries(TREND_QUANTITIES).map(([k, [l]]) => `<option value="${k}">${l}</option>`).join("")}</select>
       <select id="trend-window" aria-label="window"><option value="60">1 min</option><option value="300" selected>5 min</option><option value="3600">1 h</option></select>
-      <span class="muted">live, since this page opened</span></div>
-      <div class="card"><div id="trend"></div></div>`;
-    $("#content").addEventListener("change", () => trendsDraw());
+      <button type="button" id="trend-reset" hidden>whole window</button>
+      <span class="muted">live, since this page opened · drag across the chart to zoom</span></div>
+      <div class="card"><div id="trend" style="touch-action: none; user-select: none"></div></div>`;
+    $("#content").addEventListener("change", () => { state.zoom = null; trendsDraw(); });
+    $("#trend-reset").addEventListener("click", () => { state.zoom = null; trendsDraw(); });
+    $("#trend").addEventListener("dblclick", () => { state.zoom = null; trendsDraw(); });
+    $("#trend").addEventListener("pointerdown", (e) => { state.drag = trendTime(e); });
+    $("#trend").addEventListener("pointerup", (e) => {
+      const a = state.drag, b = trendTime(e); state.drag = null;
+      if (a != null && b != null && Math.abs(b - a) >= 2) { state.zoom = [Math.min(a, b), Math.max(a, b)]; trendsDraw(); }
+    });
   }
   trendsDraw();
 }
+function trendPoints() {
+  const n = +$("#trend-window").value;
+  return state.zoom ? state.trend.filter((p) => p.time >= state.zoom[0] && p.time <= state.zoom[1]) : state.trend.slice(-n);
+}
+function trendTime(e) { // the time under the pointer
+  const svg = $("#trend svg"), pts = state.shown || [];
+  if (!svg || pts.length < 2) return null;
+  const r = svg.getBoundingClientRect(), x = ((e.clientX - r.left) / r.width) * TREND_W;
+  const k = Math.round(((x - TREND_L) / (TREND_W - TREND_L - 4)) * (pts.length - 1));
+  return pts[Math.max(0, Math.min(pts.length - 1, k))].time;
+}
 function trendsDraw() {
-  const m = +$("#trend-meter").value, q = $("#trend-q").value, n = +$("#trend-window").value;
-  const pts = state.trend.slice(-n), [label, unit] = TREND_QUANTITIES[q];
+  const m = +$("#trend-meter").value, q = $("#trend-q").value;
+  const pts = (state.shown = trendPoints()), [label, unit] = TREND_QUANTITIES[q];
+  $("#trend-reset").hidden = !state.zoom;
   const xl = pts.length > 1 ? [[0, new Date(pts[0].time * 1000).toLocaleTimeString()], [pts.length - 1, new Date(pts.at(-1).time * 1000).toLocaleTimeString()]] : [];
   $("#trend").innerHTML = Charts.lines([{ values: pts.map((p) => p.meters[m - 1][q]), cls: "va", label: `${label} (${unit})` }],
-    { label, fmt: (y) => fmt(y, unit, 4), xlabels: xl, height: 320, width: 1200 });
+    { label, fmt: (y) => fmt(y, unit, 4), xlabels: xl, height: 320, width: TREND_W });
 }
 
 /* -- Events and alarms ------------------------------------------------------------------------- */
