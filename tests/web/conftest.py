@@ -27,7 +27,8 @@ from pm4324.web.auth import Credentials
 from pm4324.web.server import WebServer
 
 SETTINGS = Path(__file__).resolve().parents[2] / "src" / "pm4324" / "data" / "building-settings.toml"
-TOKENS = {"relays-token-0123456789": ["relays"], "settings-token-0123456789": ["settings", "relays"]}
+TOKENS = {"relays-token-0123456789": ["relays"], "settings-token-0123456789": ["settings", "relays"],
+          "energy-token-0123456789": ["energy_reset"]}
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

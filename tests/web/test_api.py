@@ -180,3 +180,21 @@ def test_alarm_acknowledgement_needs_the_relays_role(live):
         assert ok.status_code == 200 and ok.json() == http.get("/api/alarms").json() == []
         assert http.post("/api/alarms/acknowledge", json={"relay": 3},
                          headers=RELAYS_TOKEN).status_code == 422
+
+
+def test_energy_reset_needs_its_own_role_and_zeroes_the_meter(live):
+    live.step()
+    with live.http() as http:
+        assert http.post("/api/energy/reset", json={"meter": 2}, headers=SETTINGS_TOKEN).status_code == 403
+        assert values(http.get("/api/meters/2").json())["wh_import"] > 0
+        done = http.post("/api/energy/reset", json={"meter": 2},
+                         headers={"Authorization": "Bearer energy-token-0123456789"})
+        assert done.status_code == 200 and "Meter 2" in done.json()[0]["text"]
+    snap = live.step()
+    mb = modbus_read(live)
+    assert mb["seq"] == snap.seq
+    # one second of energy since the reset, on Modbus and in the API alike
+    assert float(snap.meter_energy.wh_import[1]) < float(snap.meter.p_w[1]) / 3600 * 1.01
+    assert mb["meters"][1]["kwh_import"] == pytest.approx(  # read in 0.01 kWh steps
+        float(snap.meter_energy.wh_import[1]) / 1000, abs=0.01)
+    assert float(snap.meter_energy.wh_import[0]) > float(snap.meter.p_w[0]) / 3600 * 2  # Meter 1 kept

@@ -29,6 +29,7 @@ from pm4324.web.models import (
     Alarm,
     AlarmAck,
     CtView,
+    EnergyReset,
     Error,
     Event,
     Harmonics,
@@ -189,6 +190,13 @@ def router(service: Service) -> APIRouter:
         except ValueError as exc:  # the relay is in alarm mode: its rules own it
             raise HTTPException(409, str(exc)) from None
         return _relays(service)[relay - 1]
+
+    @api.post("/energy/reset", summary="Zero energy registers (role: energy_reset); logged",
+              dependencies=[Depends(require("energy_reset"))])
+    def reset_energy(body: EnergyReset) -> list[Event]:
+        service.meter.reset_energy(body.meter)
+        logged = [e for e in getattr(service.meter, "events", ()) if e.kind == "energy_reset"]
+        return [Event(**e.to_dict()) for e in logged[-1:]]
 
     @api.get("/settings", summary="The running settings")
     def settings() -> SettingsView:

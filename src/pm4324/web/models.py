@@ -105,6 +105,10 @@ class AlarmAck(BaseModel):
     relay: int | None = Field(None, ge=1, le=2, description="acknowledge this relay's alarms; null: all")
 
 
+class EnergyReset(BaseModel):
+    meter: int | None = Field(None, ge=1, le=8, description="zero this Meter (and its CTs); null: all")
+
+
 class Alarm(BaseModel):
     alarm: int
     relay: int
