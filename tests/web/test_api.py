@@ -198,3 +198,17 @@ def test_energy_reset_needs_its_own_role_and_zeroes_the_meter(live):
     assert mb["meters"][1]["kwh_import"] == pytest.approx(  # read in 0.01 kWh steps
         float(snap.meter_energy.wh_import[1]) / 1000, abs=0.01)
     assert float(snap.meter_energy.wh_import[0]) > float(snap.meter.p_w[0]) / 3600 * 2  # Meter 1 kept
+
+
+def test_a_relay_in_alarm_mode_is_not_switched_by_hand(live):
+    with live.http() as http:
+        to_alarm = http.patch("/api/settings", json={"changes": {"relays.2.mode": "alarm"}},
+                              headers=SETTINGS_TOKEN)
+        assert to_alarm.status_code == 200, to_alarm.json()
+        refused = http.put("/api/relays/2", json={"closed": True}, headers=RELAYS_TOKEN)
+        assert refused.status_code == 409 and "alarm mode" in refused.json()["reason"]
+        assert http.get("/api/relays").json()[1] == {"relay": 2, "closed": False, "mode": "alarm"}
+        back = http.patch("/api/settings", json={"changes": {"relays.2.mode": "manual"}},
+                          headers=SETTINGS_TOKEN)
+        assert back.status_code == 200
+        assert http.put("/api/relays/2", json={"closed": False}, headers=RELAYS_TOKEN).status_code == 200
