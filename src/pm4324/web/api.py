@@ -25,6 +25,7 @@ from pm4324.snapshot import Snapshot
 from pm4324.web import metrics, views
 from pm4324.web.auth import Credentials
 from pm4324.web.feed import Feed
+from pm4324.web.fleet import Fleet
 from pm4324.web.models import (
     Alarm,
     AlarmAck,
@@ -32,6 +33,7 @@ from pm4324.web.models import (
     EnergyReset,
     Error,
     Event,
+    FleetMember,
     Harmonics,
     MainView,
     MeterView,
@@ -46,20 +48,37 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Error} for code in (400, 401, 403, 404, 409, 422, 503)}
 STREAM_KEEPALIVE_S = 15.0  # a comment line when no second came (proxies drop idle streams)
 CtNo = Annotated[int, Path(ge=1, le=24, description="CT number 1..24")]
+Device = Annotated[str | None, Query(max_length=100, description="which meter (its key in a hub); "
+                                     "default: this server's own or first meter")]
 MeterNo = Annotated[int, Path(ge=1, le=8, description="Meter number 1..8")]
 
 
 class Service:
-    """What the routes need: the meter (reads and writes), its feed and the credentials."""
+    """What the routes need: the meters shown (``fleet``; ``primary`` is the default one and
+    the one streamed), the local meter for writes (None in a hub), and the credentials."""
 
-    def __init__(self, meter: MeterControl, feed: Feed, credentials: Credentials, name: str = "local",
-                 version: str = ""):
-        self.meter, self.feed, self.credentials = meter, feed, credentials
-        self.name, self.version = name, version
+    def __init__(self, meter: MeterControl | None, feed: Feed, credentials: Credentials, fleet: Fleet,
+                 primary: str, version: str = ""):
+        self.local, self.feed, self.credentials = meter, feed, credentials
+        self.fleet, self.primary, self.version = fleet, primary, version
         self.closing = asyncio.Event()
 
-    def snapshot(self) -> Snapshot:
-        snap = self.feed.snapshot or self.meter.snapshot
+    @property
+    def meter(self) -> MeterControl:
+        """The local meter, for writes and its event log."""
+        if self.local is None:
+            raise HTTPException(404, "this server shows a hub's meters: it has no local meter to "
+                                "write to (configure meters with `pm4324 set`)")
+        return self.local
+
+    def snapshot(self, device: str | None = None) -> Snapshot:
+        if device is None or device == self.primary:
+            snap = self.feed.snapshot or (self.local.snapshot if self.local else None)
+        else:
+            member = self.fleet.get(device)
+            if member is None:
+                raise HTTPException(404, f"no meter {device!r} here (see /api/fleet)")
+            snap = member.snapshot
         if snap is None:
             raise HTTPException(503, "the meter has no measured second yet")
         return snap
@@ -119,39 +138,39 @@ def router(service: Service) -> APIRouter:
         return check
 
     @api.get("/snapshot", summary="The last second, as `pm4324 run --json` prints it (docs/json.md)")
-    def snapshot() -> dict[str, Any]:
-        return views.live_view(service.snapshot())
+    def snapshot(device: Device = None) -> dict[str, Any]:
+        return views.live_view(service.snapshot(device))
 
     @api.get("/cts", summary="Every CT's values with units")
-    def cts() -> list[CtView]:
-        snap = service.snapshot()
+    def cts(device: Device = None) -> list[CtView]:
+        snap = service.snapshot(device)
         return [CtView(**views.ct_view(snap, k)) for k in range(1, 25)]
 
     @api.get("/cts/{ct}", summary="One CT's values with units")
-    def ct(ct: CtNo) -> CtView:
-        return CtView(**views.ct_view(service.snapshot(), ct))
+    def ct(ct: CtNo, device: Device = None) -> CtView:
+        return CtView(**views.ct_view(service.snapshot(device), ct))
 
     @api.get("/cts/{ct}/harmonics", summary="RMS of harmonic orders 1..50 of the CT's V and I")
-    def harmonics(ct: CtNo) -> Harmonics:
-        return Harmonics(**views.harmonics_view(service.snapshot(), ct))
+    def harmonics(ct: CtNo, device: Device = None) -> Harmonics:
+        return Harmonics(**views.harmonics_view(service.snapshot(device), ct))
 
     @api.get("/meters", summary="Every Meter's values with units")
-    def meters() -> list[MeterView]:
-        snap = service.snapshot()
+    def meters(device: Device = None) -> list[MeterView]:
+        snap = service.snapshot(device)
         return [MeterView(**views.meter_view(snap, m)) for m in range(1, 9)]
 
     @api.get("/meters/{meter}", summary="One Meter's values with units")
-    def meter(meter: MeterNo) -> MeterView:
-        return MeterView(**views.meter_view(service.snapshot(), meter))
+    def meter(meter: MeterNo, device: Device = None) -> MeterView:
+        return MeterView(**views.meter_view(service.snapshot(device), meter))
 
     @api.get("/meters/{meter}/waveforms",
              summary="Samples of the last whole cycles of the Meter's voltages and currents")
-    def waveforms(meter: MeterNo) -> Waveforms:
-        return Waveforms(**views.waveform_view(service.snapshot(), meter))
+    def waveforms(meter: MeterNo, device: Device = None) -> Waveforms:
+        return Waveforms(**views.waveform_view(service.snapshot(device), meter))
 
     @api.get("/mains", summary="Each main's phase and line voltages, THD and frequency")
-    def mains() -> list[MainView]:
-        snap = service.snapshot()
+    def mains(device: Device = None) -> list[MainView]:
+        snap = service.snapshot(device)
         return [MainView(**views.main_view(snap, m)) for m in range(1, snap.settings.n_mains + 1)]
 
     @api.get("/stream", summary="Server-sent events: one `snapshot` event per second",
@@ -164,13 +183,13 @@ def router(service: Service) -> APIRouter:
     @api.get("/events", summary="The newest events of the meter's log, newest first")
     def events(limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                kind: Annotated[str | None, Query(max_length=40)] = None) -> list[Event]:
-        logged = list(getattr(service.meter, "events", ()))
+        logged = list(getattr(service.local, "events", ()))
         chosen = [e for e in reversed(logged) if kind is None or e.kind == kind][:limit]
         return [Event(**e.to_dict()) for e in chosen]
 
     @api.get("/alarms", summary="The enabled alarm rules and their state")
-    def alarms() -> list[Alarm]:
-        return [Alarm(**a) for a in service.snapshot().alarms_dict()["alarms"]]
+    def alarms(device: Device = None) -> list[Alarm]:
+        return [Alarm(**a) for a in service.snapshot(device).alarms_dict()["alarms"]]
 
     @api.post("/alarms/acknowledge", summary="Acknowledge latched alarms (role: relays)",
               dependencies=[Depends(require("relays"))])
@@ -199,8 +218,10 @@ def router(service: Service) -> APIRouter:
         return [Event(**e.to_dict()) for e in logged[-1:]]
 
     @api.get("/settings", summary="The running settings")
-    def settings() -> SettingsView:
-        return _settings_view(service.meter.settings)
+    def settings(device: Device = None) -> SettingsView:
+        if device is None and service.local is not None:
+            return _settings_view(service.local.settings)
+        return _settings_view(service.snapshot(device).settings)
 
     @api.patch("/settings", summary="Change settings (role: settings), validated like the file",
                dependencies=[Depends(require("settings"))])
@@ -213,6 +234,13 @@ def router(service: Service) -> APIRouter:
         except ValueError as exc:
             raise _SettingsRefused("", str(exc)) from None
         return _settings_view(service.meter.settings)
+
+    @api.get("/fleet", summary="The meters this server shows: online, last seen, model")
+    def fleet() -> list[FleetMember]:
+        return [FleetMember(key=m.key, online=m.online, last_seen=m.last_seen,
+                            seq=None if m.snapshot is None else m.snapshot.seq,
+                            model=None if m.snapshot is None else m.snapshot.settings.model)
+                for m in service.fleet.members()]
 
     @api.get("/registers", summary="The Modbus register map (as docs/registers.json)")
     def registers() -> dict[str, Any]:
@@ -232,10 +260,11 @@ def metrics_route(app: FastAPI, service: Service) -> None:
     @app.get("/metrics", summary="Prometheus text format 0.0.4", response_class=Response,
              responses={200: {"content": {"text/plain": {}}}})
     def prometheus() -> Response:
-        snap = service.feed.snapshot or service.meter.snapshot
-        key = None if snap is None else snap.seq
-        if cache["seq"] != key or key is None:
-            cache["seq"], cache["text"] = key, metrics.render([(service.name, snap)], service.version)
+        members = service.fleet.members()
+        key = tuple(None if m.snapshot is None else m.snapshot.seq for m in members)
+        if cache["seq"] != key or None in key:  # once per second of every meter
+            cache["seq"], cache["text"] = key, metrics.render(
+                [(m.key, m.snapshot) for m in members], service.version)
         return Response(cache["text"], media_type=metrics.CONTENT_TYPE)
 
 

@@ -91,6 +91,14 @@ class Event(BaseModel):
     text: str
 
 
+class FleetMember(BaseModel):
+    key: str = Field(description='the meter\'s key: "local" for `pm4324 run`, its name in a hub')
+    online: bool
+    last_seen: float | None = Field(description="Unix time its newest second arrived")
+    seq: int | None
+    model: str | None
+
+
 class Relay(BaseModel):
     relay: int
     closed: bool

@@ -18,9 +18,11 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
 from pm4324.registers.backend import MeterControl
+from pm4324.snapshot import Snapshot
 from pm4324.web.api import Service, error_handlers, metrics_route, router
 from pm4324.web.auth import Credentials
 from pm4324.web.feed import Feed
+from pm4324.web.fleet import Fleet
 
 PAGES = {"": "Building", "meter": "Meter", "trends": "Trends", "events": "Events", "settings": "Settings"}
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript", "charts.js": "text/javascript",
@@ -75,16 +77,27 @@ class _Server(uvicorn.Server):
 
 
 class WebServer:
-    """Start/stop like the protocol servers; ``port`` is the bound port (0 asks for a free one)."""
+    """Start/stop like the protocol servers; ``port`` is the bound port (0 asks for a free one).
 
-    def __init__(self, meter: MeterControl, host: str = "127.0.0.1", port: int = 8080,
-                 credentials: Credentials | None = None, name: str = "local"):
+    ``pm4324 run`` passes its meter (shown as "local", and the target of writes); a hub passes
+    ``meter=None`` and the keys of its meters, then calls ``publish(key, snapshot)`` for
+    each reading and ``fleet.mark(key, online)`` when a meter stops or resumes answering.
+    """
+
+    def __init__(self, meter: MeterControl | None, host: str = "127.0.0.1", port: int = 8080,
+                 credentials: Credentials | None = None, keys: list[str] | None = None):
         self.meter, self.host, self.port = meter, host, port
         self.credentials = credentials or Credentials()
-        self.name = name
+        self.fleet = Fleet(keys or ["local"])
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
         self.service: Service | None = None
+
+    def publish(self, key: str, snap: Snapshot) -> None:
+        """A new second of meter ``key`` (any thread)."""
+        self.fleet.update(key, snap)
+        if key == self.fleet.keys[0] and self.service is not None:
+            self.service.feed.publish(snap)
 
     @property
     def url(self) -> str:
@@ -93,9 +106,10 @@ class WebServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        feed = Feed(loop)
-        self.meter.add_listener(feed.publish)
-        self.service = Service(self.meter, feed, self.credentials, self.name, _version())
+        self.service = Service(self.meter, Feed(loop), self.credentials, self.fleet, self.fleet.keys[0],
+                               _version())
+        if self.meter is not None:
+            self.meter.add_listener(lambda snap: self.publish(self.fleet.keys[0], snap))
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

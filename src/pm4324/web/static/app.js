@@ -30,7 +30,11 @@ async function api(path, options = {}) {
 }
 
 /* -- header: navigation, theme, token, live second ------------------------------------------ */
-document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("current", a.dataset.nav === page));
+document.querySelectorAll("nav a").forEach((a) => {
+  a.classList.toggle("current", a.dataset.nav === page);
+  const d = new URLSearchParams(location.search).get("device");
+  if (d) a.href += `?device=${encodeURIComponent(d)}`;
+});
 const THEMES = ["auto", "light", "dark"];
 $("#theme").addEventListener("click", () => {
   const next = THEMES[(THEMES.indexOf(document.documentElement.dataset.theme) + 1) % 3];
@@ -52,7 +56,7 @@ function buildingPage(d) {
   const u = d.units;
   const meters = d.meters.map((m) => `
     <div class="card" data-meter="${m.meter}">
-      <h3><a href="/meter?m=${m.meter}">${esc(m.name)}</a><span class="muted">${esc(m.wiring)}</span></h3>
+      <h3><a href="${onDevice(`/meter?m=${m.meter}`)}">${esc(m.name)}</a><span class="muted">${esc(m.wiring)}</span></h3>
       <div class="big" data-key="meter${m.meter}.p_w" data-raw="${m.p_w ?? ""}">${fmt(m.p_w, "W")}</div>
       <dl class="kv">
         <dt>Current</dt><dd data-key="meter${m.meter}.i_rms" data-raw="${m.i_rms ?? ""}">${fmt(m.i_rms, "A")}</dd>
@@ -107,7 +111,7 @@ async function meterPage(d) {
         <div class="card"><h2>Energy by quadrant</h2><dl class="kv" id="energy"></dl></div>
         <div class="card scroll full"><h2>Values</h2><table id="values"></table></div>
       </div>`;
-    $("#pick-meter").addEventListener("change", (e) => { state.meter = +e.target.value; state.ct = 3 * state.meter - 2; history.replaceState(null, "", `/meter?m=${state.meter}`); $("#meter-view").remove(); meterPage(state.live); });
+    $("#pick-meter").addEventListener("change", (e) => { state.meter = +e.target.value; state.ct = 3 * state.meter - 2; history.replaceState(null, "", onDevice(`/meter?m=${state.meter}`)); $("#meter-view").remove(); meterPage(state.live); });
     $("#pick-ct").addEventListener("change", (e) => { state.ct = +e.target.value; });
   }
   const cts = d.cts.slice(3 * m - 3, 3 * m);
@@ -121,7 +125,7 @@ async function meterPage(d) {
     ["kvarh_q3", "QIII", "kvarh"], ["kvarh_q4", "QIV", "kvarh"], ["kvah", "Apparent", "kVAh"]];
   $("#energy").innerHTML = kinds.map(([k, label, unit]) => `<dt>${label}</dt><dd data-key="meter${m}.${k}" data-raw="${meter[k] ?? ""}">${fmt(meter[k], unit, 7)}</dd>`).join("");
   const seq = d.seq;
-  const [w, h] = await Promise.all([api(`/api/meters/${m}/waveforms`), api(`/api/cts/${state.ct}/harmonics`)]);
+  const [w, h] = await Promise.all([api(onDevice(`/api/meters/${m}/waveforms`)), api(onDevice(`/api/cts/${state.ct}/harmonics`))]);
   if (state.live.seq !== seq) return; // a newer second is already drawing
   $("#phasors").innerHTML = Charts.phasors(w.v_phasors, w.i_phasors);
   $("#phasor-table").innerHTML = [...w.v_phasors, ...w.i_phasors].map((p, k) => `<tr><td class="text">${esc(p.name)}</td><td>${fmt(p.rms, k < 3 ? "V" : "A")}</td><td>${fmt(p.deg, "°", 4)}</td></tr>`).join("");
@@ -239,20 +243,43 @@ async function settingsPage() {
 }
 
 /* -- the stream -------------------------------------------------------------------------------- */
+const device = new URLSearchParams(location.search).get("device");
+const onDevice = (path) => (device ? `${path}${path.includes("?") ? "&" : "?"}device=${encodeURIComponent(device)}` : path);
 const PAGES = { building: buildingPage, meter: meterPage, trends: trendsPage, events: eventsPage, settings: settingsPage };
 const params = new URLSearchParams(location.search);
 state.meter = Math.min(8, Math.max(1, +(params.get("m") || 1)));
 state.ct = 3 * state.meter - 2;
 let drawing = false;
+async function show(d) {
+  if (state.live && d.seq === state.live.seq) return;
+  state.live = d; state.ticks += 1; showLive(d);
+  if (drawing && page !== "trends") return;
+  drawing = true;
+  try { await PAGES[page](d); if (page === "building") await fleetCard(); } catch (err) { say(err.message, true); } finally { drawing = false; }
+}
 function connect() {
+  if (device) { // another meter of a hub: the stream carries the first one, so ask each second
+    const poll = async () => { try { await show(await api(onDevice("/api/snapshot"))); } catch (err) { say(err.message, true); } };
+    poll(); setInterval(poll, 1000);
+    return;
+  }
   const source = new EventSource("/api/stream");
-  source.addEventListener("snapshot", async (e) => {
-    const d = JSON.parse(e.data);
-    state.live = d; state.ticks += 1; showLive(d);
-    if (drawing && page !== "trends") return;
-    drawing = true;
-    try { await PAGES[page](d); } catch (err) { say(err.message, true); } finally { drawing = false; }
-  });
+  source.addEventListener("snapshot", (e) => show(JSON.parse(e.data)));
   source.onerror = () => { $("#live").textContent = "reconnecting…"; };
+}
+
+/* A hub's meters: online or not, last seen (shown when the server has more than one). */
+async function fleetCard() {
+  if (state.ticks % 5 !== 1 && state.fleet) { drawFleet(); return; }
+  state.fleet = await api("/api/fleet");
+  drawFleet();
+}
+function drawFleet() {
+  if (!state.fleet || state.fleet.length < 2 || $("#fleet")) return;
+  const rows = state.fleet.map((m) => `<tr data-device="${esc(m.key)}"><td class="text"><a href="/?device=${encodeURIComponent(m.key)}">${esc(m.key)}</a></td>
+    <td class="text ${m.online ? "ok" : "bad"}">${m.online ? "online" : "offline"}</td>
+    <td class="text">${m.last_seen ? new Date(m.last_seen * 1000).toLocaleTimeString() : "never"}</td><td class="text">${esc(m.model || "")}</td></tr>`).join("");
+  $("#content").insertAdjacentHTML("afterbegin", `<section class="card scroll" id="fleet"><h2>Meters of this hub</h2>
+    <table><thead><tr><th class="text">meter</th><th class="text">state</th><th class="text">last seen</th><th class="text">model</th></tr></thead><tbody>${rows}</tbody></table></section>`);
 }
 connect();
