@@ -157,3 +157,18 @@ def test_trends_follow_the_seconds_and_zoom_by_dragging(page, live):
     page.click("#trend-reset")
     assert points() == 11
     assert page.errors == []
+
+
+def test_alarms_are_acknowledged_from_the_events_page_with_the_credential(page, live):
+    snap = live.step()
+    page.goto(live.url + "events")
+    wait_for_second(page, snap.seq)
+    page.wait_for_selector("#ack", timeout=10_000)
+    assert "power_up" in page.inner_text("#events")
+    page.click("#ack")
+    page.wait_for_selector("#message.bad", timeout=10_000)
+    page.fill("#token", "relays-token-0123456789")
+    page.dispatch_event("#token", "change")
+    page.click("#ack")
+    page.wait_for_function("document.querySelector('#message').textContent === 'alarms acknowledged'",
+                           timeout=10_000)
