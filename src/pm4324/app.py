@@ -143,4 +143,17 @@ async def _start_web(meter: Meter, args: argparse.Namespace, started: list):
         raise SystemExit(2) from None
     writes = "writes with a token" if args.http_tokens else "read-only (no --http-tokens)"
     print(f"Dashboard and HTTP API on {web.url} ({writes})", file=sys.stderr, flush=True)
+    if not _loopback(host):
+        print(f"  {host} is not loopback: every live value, the settings and the event log can be "
+              "read from the network without a credential (plain HTTP: tokens travel in clear; "
+              "put a TLS proxy in front, docs/web.md)", file=sys.stderr, flush=True)
     return web
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

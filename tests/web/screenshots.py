@@ -18,6 +18,7 @@ SHOTS = (  # (file, path, theme, viewport)
     ("building.png", "", "light", (1400, 1000)),
     ("building-dark.png", "", "dark", (1400, 1000)),
     ("building-phone.png", "", "dark", (390, 844)),
+    ("building-wall.png", "", "dark", (2560, 1440)),
     ("meter.png", "meter?m=1", "light", (1400, 1000)),
     ("meter-dark.png", "meter?m=3", "dark", (1400, 1000)),
     ("trends.png", "trends", "light", (1400, 700)),
@@ -43,7 +44,7 @@ def main() -> int:
                     snap = live.step()
                     page.wait_for_selector(f'#live[data-seq="{snap.seq}"]', timeout=10_000)
                 page.wait_for_load_state("networkidle")
-                page.screenshot(path=str(OUT / name), full_page=False)
+                page.screenshot(path=str(OUT / name), full_page=name == "meter.png")
                 context.close()
                 print(OUT / name)
             browser.close()
