@@ -212,3 +212,17 @@ def test_a_relay_in_alarm_mode_is_not_switched_by_hand(live):
                           headers=SETTINGS_TOKEN)
         assert back.status_code == 200
         assert http.put("/api/relays/2", json={"closed": False}, headers=RELAYS_TOKEN).status_code == 200
+
+
+def test_settings_keys_reach_list_items(live):
+    with live.http() as http:
+        one = http.patch("/api/settings", json={"changes": {"meters.3.circuit_phases.2": "a"}},
+                         headers=SETTINGS_TOKEN)
+        assert one.status_code == 200
+        assert one.json()["values"]["meters"]["3"]["circuit_phases"] == ["a", "a", "c"]
+        assert live.meter.settings.meters[2].circuit_phases == ("a", "a", "c")
+        for key in ("meters.3.circuit_phases.0", "meters.3.circuit_phases.4", "meters.3.circuit_phases.x"):
+            r = http.patch("/api/settings", json={"changes": {key: "a"}}, headers=SETTINGS_TOKEN)
+            assert r.status_code == 422 and r.json()["key"] == key
+        http.patch("/api/settings", json={"changes": {"meters.3.circuit_phases.2": "b"}},
+                   headers=SETTINGS_TOKEN)

@@ -303,27 +303,36 @@ def _settings_view(s: Settings) -> SettingsView:
 
 
 def changed_settings(current: Settings, changes: dict[str, Any]) -> Settings:
-    """The current settings with dotted keys changed, through the settings file's parser."""
+    """The current settings with dotted keys changed, through the settings file's parser.
+
+    A number after a list names its item from 1 (``meters.3.circuit_phases.2``, ``alarms.1.relay``).
+    """
     data: dict[str, Any] = tomllib.loads(settings_to_toml(current))
     for key, value in changes.items():
         parts = key.split(".")
         target: Any = data
         try:
             for part in parts[:-1]:
-                if isinstance(target, list):
-                    if int(part) < 1:
-                        raise IndexError(part)
-                    target = target[int(part) - 1]
-                else:
-                    target = target.setdefault(part, {})
-            if isinstance(target, list) or not isinstance(target, dict) or not parts[-1]:
+                target = target[_item(part)] if isinstance(target, list) else target.setdefault(part, {})
+            last = parts[-1]
+            if isinstance(target, list):
+                target[_item(last)] = value
+            elif isinstance(target, dict) and last:
+                target[last] = value
+            else:
                 raise KeyError(key)
-        except (KeyError, IndexError, ValueError, TypeError):
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
             raise _SettingsRefused(key, f"{key}: no such setting") from None
-        target[parts[-1]] = value
     try:
         return parse_settings(data, "settings change")
     except SettingsError as exc:
         raise _SettingsRefused(exc.key, f"{exc.key} = {exc.value!r}: {exc.allowed}") from None
     except (TypeError, ValueError) as exc:
         raise _SettingsRefused("", str(exc)) from None
+
+
+def _item(part: str) -> int:
+    """List item ``part`` (1-based) as an index; ValueError for 0 or a non-number."""
+    if not part.isdigit() or int(part) < 1:
+        raise ValueError(part)
+    return int(part) - 1
