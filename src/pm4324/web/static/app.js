@@ -215,8 +215,15 @@ async function settingsPage() {
   Object.entries(v.mains || {}).forEach(([k, m]) => {
     html += field(`mains.${k}.pt_ratio`, `Main ${k} PT ratio`, m.pt_ratio, num) + field(`mains.${k}.nominal_voltage_v`, `Main ${k} nominal V (L-N)`, m.nominal_voltage_v, num);
   });
+  const text = (id, key, value) => `<input id="${id}" name="${key}" type="text" maxlength="60" value="${esc(value)}" data-was="${esc(value)}">`;
   Object.entries(v.meters || {}).forEach(([k, m]) => {
+    if (m.name !== undefined) html += field(`meters.${k}.name`, `Meter ${k} name`, m.name, text);
     html += field(`meters.${k}.wiring`, `Meter ${k} wiring`, m.wiring, pick(WIRINGS)) + field(`meters.${k}.ct_ratio`, `Meter ${k} CT ratio (A)`, m.ct_ratio, num);
+    (m.ct_names || []).forEach((name, j) => { html += field(`meters.${k}.ct_names.${j + 1}`, `CT ${3 * k - 2 + j} name`, name, text); });
+  });
+  [1, 2].forEach((k) => {
+    const mode = v.relays?.[k]?.mode || "manual";
+    html += field(`relays.${k}.mode`, `Relay ${k} mode`, mode, pick(["manual", "alarm"]));
   });
   $("#content").innerHTML = `<section class="card"><h2>Settings</h2>
     <p class="muted">Changes are checked by the same rules as the settings file and need a token with the <b>settings</b> role (🔑 above).</p>
