@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -55,16 +56,20 @@ def test_run_serves_the_second_it_prints(tmp_path):
     assert code == 0
 
 
-@pytest.mark.parametrize("problem", ["tokens", "port"])
+@pytest.mark.parametrize("problem", ["tokens", "busy port"])
 def test_bad_http_options_are_one_line_and_exit_2(tmp_path, problem):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
     extra = ["--http", "127.0.0.1:0"]
     if problem == "tokens":
         (tmp_path / "tokens.txt").write_text("admin short\n")
         extra += ["--http-tokens", str(tmp_path / "tokens.txt")]
     else:
-        extra = ["--http", "127.0.0.1:70000"]
-    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", "--settings",
-                        str(_settings(tmp_path)), "--no-modbus", *extra, "--seconds", "1"],
-                       capture_output=True, text=True, timeout=120)
+        extra = ["--http", f"127.0.0.1:{busy.getsockname()[1]}"]
+    with busy:
+            r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", "--settings",
+                            str(_settings(tmp_path)), "--no-modbus", *extra, "--seconds", "1"],
+                           capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert ("tokens.txt:1" if problem == "tokens" else "70000") in r.stderr
+    assert ("tokens.txt:1" if problem == "tokens" else "cannot serve HTTP") in r.stderr
