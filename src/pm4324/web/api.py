@@ -269,15 +269,14 @@ def metrics_route(app: FastAPI, service: Service) -> None:
 
 
 async def _events(service: Service) -> AsyncIterator[bytes]:
-    first = service.feed.live_json()
-    if first is not None:
-        yield b"event: snapshot\ndata: " + first + b"\n\n"
+    yield b"retry: 2000\n\n"  # a browser that lost the stream asks again after 2 s
+    sent = None
     while not service.closing.is_set():
-        if await service.feed.next(STREAM_KEEPALIVE_S):
-            data = service.feed.live_json()
-            if data is not None:
-                yield b"event: snapshot\ndata: " + data + b"\n\n"
-        else:
+        snap, data = service.feed.snapshot, service.feed.live_json()
+        if data is not None and snap is not None and snap.seq != sent:
+            sent = snap.seq
+            yield b"id: %d\nevent: snapshot\ndata: %s\n\n" % (snap.seq, data)
+        elif not await service.feed.next(STREAM_KEEPALIVE_S):
             yield b": keep-alive\n\n"
 
 
