@@ -172,3 +172,15 @@ def test_alarms_are_acknowledged_from_the_events_page_with_the_credential(page, 
     page.click("#ack")
     page.wait_for_function("document.querySelector('#message').textContent === 'alarms acknowledged'",
                            timeout=10_000)
+
+
+@pytest.mark.parametrize("slug", PAGES)
+def test_pages_ask_nothing_of_any_other_host(page, live, slug):
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
+    snap = live.step()
+    page.goto(live.url + slug)
+    wait_for_second(page, snap.seq)
+    page.wait_for_load_state("networkidle")
+    elsewhere = [u for u in asked if not u.startswith(live.url)]
+    assert asked and not elsewhere  # every script, style and icon ships in the package
