@@ -1,9 +1,9 @@
 """Who may write over HTTP: bearer tokens mapped to roles.
 
-Roles are those of the security item (its roles and credentials): ``read``, ``relays`` (relay switching and
-alarm acknowledgement), ``settings`` and ``energy_reset``. Reading needs no credential on
-the default loopback binding; every write needs a token carrying its role. Tokens are kept
-only as SHA-256 digests and compared in constant time.
+Roles are those of the security item: ``read``, ``relays`` (relay switching and alarm
+acknowledgement), ``settings`` and ``energy_reset``. Reading needs no credential on the
+default loopback binding; every write needs a token carrying its role. Tokens are kept only
+as SHA-256 digests and compared in constant time.
 """
 
 from __future__ import annotations
