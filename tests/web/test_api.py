@@ -137,6 +137,7 @@ def test_settings_writes_are_validated_like_the_file_and_need_the_settings_role(
         assert client.read_holding_registers(0x1001, count=1, device_id=1).registers == [200]
     finally:
         client.close()
+    assert live.meter.wait_settings_saved()
     assert load_settings(live.meter.settings_path).meters[1].ct_ratio == 200
     with live.http() as http:
         http.patch("/api/settings", json={"changes": {"meters.2.ct_ratio": 100}}, headers=SETTINGS_TOKEN)
@@ -226,3 +227,19 @@ def test_settings_keys_reach_list_items(live):
             assert r.status_code == 422 and r.json()["key"] == key
         http.patch("/api/settings", json={"changes": {"meters.3.circuit_phases.2": "b"}},
                    headers=SETTINGS_TOKEN)
+
+
+def test_a_key_the_operator_edited_on_disk_meanwhile_is_a_conflict(live):
+    assert live.meter.wait_settings_saved()
+    path = live.meter.settings_path
+    text = open(path).read()
+    edited = text.replace("[meters.4]\nwiring = \"3P4W-3CT\"\nct_type_a = 100",
+                          "[meters.4]\nwiring = \"3P4W-3CT\"\nct_type_a = 200")
+    assert edited != text
+    open(path, "w").write(edited)
+    with live.http() as http:
+        r = http.patch("/api/settings", json={"changes": {"meters.4.ct_ratio": 300}},
+                       headers=SETTINGS_TOKEN)
+    assert r.status_code == 409 and r.json()["reason"]
+    assert live.meter.settings.meters[3].ct_ratio == 100
+    open(path, "w").write(text)

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pm4324.config.settings import Settings, SettingsError, parse_settings
 from pm4324.config.settings_file import settings_to_toml
+from pm4324.config.settings_writeback import SettingsConflict
 from pm4324.registers.backend import MeterControl
 from pm4324.snapshot import Snapshot
 from pm4324.web import metrics, views
@@ -229,6 +230,8 @@ def router(service: Service) -> APIRouter:
         new = changed_settings(service.meter.settings, body.changes)
         try:
             service.meter.apply_settings(new)
+        except SettingsConflict as exc:  # the operator changed the file on disk meanwhile
+            raise HTTPException(409, str(exc)) from None
         except SettingsError as exc:
             raise _SettingsRefused(exc.key, f"{exc.key} = {exc.value!r}: {exc.allowed}") from None
         except ValueError as exc:
