@@ -21,14 +21,16 @@ from pm4324.config.settings import load_settings
 from pm4324.device.meter import Meter
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
+from pm4324.security.audit import AuditLog
+from pm4324.security.guard import Guard
+from pm4324.security.identities import hash_token
 from pm4324.snapshot import Snapshot
 from pm4324.sources.simulator import SimulatorSource, load_scenario
-from pm4324.web.auth import Credentials
 from pm4324.web.server import WebServer
 
 SETTINGS = Path(__file__).resolve().parents[2] / "src" / "pm4324" / "data" / "building-settings.toml"
-TOKENS = {"relays-token-0123456789": ["relays"], "settings-token-0123456789": ["settings", "relays"],
-          "energy-token-0123456789": ["energy_reset"]}
+TOKENS = {"hmi": ("relays", "relays-token-0123456789"), "engineer": ("settings", "settings-token-0123456789"),
+          "billing": ("energy-reset", "energy-token-0123456789")}  # name: (role, token)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -76,7 +78,7 @@ def start_live_meter(settings_path: Path | None = None) -> tuple[LiveMeter, thre
                       settings_path=str(settings_path) if settings_path else None)
         modbus = TcpServer(MapBackend(meter), unit_id=1, host="127.0.0.1", port=0)
         await modbus.start()
-        web = WebServer(meter, "127.0.0.1", 0, Credentials(TOKENS))
+        web = WebServer(meter, "127.0.0.1", 0, guard=Guard(settings.security, AuditLog()))
         await web.start()
         return LiveMeter(meter, web, modbus, asyncio.get_running_loop())
 
@@ -95,10 +97,17 @@ def stop_live_meter(live: LiveMeter, thread: threading.Thread) -> None:
     thread.join(10)
 
 
+def settings_with_tokens() -> str:
+    """The building's settings with the test's HTTP tokens (as `pm4324 token` writes them)."""
+    lines = [f'\n[security.tokens.{name}]\nrole = "{role}"\nhash = "{hash_token(token)}"'
+             for name, (role, token) in TOKENS.items()]
+    return SETTINGS.read_text() + "\n".join(lines) + "\n"
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory) -> Iterator[LiveMeter]:
     settings_file = tmp_path_factory.mktemp("web") / "settings.toml"
-    settings_file.write_text(SETTINGS.read_text())
+    settings_file.write_text(settings_with_tokens())
     meter, thread = start_live_meter(settings_file)
     yield meter
     stop_live_meter(meter, thread)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,9 +22,11 @@ from pm4324.config.settings import Settings, SettingsError, parse_settings
 from pm4324.config.settings_file import settings_to_toml
 from pm4324.config.settings_writeback import SettingsConflict
 from pm4324.registers.backend import MeterControl
+from pm4324.security.guard import Guard, Write
+from pm4324.security.roles import Client, Right
 from pm4324.snapshot import Snapshot
 from pm4324.web import metrics, views
-from pm4324.web.auth import Credentials
+from pm4324.web.auth import authorize
 from pm4324.web.feed import Feed
 from pm4324.web.fleet import Fleet
 from pm4324.web.models import (
@@ -52,15 +54,16 @@ CtNo = Annotated[int, Path(ge=1, le=24, description="CT number 1..24")]
 Device = Annotated[str | None, Query(max_length=100, description="which meter (its key in a hub); "
                                      "default: this server's own or first meter")]
 MeterNo = Annotated[int, Path(ge=1, le=8, description="Meter number 1..8")]
+Auth = Annotated[str | None, Header(description="Bearer TOKEN of [security.tokens] (writes)")]
 
 
 class Service:
     """What the routes need: the meters shown (``fleet``; ``primary`` is the default one and
-    the one streamed), the local meter for writes (None in a hub), and the credentials."""
+    the one streamed), the local meter for writes (None in a hub), and the write guard."""
 
-    def __init__(self, meter: MeterControl | None, feed: Feed, credentials: Credentials, fleet: Fleet,
+    def __init__(self, meter: MeterControl | None, feed: Feed, guard: Guard, fleet: Fleet,
                  primary: str, version: str = ""):
-        self.local, self.feed, self.credentials = meter, feed, credentials
+        self.local, self.feed, self.guard = meter, feed, guard
         self.fleet, self.primary, self.version = fleet, primary, version
         self.closing = asyncio.Event()
 
@@ -128,15 +131,9 @@ class _SettingsRefused(HTTPException):
 def router(service: Service) -> APIRouter:
     api = APIRouter(prefix="/api", responses=ERRORS)
 
-    def require(role: str) -> Callable[..., None]:
-        def check(authorization: Annotated[str | None, Header()] = None) -> None:
-            roles = service.credentials.roles(authorization)
-            if roles is None:
-                raise HTTPException(401, "this write needs a credential (Authorization: Bearer TOKEN)",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            if role not in roles:
-                raise HTTPException(403, f"the credential lacks the role {role!r}")
-        return check
+    def allow(request: Request, authorization: str | None, writes: list[Write]) -> Client:
+        meter = service.meter  # 404 in a hub before any credential is looked at
+        return authorize(service.guard, meter.settings.security, request, authorization, writes)
 
     @api.get("/snapshot", summary="The last second, as `pm4324 run --json` prints it (docs/json.md)")
     def snapshot(device: Device = None) -> dict[str, Any]:
@@ -192,29 +189,40 @@ def router(service: Service) -> APIRouter:
     def alarms(device: Device = None) -> list[Alarm]:
         return [Alarm(**a) for a in service.snapshot(device).alarms_dict()["alarms"]]
 
-    @api.post("/alarms/acknowledge", summary="Acknowledge latched alarms (role: relays)",
-              dependencies=[Depends(require("relays"))])
-    def acknowledge(body: AlarmAck) -> list[Alarm]:
+    @api.post("/alarms/acknowledge", summary="Acknowledge latched alarms (right: relays)")
+    def acknowledge(body: AlarmAck, request: Request, authorization: Auth = None) -> list[Alarm]:
+        writes = [Write(Right.RELAYS, "alarm acknowledgement", "",
+                        f"relay {body.relay}" if body.relay else "both relays")]
+        client = allow(request, authorization, writes)
         service.meter.acknowledge_alarms(body.relay)
+        service.guard.accepted(client, writes)
         return [Alarm(**a) for a in _alarm_rows(service)]
 
     @api.get("/relays", summary="The two relays: closed or open, and who switches them")
     def relays() -> list[Relay]:
         return _relays(service)
 
-    @api.put("/relays/{relay}", summary="Switch a relay in manual mode (role: relays)",
-             dependencies=[Depends(require("relays"))])
-    def set_relay(relay: Annotated[int, Path(ge=1, le=2)], body: RelayWrite) -> Relay:
+    @api.put("/relays/{relay}", summary="Switch a relay in manual mode (right: relays)")
+    def set_relay(relay: Annotated[int, Path(ge=1, le=2)], body: RelayWrite, request: Request,
+                  authorization: Auth = None) -> Relay:
+        state = ("open", "closed")
+        writes = [Write(Right.RELAYS, f"relay {relay}", state[service.meter.relays[relay - 1]],
+                        state[body.closed])]
+        client = allow(request, authorization, writes)
         try:
             service.meter.set_relay(relay - 1, body.closed)
         except ValueError as exc:  # the relay is in alarm mode: its rules own it
             raise HTTPException(409, str(exc)) from None
+        service.guard.accepted(client, writes)
         return _relays(service)[relay - 1]
 
-    @api.post("/energy/reset", summary="Zero energy registers (role: energy_reset); logged",
-              dependencies=[Depends(require("energy_reset"))])
-    def reset_energy(body: EnergyReset) -> list[Event]:
+    @api.post("/energy/reset", summary="Zero energy registers (right: energy-reset); logged")
+    def reset_energy(body: EnergyReset, request: Request, authorization: Auth = None) -> list[Event]:
+        writes = [Write(Right.ENERGY_RESET, f"energy of Meter {body.meter}" if body.meter
+                        else "energy of every Meter", "", "0")]
+        client = allow(request, authorization, writes)
         service.meter.reset_energy(body.meter)
+        service.guard.accepted(client, writes)
         logged = [e for e in getattr(service.meter, "events", ()) if e.kind == "energy_reset"]
         return [Event(**e.to_dict()) for e in logged[-1:]]
 
@@ -224,9 +232,10 @@ def router(service: Service) -> APIRouter:
             return _settings_view(service.local.settings)
         return _settings_view(service.snapshot(device).settings)
 
-    @api.patch("/settings", summary="Change settings (role: settings), validated like the file",
-               dependencies=[Depends(require("settings"))])
-    def change_settings(body: SettingsWrite) -> SettingsView:
+    @api.patch("/settings", summary="Change settings (right: settings), validated like the file")
+    def change_settings(body: SettingsWrite, request: Request, authorization: Auth = None) -> SettingsView:
+        writes = [Write(Right.SETTINGS, key, "", str(value)) for key, value in body.changes.items()]
+        client = allow(request, authorization, writes)
         new = changed_settings(service.meter.settings, body.changes)
         try:
             service.meter.apply_settings(new)
@@ -236,6 +245,7 @@ def router(service: Service) -> APIRouter:
             raise _SettingsRefused(exc.key, f"{exc.key} = {exc.value!r}: {exc.allowed}") from None
         except ValueError as exc:
             raise _SettingsRefused("", str(exc)) from None
+        service.guard.accepted(client, writes)
         return _settings_view(service.meter.settings)
 
     @api.get("/fleet", summary="The meters this server shows: online, last seen, model")

@@ -1,63 +1,41 @@
-"""Who may write over HTTP: bearer tokens mapped to roles.
+"""Who may write over HTTP: the security item's tokens, roles and guard (docs/security.md).
 
-Roles are those of the security item: ``read``, ``relays`` (relay switching and alarm
-acknowledgement), ``settings`` and ``energy_reset``. Reading needs no credential on the
-default loopback binding; every write needs a token carrying its role. Tokens are kept only
-as SHA-256 digests and compared in constant time.
+A write presents ``Authorization: Bearer TOKEN``; ``[security.tokens]`` (made with
+`pm4324 token`, kept as scrypt hashes) gives the token a name and a role, and the same
+``Guard`` that decides Modbus, CANopen and MQTT writes decides this one from the role's
+rights and audits it, accepted or refused. Reading needs no credential.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from fastapi import HTTPException, Request
 
-ROLES = ("read", "relays", "settings", "energy_reset")
-
-
-class CredentialsError(ValueError):
-    """A token file that cannot be used; the message names the file and line."""
+from pm4324.config.security_settings import SecuritySettings
+from pm4324.security.guard import Guard, Refused, Write
+from pm4324.security.identities import Identities
+from pm4324.security.roles import Client
 
 
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+def bearer(authorization: str | None) -> str | None:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    return authorization[7:].strip() or None
 
 
-class Credentials:
-    def __init__(self, tokens: Mapping[str, Iterable[str]] | None = None):
-        self._entries = [(_digest(t), frozenset(roles)) for t, roles in (tokens or {}).items()]
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Credentials:
-        """One token per line: ``ROLE[,ROLE...] TOKEN``; ``#`` starts a comment."""
-        tokens: dict[str, list[str]] = {}
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CredentialsError(f"{path}: cannot be read: {exc.strerror}") from None
-        for n, line in enumerate(text.splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            roles, _, token = line.partition(" ")
-            token, wanted = token.strip(), roles.split(",")
-            unknown = [r for r in wanted if r not in ROLES]
-            if not token or unknown:
-                raise CredentialsError(f"{path}:{n}: expected 'ROLE[,ROLE] TOKEN' with roles from "
-                                       f"{', '.join(ROLES)}")
-            if len(token) < 16:
-                raise CredentialsError(f"{path}:{n}: a token needs at least 16 characters")
-            tokens[token] = wanted
-        return cls(tokens)
-
-    def roles(self, authorization: str | None) -> frozenset[str] | None:
-        """The roles of an ``Authorization: Bearer TOKEN`` header; None when it names none."""
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return None
-        digest = _digest(authorization[7:].strip())
-        found = None
-        for known, roles in self._entries:  # no early exit: the time does not tell which
-            if hmac.compare_digest(known, digest):
-                found = roles
-        return found
+def authorize(guard: Guard, security: SecuritySettings, request: Request, authorization: str | None,
+              writes: list[Write]) -> Client:
+    """The client, once the guard allowed every write; 401 without a known token, 403 when
+    its role lacks a right (both audited by the guard)."""
+    token = bearer(authorization)
+    peer = request.client
+    address = f"{peer.host}:{peer.port}" if peer else ""
+    client = Identities(security).http_client(token, address)
+    try:
+        guard.authorize(client, writes)
+    except Refused as exc:
+        if token is None or client.role is None:
+            raise HTTPException(401, "this write needs a credential: a known token (Authorization: "
+                                "Bearer TOKEN; `pm4324 token` makes one)",
+                                headers={"WWW-Authenticate": "Bearer"}) from None
+        raise HTTPException(403, f"role {client.role!r} may not: {exc}") from None
+    return client

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
 from pm4324.registers.backend import MeterControl
+from pm4324.security.guard import Guard
 from pm4324.snapshot import Snapshot
 from pm4324.web.api import Service, error_handlers, metrics_route, router
-from pm4324.web.auth import Credentials
 from pm4324.web.feed import Feed
 from pm4324.web.fleet import Fleet
 
@@ -85,9 +85,10 @@ class WebServer:
     """
 
     def __init__(self, meter: MeterControl | None, host: str = "127.0.0.1", port: int = 8080,
-                 credentials: Credentials | None = None, keys: list[str] | None = None):
+                 guard: Guard | None = None, keys: list[str] | None = None):
         self.meter, self.host, self.port = meter, host, port
-        self.credentials = credentials or Credentials()
+        # the meter's guard decides writes by [security] (no guard given: one without an audit log)
+        self.guard = guard or Guard(meter.settings.security if meter is not None else None)
         self.fleet = Fleet(keys or ["local"])
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
@@ -106,7 +107,7 @@ class WebServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.service = Service(self.meter, Feed(loop), self.credentials, self.fleet, self.fleet.keys[0],
+        self.service = Service(self.meter, Feed(loop), self.guard, self.fleet, self.fleet.keys[0],
                                _version())
         if self.meter is not None:
             self.meter.add_listener(lambda snap: self.publish(self.fleet.keys[0], snap))
