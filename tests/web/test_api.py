@@ -243,3 +243,16 @@ def test_a_key_the_operator_edited_on_disk_meanwhile_is_a_conflict(live):
     assert r.status_code == 409 and r.json()["reason"]
     assert live.meter.settings.meters[3].ct_ratio == 100
     open(path, "w").write(text)
+
+
+def test_http_writes_are_audited_with_the_token_name_and_address(live):
+    with live.http() as http:
+        http.put("/api/relays/2", json={"closed": False}, headers=SETTINGS_TOKEN)  # role settings: allowed
+        http.post("/api/energy/reset", json={"meter": 8}, headers=RELAYS_TOKEN)  # role relays: refused
+    audit = live.web.guard.audit
+    audit.flush()
+    accepted = [e for e in audit.entries(outcome="accepted") if e.interface == "http"]
+    refused = [e for e in audit.entries(outcome="refused") if e.interface == "http"]
+    assert any(e.target == "relay 2" and e.subject == "engineer" and e.role == "settings"
+               and e.address.startswith("127.0.0.1:") for e in accepted)
+    assert any(e.target == "energy of Meter 8" and e.subject == "hmi" for e in refused)

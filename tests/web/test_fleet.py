@@ -66,7 +66,7 @@ def test_each_meter_by_its_key_and_the_fleet_state(hub):
         web.fleet.mark("south", False)
         assert {m["key"]: m["online"] for m in http.get("/api/fleet").json()} == {
             "north": True, "south": False}
-        assert http.put("/api/relays/1", json={"closed": True}).status_code == 401  # no credential
+        assert http.put("/api/relays/1", json={"closed": True}).status_code == 404  # no local meter
         no_local = http.get("/api/relays")
         assert no_local.status_code == 404 and "hub" in no_local.json()["reason"]
         text = http.get("/metrics").text
