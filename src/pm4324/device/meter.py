@@ -334,6 +334,7 @@ class Meter(Saving):
                 relays=self._relays,
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
+                waveforms=r.waveforms,
                 status=self.status,
             )
         return snap, done
