@@ -131,7 +131,7 @@ def test_unmapped_reads_are_exception_02(meter, table, address, count):
 
 def test_unmapped_bits_are_exception_02(meter):
     b = MapBackend(meter)
-    for table, address, count in [("coil", 0x1010, 1), ("coil", 0x1000, 3), ("discrete", 0, 1)]:
+    for table, address, count in [("coil", 0x1012, 1), ("coil", 0x1000, 3), ("discrete", 0, 1)]:
         with pytest.raises(AccessError) as info:
             b.read_bits(table, address, count)
         assert info.value.code == ExceptionCode.ILLEGAL_DATA_ADDRESS

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
+from pm4324.config.settings import N_CTS, N_METERS, Settings, validate, voltage_range_warnings
 from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
 from pm4324.device.store import Store, StoreError
 from pm4324.metering.engine import Engine, StepResult
-from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
+from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot, Status
 from pm4324.sources.base import SampleBlock, Source
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ class Meter:
         for kind, text in store.notes if store else ():
             self._event(kind, text)
         self._event("power_up", _power_up_text(store))
+        self._voltage_warnings: list[str] = []
+        self._check_voltage_range(settings)
         self._relays = (False, False)
         for k, relay in enumerate(settings.relays.relays):
             if relay.mode == "alarm":
@@ -124,6 +126,7 @@ class Meter:
 
                 save_settings(new, Path(self.settings_path))
             self._event("settings", _changes(old, new))
+            self._check_voltage_range(new)
 
     def set_relay(self, index: int, closed: bool) -> None:
         """Manual control; raises RelayModeError when the relay is in alarm mode."""
@@ -168,6 +171,19 @@ class Meter:
         self.events.append(event)
         self._unsaved.append(event)
         log.info("%s: %s", kind, text)
+
+    def _check_voltage_range(self, settings: Settings) -> None:
+        """Warn (log, event, Status.VOLTAGE_RANGE) when a nominal voltage leaves the inputs'
+        range, and log an event when it is back: such settings are accepted, not refused."""
+        warnings = voltage_range_warnings(settings)
+        if warnings == self._voltage_warnings:
+            return
+        for text in warnings:
+            log.warning("%s", text)
+            self._event("voltage_range", text)
+        if not warnings:
+            self._event("voltage_range", "every main's nominal voltage is within the inputs' range")
+        self._voltage_warnings = warnings
 
     def _switch(self, index: int, closed: bool, why: str, always: bool = False) -> None:
         if self._relays[index] == closed and not always:
@@ -264,6 +280,7 @@ class Meter:
                 relays=self._relays,
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
+                status=Status.VOLTAGE_RANGE if self._voltage_warnings else 0,
             )
         self._snapshot = snap
         for listener in self._listeners:

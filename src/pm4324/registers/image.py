@@ -204,11 +204,6 @@ def _with_setting(s: Settings, src: Source, value: float) -> Settings:
         phases = phases if wiring is Wiring.W1P2W_1CT else ("a", "b", "c")
         return s.with_meter(src.index, wiring=wiring, circuit_phases=phases)
     if src.group == "mains":
-        if src.index > s.n_mains:
-            raise _address_error(f"{s.model} has no main {src.index}")
-        terminal = s.mains[src.index - 1].nominal_voltage_v / value
-        if not 10 <= terminal <= 500:  # the same rule the settings file enforces
-            raise _value_error(f"PT ratio {value:g} puts the nominal at {terminal:g} V terminal")
         return s.with_main(src.index, pt_ratio=value)
     return replace(s, modbus=replace(s.modbus, word_order=WORD_ORDERS[int(value)]))
 
@@ -296,16 +291,31 @@ class MapBackend:
 
     def write_coils(self, address: int, values: list[bool]) -> None:
         points = self._covered("coil", address, len(values))
+        relays = [p for p in points if p.source.kind == "relay"]
+        modes = [p for p in points if p.source.kind == "setting"]  # relayK_alarm_mode
         with self._write_lock:
-            for p in points:
+            if modes:
+                self._write_relay_modes(address, values, modes)
+            for p in relays:
                 if alarm_codes.alarm_mode(self._control.settings, p.source.index):
                     raise _address_error(f"{p.name}: relay {p.source.index} is in alarm mode")
             try:
-                for p in points:
+                for p in relays:
                     self._control.set_relay(p.source.index - 1, bool(values[p.address - address]))
             except RelayModeError as exc:  # the mode changed under us (another interface)
                 raise _address_error(str(exc)) from None
             self._current()  # rebuild now, so the next read shows the new state
+
+    def _write_relay_modes(self, address: int, values: list[bool], points: list[Point]) -> None:
+        settings = new = self._control.settings
+        try:
+            for p in points:
+                mode = float(bool(values[p.address - address]))  # the code: 0 manual, 1 alarm
+                new = alarm_codes.with_changes(new, "relays", p.source.index, {"mode": mode})
+            if new != settings:
+                self._control.apply_settings(new)
+        except SettingsError as exc:
+            raise _value_error(str(exc)) from None
 
     def write_registers(self, address: int, values: list[int]) -> None:
         points = self._covered("holding", address, len(values))
@@ -318,6 +328,9 @@ class MapBackend:
         order = settings.modbus.word_order
         raws = []
         for p in points:
+            if p.source.group == "mains" and p.source.index > settings.n_mains:
+                # checked before the value, so every write to it gets the same code
+                raise _address_error(f"{p.name}: {settings.model} has no main {p.source.index}")
             raw = decode(p.type, values[p.address - address : p.end - address], order)
             if not p.minimum <= raw <= p.maximum:  # type: ignore[operator]
                 raise _value_error(f"{p.name} = {raw}: must be {p.minimum}..{p.maximum}")
