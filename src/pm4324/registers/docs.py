@@ -93,7 +93,8 @@ CONVENTIONS = f"""\
   follows its rules and the coil is read-only, so a write gets exception 02 and changes
   nothing. Coils 0x1010/0x1011 are the same mode as a switch (0 = OFF = manual, 1 = ON =
   alarm): the manual lists them as R/W 0 = OFF / 1 = ON with their label lost, and of the
-  meanings the device reference suggests, alarm-mode enable is the one with two states. See docs/relays-and-alarms.md for power-up states and rule behaviour.
+  meanings the device reference suggests, alarm-mode enable is the one with two states.
+  See docs/relays-and-alarms.md for power-up states and rule behaviour.
 * **Alarm rules** (holding 0x1100 + 0x10·(k−1), slot k = 1..{MAX_ALARMS}): codes as in the
   table below. Write a whole slot (16 registers) in one FC 16 request: the request is checked
   as one settings change (e.g. band low < high), applied, and saved to the settings file.
