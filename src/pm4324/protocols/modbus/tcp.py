@@ -19,12 +19,21 @@ meter by its IP address, and clients and gateways use 255 (libmodbus's TCP defau
 exception 0x0B ("gateway target device failed to respond"): TCP has no shared bus to keep
 quiet on, and a prompt, explicit "no such unit" spares a scanning client a timeout.
 
-Robustness: every connection has an idle timeout (nothing received for ``idle_timeout_s``
-closes it, which also reaps half-open connections); beyond ``max_connections`` a new
-connection is closed at once; a client that stops reading fills our write buffer up to
-``write_high_water`` bytes, then we stop reading its requests, and if it does not drain for
-``idle_timeout_s`` it is aborted. Nothing a client does blocks the others: the loop never
-waits on one socket.
+Hostile and broken clients (docs/modbus.md; bench/modbus_attack.py measures them):
+
+* **Fairness**: one callback serves at most ``requests_per_turn`` requests of a connection;
+  the rest wait for the next turn of the event loop (reading from that client paused
+  meanwhile), so a client that pipelines thousands of requests gets the same share per turn
+  as one that sends one at a time.
+* **Writes** run in one worker thread (they may save the settings file and the state store,
+  an fsync each); that connection waits for its answer, every other one is served meanwhile.
+* **Deadlines**: a frame must be complete ``frame_deadline_s`` after its first byte, and a
+  connection with no complete request for ``idle_timeout_s`` is closed (half-open ones too).
+* **Table full**: a new connection evicts the connection idle the longest, those that never
+  completed a request first, so a new client always gets in.
+* **Slow readers**: a client whose unread answers pass ``write_high_water`` bytes in our send
+  buffer (the kernel's is full by then) is dropped; the loop never waits on one socket.
+* Log lines about refused, evicted or timed-out connections are rate-limited.
 """
 
 from __future__ import annotations
@@ -32,10 +41,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import cast
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, cast
 
 from pm4324.protocols.modbus.pdu import (
     GATEWAY_TARGET_FAILED,
+    WRITE_FUNCTIONS,
     exception_pdu,
     handle_pdu,
     request_pdu_length,
@@ -48,6 +59,7 @@ log = logging.getLogger(__name__)
 
 _MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 _DEVICE_ITSELF = (0, 255)
+LOG_EVERY_S = 10.0  # at most one line per kind of connection trouble this often
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -59,35 +71,60 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection; all the work happens in ``data_received``."""
+class _RateLimitedLog:
+    """One log line per ``every_s`` for one kind of event; the lines between are counted."""
 
-    __slots__ = ("_server", "_transport", "_rest", "_last_rx", "_timer", "_stalled_since")
+    def __init__(self, level: int, every_s: float = LOG_EVERY_S):
+        self.level = level
+        self.every_s = every_s
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def __call__(self, now: float, message: str, *args: Any) -> None:
+        if now - self._last < self.every_s:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += f" ({self._suppressed} more like this in the last {self.every_s:g} s)"
+        log.log(self.level, message, *args)
+        self._last, self._suppressed = now, 0
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection; requests are served from ``data_received`` and, past the
+    per-turn budget, from callbacks scheduled on the loop."""
+
+    __slots__ = ("_server", "_transport", "peer", "_rest", "_last_request", "_served",
+                 "_frame_start", "_timer", "_timer_at", "_backlog", "_writing", "_paused")
 
     def __init__(self, server: TcpServer):
         self._server = server
         self._transport: asyncio.Transport | None = None
-        self._rest = b""
-        self._last_rx = 0.0
+        self.peer: Any = None  # (host, port) of the client: who a log line or a write came from
+        self._rest = b""  # received bytes not yet served: partial frame, or the backlog
+        self._last_request = 0.0  # connect time, then the time of the last complete request
+        self._served = False  # completed a request at least once
+        self._frame_start: float | None = None  # first byte of the pending partial frame
         self._timer: asyncio.TimerHandle | None = None
-        self._stalled_since: float | None = None
+        self._timer_at = 0.0
+        self._backlog = False  # a turn is scheduled to serve more of ``_rest``
+        self._writing = False  # a write is running in the write thread
+        self._paused = False  # reading paused by us (backlog or write in progress)
+
+    # -- life cycle ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # No isinstance check: uvloop's transports do not subclass asyncio.Transport.
         transport = cast(asyncio.Transport, transport)
         server = self._server
+        self.peer = transport.get_extra_info("peername")
         if len(server._connections) >= server.max_connections:
-            server.refused += 1
-            log.warning("Modbus TCP: connection limit %d reached; refusing %s",
-                        server.max_connections, transport.get_extra_info("peername"))
-            transport.abort()
-            return
+            server._evict_one()
         self._transport = transport
         server._connections.add(self)
         transport.set_write_buffer_limits(high=server.write_high_water)
-        loop = server._loop
-        self._last_rx = loop.time()
-        self._timer = loop.call_at(self._last_rx + server.idle_timeout_s, self._check_idle)
+        self._last_request = server._loop.time()
+        self._arm(self._last_request + server.idle_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
@@ -96,66 +133,170 @@ class _Connection(asyncio.Protocol):
             self._timer = None
         self._transport = None
 
-    def _check_idle(self) -> None:
-        server = self._server
-        now = server._loop.time()
-        since = self._last_rx if self._stalled_since is None else self._stalled_since
-        if now - since >= server.idle_timeout_s:
-            self._timer = None
-            server.timed_out += 1
-            self.abort()
-            return
-        self._timer = server._loop.call_at(since + server.idle_timeout_s, self._check_idle)
-
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
 
+    def idle_rank(self) -> tuple[bool, float]:
+        """Eviction order: never served a request first, then the longest idle."""
+        return self._served, self._last_request
+
+    # -- deadlines -------------------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._server._loop.call_at(when, self._check_deadlines)
+
+    def _deadline(self) -> float:
+        server = self._server
+        idle = self._last_request + server.idle_timeout_s
+        if self._frame_start is None:
+            return idle
+        return min(idle, self._frame_start + server.frame_deadline_s)
+
+    def _check_deadlines(self) -> None:
+        self._timer = None
+        server = self._server
+        now = server._loop.time()
+        if self._writing:  # our own write thread is slow, not the client
+            self._arm(now + server.frame_deadline_s)
+            return
+        if now >= self._deadline():
+            late_frame = self._frame_start is not None and \
+                now >= self._frame_start + server.frame_deadline_s
+            server.timed_out += 1
+            server._log_timeout(now, "Modbus TCP: %s from %s; closing",
+                                "frame incomplete" if late_frame else "idle", self.peer)
+            self.abort()
+            return
+        self._arm(self._deadline())
+
+    # -- flow control ----------------------------------------------------------------------
+
     def pause_writing(self) -> None:
-        # The client is not reading its answers: stop reading its requests.
-        self._stalled_since = self._server._loop.time()
-        self._server.stalls += 1
-        if self._transport is not None:
-            self._transport.pause_reading()
+        # Our send buffer passed the high-water mark: the kernel's is full too, so the client
+        # has not read its answers for a long time. Drop it rather than buffer more.
+        server = self._server
+        server.slow_readers_dropped += 1
+        server._log_drop(server._loop.time(), "Modbus TCP: %s does not read its answers; "
+                         "dropping it", self.peer)
+        self.abort()
 
     def resume_writing(self) -> None:
-        self._stalled_since = None
-        if self._transport is not None:
+        pass
+
+    def _pause(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
             self._transport.resume_reading()
 
+    # -- requests --------------------------------------------------------------------------
+
     def data_received(self, data: bytes) -> None:
+        self._rest = self._rest + data if self._rest else data
+        if not (self._backlog or self._writing):
+            self._serve()
+
+    def _serve_turn(self) -> None:
+        self._backlog = False
+        if self._transport is not None and not self._writing:
+            self._serve()
+
+    def _serve(self) -> None:
+        """Serve up to ``requests_per_turn`` complete frames from ``_rest``."""
         server = self._server
-        self._last_rx = server._loop.time()
-        if self._rest:
-            data = self._rest + data
-            self._rest = b""
+        data = self._rest
         end_all = len(data)
         pos = 0
+        budget = server.requests_per_turn
         out: list[bytes] = []
         unpack = _MBAP.unpack_from
         while end_all - pos >= 7:
             tid, pid, length, unit = unpack(data, pos)
             if not 2 <= length <= 254:
                 server.bad_frames += 1
-                log.info("Modbus TCP: MBAP length %d; closing %s", length,
-                         self._transport.get_extra_info("peername") if self._transport else "?")
+                server._log_bad(server._loop.time(), "Modbus TCP: MBAP length %d from %s; "
+                                "closing", length, self.peer)
                 self.abort()
                 return
             end = pos + 6 + length
             if end > end_all:
                 break
+            if budget == 0:  # more complete frames than this turn may serve
+                self._rest = data[pos:]
+                self._last_request = server._loop.time()
+                self._frame_start = None
+                self._flush(out)
+                self._pause()
+                self._backlog = True
+                server._loop.call_soon(self._serve_turn)
+                return
             pdu = data[pos + 7:end]
             pos = end
+            budget -= 1
+            self._served = True
             if pid != 0 or request_pdu_length(pdu) not in (None, len(pdu)):
                 server.bad_frames += 1
                 continue
+            if pdu[0] in WRITE_FUNCTIONS and server._writer is not None:
+                self._rest = data[pos:]
+                self._frame_start = None
+                self._flush(out)
+                self._start_write(tid, unit, pdu)
+                return
             rsp = server._respond(unit, pdu)
             if rsp is not None:
                 out.append(_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
-        if pos < end_all:
-            self._rest = data[pos:]  # at most one partial frame: < 261 bytes
+        self._rest = data[pos:] if pos < end_all else b""  # at most one partial frame here
+        self._flush(out)
+        self._resume()
+        if pos:  # a frame was completed: the deadline of the next one starts now
+            self._last_request = server._loop.time()
+            self._frame_start = None
+        if self._rest and self._frame_start is None:
+            now = self._frame_start = server._loop.time()
+            if self._timer_at > now + server.frame_deadline_s:
+                self._arm(now + server.frame_deadline_s)
+
+    def _flush(self, out: list[bytes]) -> None:
         if out and self._transport is not None:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _start_write(self, tid: int, unit: int, pdu: bytes) -> None:
+        """Run one write request in the write thread; this connection waits for it."""
+        server = self._server
+        self._writing = True
+        self._pause()
+        future = server._writer.submit(server._respond, unit, pdu)  # type: ignore[union-attr]
+        loop = server._loop
+
+        def done(f: Future) -> None:
+            try:
+                loop.call_soon_threadsafe(self._write_done, tid, unit, f)
+            except RuntimeError:  # the loop closed while the write ran: nobody to answer
+                pass
+
+        future.add_done_callback(done)
+
+    def _write_done(self, tid: int, unit: int, future: Future) -> None:
+        self._writing = False
+        self._last_request = self._server._loop.time()
+        try:
+            rsp = future.result()
+        except Exception:  # handle_pdu answers 04 itself; this is the thread pool failing
+            log.exception("Modbus TCP: write request failed")
+            rsp = None
+        if rsp is not None and self._transport is not None:
+            self._transport.write(_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
+        if self._transport is not None:
+            self._serve()
 
 
 class TcpServer:
@@ -174,26 +315,38 @@ class TcpServer:
         *,
         max_connections: int = 128,
         idle_timeout_s: float = 60.0,
+        frame_deadline_s: float = 5.0,
+        requests_per_turn: int = 4,
         write_high_water: int = 64 * 1024,
     ):
         if not 1 <= unit_id <= 247:
             raise ValueError(f"unit_id {unit_id!r}: allowed 1..247")
-        if max_connections < 1 or idle_timeout_s <= 0:
-            raise ValueError("max_connections must be >= 1 and idle_timeout_s > 0")
+        if max_connections < 1 or idle_timeout_s <= 0 or frame_deadline_s <= 0:
+            raise ValueError("max_connections must be >= 1, idle_timeout_s and "
+                             "frame_deadline_s > 0")
+        if requests_per_turn < 1:
+            raise ValueError("requests_per_turn must be >= 1")
         self.backend = backend
         self.unit_id = unit_id
         self.host = host
         self._port = port
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
+        self.frame_deadline_s = frame_deadline_s
+        self.requests_per_turn = requests_per_turn
         self.write_high_water = write_high_water
-        self.refused = 0
-        self.timed_out = 0
+        self.evicted = 0  # idle connections closed to make room for a new one
+        self.timed_out = 0  # idle timeouts and frames not completed in time
         self.bad_frames = 0
-        self.stalls = 0  # times a client stopped reading and we paused reading from it
+        self.slow_readers_dropped = 0  # clients dropped for not reading their answers
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
+        self._writer: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
+        self._log_evict = _RateLimitedLog(logging.WARNING)
+        self._log_timeout = _RateLimitedLog(logging.INFO)
+        self._log_drop = _RateLimitedLog(logging.WARNING)
+        self._log_bad = _RateLimitedLog(logging.INFO)
 
     @property
     def port(self) -> int:
@@ -210,6 +363,7 @@ class TcpServer:
         if self._server is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="modbus-tcp-write")
         self._server = await self._loop.create_server(
             lambda: _Connection(self), self.host, self._port, reuse_address=True, backlog=256
         )
@@ -224,6 +378,9 @@ class TcpServer:
             conn.abort()
         await self._server.wait_closed()
         self._server = None
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.shutdown, wait=True)
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -239,6 +396,15 @@ class TcpServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _evict_one(self) -> None:
+        """Make room for a new connection by closing the one idle the longest."""
+        victim = min(self._connections, key=_Connection.idle_rank)
+        self._connections.discard(victim)
+        self.evicted += 1
+        self._log_evict(self._loop.time(), "Modbus TCP: %d connections; closing %s, idle the "
+                        "longest, for a new one", self.max_connections, victim.peer)
+        victim.abort()
 
     def _respond(self, unit: int, pdu: bytes) -> bytes | None:
         if unit == self.unit_id or unit in _DEVICE_ITSELF:
