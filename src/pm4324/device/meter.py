@@ -6,7 +6,9 @@ alarm rules and the relays they drive, **commits the registers to the state stor
 only then publishes one immutable ``Snapshot`` to every listener: whatever a listener shows
 (a JSON line, a Modbus register) is already on disk. ``Meter.run()`` paces that loop against
 the wall clock (or N times faster), so a snapshot is out a few milliseconds after its second
-ends.
+ends, and runs each step in a worker thread: the protocol servers' event loop never waits for
+the metering, and a finished snapshot is handed over by one reference assignment (listeners
+are called in that thread; settings changes reach the engine between two steps).
 
 With a store, the meter starts from the store's newest record (energy registers, manual
 relay states for ``power_up = "last"``, unacknowledged alarm latches) and logs a power-up
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +59,7 @@ class Meter:
         self.source = source
         self.settings_path = settings_path
         self.engine = Engine(settings)
+        self._engine_settings: Settings | None = None  # for the engine at the next step
         self.store = store
         self.driver = driver or RecordingDriver()  # the composition root picks a real one
         self.boot = store.boot if store else 1
@@ -116,7 +120,7 @@ class Meter:
             raise ValueError("model and sample rate change only with a restart")
         with self._lock:
             old = self._settings
-            self.engine.configure(new)
+            self._engine_settings = new  # the step thread configures its engine between steps
             self._settings = new
             for t in self.alarms.configure(new.alarms):
                 self._alarm_event(t)
@@ -240,6 +244,10 @@ class Meter:
         A finite (not real-time) source is read one block ahead, so its last block is known
         to be the last and the engine reports every whole cycle in it.
         """
+        with self._lock:
+            configure, self._engine_settings = self._engine_settings, None
+        if configure is not None:
+            self.engine.configure(configure)
         if self._ahead is not None:
             block, self._ahead = self._ahead, None
         else:
@@ -299,8 +307,14 @@ class Meter:
         """Run until the source ends, ``seconds`` have been measured, or ``stop`` is set.
 
         Real-time sources are paced so second k is published at start + (k+1)/speed; a
-        finite (replay) source runs as fast as it can unless a speed is given.
+        finite (replay) source runs as fast as it can unless a speed is given. Each step runs
+        in one worker thread, so the loop keeps serving while the second is measured.
         """
+        with ThreadPoolExecutor(1, thread_name_prefix="meter-step") as worker:
+            await self._run(worker, speed, seconds, stop)
+
+    async def _run(self, worker: ThreadPoolExecutor, speed: float, seconds: float | None,
+                   stop: asyncio.Event | None) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         paced = speed > 0 and (self.source.realtime or speed != 1.0)
@@ -319,9 +333,8 @@ class Meter:
                             return
                         except TimeoutError:
                             pass
-            if self.step() is None:
+            if await loop.run_in_executor(worker, self.step) is None:
                 return
-            await asyncio.sleep(0)  # servers and signals get a turn even when running behind
 
 
 def _power_up_text(store: Store | None) -> str:

@@ -4,7 +4,8 @@
 and bits of every table, once per second. ``MapBackend`` keeps a reference to the newest
 image and answers every request from the single image it looked up first, so a read never
 mixes two seconds even when a snapshot arrives mid-request (the swap is one reference
-assignment).
+assignment). The image of a new snapshot is built by the snapshot listener, in the meter's
+thread; a write rebuilds it at once in the writer's thread.
 
 Encoding rules (documented in docs/registers.md):
 
@@ -230,23 +231,29 @@ class MapBackend:
 
     @property
     def image(self) -> RegisterImage:
-        """The image the next request will be served from."""
-        return self._current()
+        """The image of the newest snapshot (built now if its listener has not yet)."""
+        return self._current(newest_snapshot=True)
 
-    def _current(self) -> RegisterImage:
-        """The newest image; rebuilt first if the snapshot, settings or relays moved on."""
+    def _current(self, newest_snapshot: bool = True) -> RegisterImage:
+        """The newest image; rebuilt first if the settings or relays moved on, or (with
+        ``newest_snapshot``) the snapshot.
+
+        Modbus reads pass False: the listener builds a new snapshot's image in the meter's
+        thread, and until it swaps it in, the previous second is served (whole) rather than
+        the protocol loop building the image itself.
+        """
         image = self._image
-        if self._fresh(image):
+        if self._fresh(image, newest_snapshot):
             return image
         with self._lock:
-            if not self._fresh(self._image):
+            if not self._fresh(self._image, newest_snapshot):
                 self._image = self._build(self._control.snapshot)
             return self._image
 
-    def _fresh(self, image: RegisterImage) -> bool:
+    def _fresh(self, image: RegisterImage, newest_snapshot: bool) -> bool:
         c = self._control
         return (
-            image.snapshot is c.snapshot
+            (not newest_snapshot or image.snapshot is c.snapshot)
             and image.settings is c.settings
             and image.relays == tuple(c.relays)
             and _alarm_bits(image.alarms) == _alarm_bits(c.alarm_status)
@@ -266,12 +273,12 @@ class MapBackend:
     def read_bits(self, table: BitTable, address: int, count: int) -> list[bool]:
         if not 1 <= count <= MAX_BITS:
             raise _value_error(f"quantity {count} is outside 1..{MAX_BITS}")
-        return self._current().read(table, address, count)
+        return self._current(newest_snapshot=False).read(table, address, count)
 
     def read_registers(self, table: RegisterTableName, address: int, count: int) -> list[int]:
         if not 1 <= count <= MAX_REGISTERS:
             raise _value_error(f"quantity {count} is outside 1..{MAX_REGISTERS}")
-        return self._current().read(table, address, count)
+        return self._current(newest_snapshot=False).read(table, address, count)
 
     def _covered(self, table: str, address: int, count: int) -> list[Point]:
         """The writable points exactly covered by [address, address + count)."""

@@ -274,3 +274,53 @@ async def test_settings_write_storm_on_a_real_meter(tmp_path: Path) -> None:
             await asyncio.wait_for(task, LIMIT)
     assert writes >= 1
     assert meter.settings.meters[0].ct_ratio == 100 + (writes - 1) % 2
+
+
+class StuckSource:
+    """Wraps a source: from the third second on, reading a block waits until released (a
+    slow measurement), so the test knows a step is in progress."""
+
+    def __init__(self, source):
+        self.source = source
+        self.blocks = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def read(self, n: int):
+        self.blocks += 1
+        if self.blocks >= 3:
+            self.entered.set()
+            self.release.wait(LIMIT)
+        return self.source.read(n)
+
+
+async def test_reads_are_served_while_the_meter_measures() -> None:
+    from pm4324.config.settings import Settings
+    from pm4324.device.meter import Meter
+    from pm4324.registers.image import MapBackend
+    from pm4324.sources.simulator import SimulatorSource, load_scenario
+
+    settings = Settings()
+    source = StuckSource(SimulatorSource(load_scenario(None), settings))
+    meter = Meter(settings, source, start_time=0.0)
+    threads: set[int] = set()
+    meter.add_listener(lambda snap: threads.add(threading.get_ident()))
+    async with TcpServer(MapBackend(meter), port=0) as srv:
+        run = asyncio.create_task(meter.run(speed=0, seconds=3))
+        try:
+            await asyncio.wait_for(asyncio.to_thread(source.entered.wait, LIMIT), LIMIT)
+            client = AsyncModbusTcpClient("127.0.0.1", port=srv.port, timeout=LIMIT, retries=0)
+            await client.connect()
+            published = meter.snapshot.seq  # the step after it is stuck in its measurement
+            for _ in range(GOOD_READS):
+                rr = await client.read_input_registers(0x1006, count=2, device_id=1)
+                assert rr.registers == [published, 0]  # snapshot_seq, low word first
+            client.close()
+            assert not run.done()
+        finally:
+            source.release.set()
+            await asyncio.wait_for(run, LIMIT)
+    assert meter.seq == 3 and threading.get_ident() not in threads  # stepped off the loop
