@@ -22,6 +22,12 @@ from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
 
+# The meter's step and Modbus writes run in worker threads (Python code, holding the GIL for
+# milliseconds); a waiting thread takes the GIL back after this interval instead of Python's
+# default 5 ms, so the protocol loop answers a read within about this long of its arrival
+# (docs/benchmarks.md, "Modbus TCP under attack").
+GIL_SWITCH_INTERVAL_S = 0.0005
+
 
 def _printer(args: argparse.Namespace):
     tty = sys.stdout.isatty() and not args.json
@@ -67,6 +73,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         store.close()
         raise
     meter.add_listener(_printer(args))
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

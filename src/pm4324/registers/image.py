@@ -240,15 +240,21 @@ class MapBackend:
 
         Modbus reads pass False: the listener builds a new snapshot's image in the meter's
         thread, and until it swaps it in, the previous second is served (whole) rather than
-        the protocol loop building the image itself.
+        the protocol loop building the image itself. Likewise a read does not wait while
+        another thread rebuilds the image (a write does so before it is answered, so no
+        completed write is missing from what the read gets).
         """
         image = self._image
         if self._fresh(image, newest_snapshot):
             return image
-        with self._lock:
+        if not self._lock.acquire(blocking=newest_snapshot):
+            return image  # being rebuilt right now, by a writer or the listener
+        try:
             if not self._fresh(self._image, newest_snapshot):
                 self._image = self._build(self._control.snapshot)
             return self._image
+        finally:
+            self._lock.release()
 
     def _fresh(self, image: RegisterImage, newest_snapshot: bool) -> bool:
         c = self._control
