@@ -32,7 +32,9 @@ Hostile and broken clients (docs/modbus.md; bench/modbus_attack.py measures them
 * **Table full**: a new connection evicts the connection idle the longest, those that never
   completed a request first, so a new client always gets in.
 * **Slow readers**: a client whose unread answers pass ``write_high_water`` bytes in our send
-  buffer (the kernel's is full by then) is dropped; the loop never waits on one socket.
+  buffer is dropped; the loop never waits on one socket. The kernel's send buffer of the
+  connection is set to the same size (instead of growing to megabytes), so that happens
+  after a few hundred unread answers, not tens of thousands served for nothing.
 * Log lines about refused, evicted or timed-out connections are rate-limited.
 """
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
@@ -124,6 +127,9 @@ class _Connection(asyncio.Protocol):
         self._transport = transport
         server._connections.add(self)
         transport.set_write_buffer_limits(high=server.write_high_water)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a small kernel buffer too: a non-reader is found in kilobytes
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.write_high_water)
         self._last_request = server._loop.time()
         self._arm(self._last_request + server.idle_timeout_s)
 
