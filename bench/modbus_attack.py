@@ -12,7 +12,7 @@ reads 60 input registers every 20 ms over one connection, answers checked, 1 s t
 one attacker process (CPU 1, nice 19) running throughout:
 
 * baseline: no attacker;
-* pipeline: one client keeps 1,000 reads of 125 registers in flight, reading its answers;
+* pipeline: one client keeps 500 reads of 125 registers in flight, reading its answers;
 * slowloris: 140 connections, each sending one byte every 2 s (never a whole frame), reopened
   when closed: more than the server's 128-connection table;
 * noread: a client sends reads of 125 registers and never reads the answers, reconnecting
@@ -75,25 +75,34 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def attack_pipeline(port: int, stats: dict) -> None:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.settimeout(TIMEOUT_S)
+    """Keep 5 batches of 100 reads of 125 registers in flight, reading the answers; reconnect
+    if dropped (a reader starved of CPU can fall behind the server's bounded send buffer)."""
     batch = request(1, 4, 0x1100, 125) * 100
-    answer = 9 + 250
-    in_flight = threading.Semaphore(10)  # 10 batches = 1,000 requests outstanding
-
-    def send() -> None:
-        while not _stop.is_set():
-            if in_flight.acquire(timeout=0.5):
-                sock.sendall(batch)
-
-    threading.Thread(target=send, daemon=True).start()
+    answers_size = 100 * (9 + 250)
     while not _stop.is_set():
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.settimeout(TIMEOUT_S)
+        in_flight, buf = 0, b""
         try:
-            recv_exact(sock, 100 * answer)
-        except TimeoutError:
-            continue
-        stats["answers"] = stats.get("answers", 0) + 100
-        in_flight.release()
+            while not _stop.is_set():
+                readable, writable, _ = select.select([sock], [sock] if in_flight < 5 else [],
+                                                      [], 0.5)
+                if writable:
+                    sock.sendall(batch)
+                    in_flight += 1
+                if readable:
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        raise ConnectionError("closed")
+                    buf += chunk
+                    while len(buf) >= answers_size:
+                        if buf[7] != 4:
+                            raise RuntimeError(f"bad answer {buf[:9].hex()}")
+                        buf, in_flight = buf[answers_size:], in_flight - 1
+                        stats["answers"] = stats.get("answers", 0) + 100
+        except OSError:
+            stats["dropped"] = stats.get("dropped", 0) + 1
+        sock.close()
 
 
 async def _slowloris(port: int, stats: dict) -> None:
