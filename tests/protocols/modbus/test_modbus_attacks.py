@@ -136,7 +136,7 @@ async def test_frame_deadline_closes_a_one_byte_sender(server) -> None:
 
 
 async def test_client_that_never_reads_is_dropped_while_a_good_one_is_served(backend) -> None:
-    async with TcpServer(backend, port=0, write_high_water=16384) as srv:
+    async with TcpServer(backend, port=0, write_high_water=16384, frame_deadline_s=0.5) as srv:
         request = mbap(7, bytes.fromhex("04 0000 007d"))
 
         async def never_read(stop: asyncio.Event) -> None:

@@ -206,7 +206,7 @@ def _stuff(sock: socket.socket, frame: bytes) -> int:
 
 
 async def test_client_that_never_reads_is_dropped_and_others_are_served(backend) -> None:
-    async with TcpServer(backend, port=0, write_high_water=16384) as srv:
+    async with TcpServer(backend, port=0, write_high_water=16384, frame_deadline_s=0.5) as srv:
         hog = socket.socket()
         hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         hog.connect(("127.0.0.1", srv.port))
@@ -239,6 +239,33 @@ async def test_client_that_never_reads_is_dropped_and_others_are_served(backend)
         assert rsp == mbap(1, 1, h("04 04 03e8 03e9"))
         writer.close()
         hog.close()
+
+
+async def test_client_that_reads_late_gets_every_answer(backend) -> None:
+    async with TcpServer(backend, port=0, write_high_water=16384) as srv:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        n, answer = 2000, 9 + 250  # 2,000 reads of 125 registers: 518 KB of answers
+        sock.sendall(b"".join(mbap(t, 1, h("04 0000 007d")) for t in range(n)))
+        await eventually(lambda: srv.stalls >= 1)  # our buffer is full: it stopped serving
+
+        def read_all() -> bytes:
+            sock.settimeout(LIMIT)
+            buf = bytearray()
+            while len(buf) < n * answer:
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+            return bytes(buf)
+
+        got = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, read_all),
+                                     3 * LIMIT)
+        body = h("04 fa") + b"".join(struct.pack(">H", 1000 + a) for a in range(125))
+        assert got == b"".join(mbap(t, 1, body) for t in range(n))
+        assert srv.slow_readers_dropped == 0
+        sock.close()
 
 
 async def test_hundred_concurrent_connections(backend) -> None:

@@ -31,10 +31,11 @@ Hostile and broken clients (docs/modbus.md; bench/modbus_attack.py measures them
   connection with no complete request for ``idle_timeout_s`` is closed (half-open ones too).
 * **Table full**: a new connection evicts the connection idle the longest, those that never
   completed a request first, so a new client always gets in.
-* **Slow readers**: a client whose unread answers pass ``write_high_water`` bytes in our send
-  buffer is dropped; the loop never waits on one socket. The kernel's send buffer of the
-  connection is set to the same size (instead of growing to megabytes), so that happens
-  after a few hundred unread answers, not tens of thousands served for nothing.
+* **Slow readers**: once a client's unread answers pass ``write_high_water`` bytes in our send
+  buffer, nothing more of it is read or served, and unless it takes its answers within
+  ``frame_deadline_s`` it is dropped; the loop never waits on one socket. The kernel's send
+  buffer of the connection is set to the same size (instead of growing to megabytes), so
+  that happens after a few hundred unread answers, not tens of thousands served for nothing.
 * Log lines about refused, evicted or timed-out connections are rate-limited.
 """
 
@@ -98,7 +99,8 @@ class _Connection(asyncio.Protocol):
     per-turn budget, from callbacks scheduled on the loop."""
 
     __slots__ = ("_server", "_transport", "peer", "_rest", "_offset", "_last_request", "_served",
-                 "_frame_start", "_timer", "_timer_at", "_backlog", "_writing", "_paused")
+                 "_frame_start", "_timer", "_timer_at", "_backlog", "_writing", "_paused",
+                 "_stalled_since")
 
     def __init__(self, server: TcpServer):
         self._server = server
@@ -113,7 +115,8 @@ class _Connection(asyncio.Protocol):
         self._timer_at = 0.0
         self._backlog = False  # a turn is scheduled to serve more of ``_rest``
         self._writing = False  # a write is running in the write thread
-        self._paused = False  # reading paused by us (backlog or write in progress)
+        self._paused = False  # reading paused by us (backlog, write in progress, stalled)
+        self._stalled_since: float | None = None  # our send buffer is full since then
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -158,10 +161,11 @@ class _Connection(asyncio.Protocol):
 
     def _deadline(self) -> float:
         server = self._server
-        idle = self._last_request + server.idle_timeout_s
-        if self._frame_start is None:
-            return idle
-        return min(idle, self._frame_start + server.frame_deadline_s)
+        when = self._last_request + server.idle_timeout_s
+        for start in (self._frame_start, self._stalled_since):
+            if start is not None:
+                when = min(when, start + server.frame_deadline_s)
+        return when
 
     def _check_deadlines(self) -> None:
         self._timer = None
@@ -170,29 +174,38 @@ class _Connection(asyncio.Protocol):
         if self._writing:  # our own write thread is slow, not the client
             self._arm(now + server.frame_deadline_s)
             return
-        if now >= self._deadline():
+        if now < self._deadline():
+            self._arm(self._deadline())
+            return
+        if self._stalled_since is not None and now >= self._stalled_since + server.frame_deadline_s:
+            server.slow_readers_dropped += 1
+            server._log_drop(now, "Modbus TCP: %s does not read its answers; dropping it",
+                             self.peer)
+        else:
             late_frame = self._frame_start is not None and \
                 now >= self._frame_start + server.frame_deadline_s
             server.timed_out += 1
             server._log_timeout(now, "Modbus TCP: %s from %s; closing",
                                 "frame incomplete" if late_frame else "idle", self.peer)
-            self.abort()
-            return
-        self._arm(self._deadline())
+        self.abort()
 
     # -- flow control ----------------------------------------------------------------------
 
     def pause_writing(self) -> None:
-        # Our send buffer passed the high-water mark: the kernel's is full too, so the client
-        # has not read its answers for a long time. Drop it rather than buffer more.
+        # Our send buffer passed the high-water mark, so the kernel's is full too: serve and
+        # read nothing more of this client (it costs nothing meanwhile), and drop it unless
+        # it takes its answers within the frame deadline.
         server = self._server
-        server.slow_readers_dropped += 1
-        server._log_drop(server._loop.time(), "Modbus TCP: %s does not read its answers; "
-                         "dropping it", self.peer)
-        self.abort()
+        server.stalls += 1
+        now = self._stalled_since = server._loop.time()
+        self._pause()
+        if self._timer_at > now + server.frame_deadline_s:
+            self._arm(now + server.frame_deadline_s)
 
     def resume_writing(self) -> None:
-        pass
+        self._stalled_since = None
+        if not (self._backlog or self._writing) and self._transport is not None:
+            self._serve()
 
     def _pause(self) -> None:
         if not self._paused and self._transport is not None:
@@ -200,7 +213,7 @@ class _Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _resume(self) -> None:
-        if self._paused and self._transport is not None:
+        if self._paused and self._stalled_since is None and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
 
@@ -220,6 +233,8 @@ class _Connection(asyncio.Protocol):
 
     def _serve(self) -> None:
         """Serve up to ``requests_per_turn`` complete frames from ``_rest``."""
+        if self._stalled_since is not None:  # resume_writing serves the rest
+            return
         server = self._server
         data = self._rest
         end_all = len(data)
@@ -349,7 +364,8 @@ class TcpServer:
         self.evicted = 0  # idle connections closed to make room for a new one
         self.timed_out = 0  # idle timeouts and frames not completed in time
         self.bad_frames = 0
-        self.slow_readers_dropped = 0  # clients dropped for not reading their answers
+        self.stalls = 0  # times a client's unread answers reached write_high_water
+        self.slow_readers_dropped = 0  # clients dropped for not reading their answers in time
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._writer: ThreadPoolExecutor | None = None
