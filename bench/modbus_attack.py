@@ -330,8 +330,9 @@ def attack_phase(name: str, port: int, samples: int, log_before: int, meter: Run
     return result
 
 
-def throughput(runs: int) -> list[tuple[str, float]]:
-    """8 clients' req/s, median of ``runs`` alternating runs; pm4324 on the loop `run` uses."""
+def throughput(runs: int, previous_src: str | None = None) -> list[tuple[str, float]]:
+    """8 clients' req/s, median of ``runs`` alternating runs; pm4324 on the loop `run` uses.
+    With ``previous_src`` (the ``src`` of another revision) its TcpServer runs as well."""
     me = [sys.executable, str(HERE / "modbus_bench.py")]
     try:
         import uvloop  # noqa: F401
@@ -343,9 +344,15 @@ def throughput(runs: int) -> list[tuple[str, float]]:
         client, cserver = compile_c(Path(tmp))
         servers = {f"pm4324 TcpServer ({ours})": lambda: me + ["--serve", ours],
                    "libmodbus C server": lambda: [str(cserver), str(free_port()), "200"]}
+        if previous_src:
+            servers[f"pm4324 TcpServer ({ours}), {previous_src}"] = servers[
+                f"pm4324 TcpServer ({ours})"]
         for _ in range(runs):
             for name, argv in servers.items():
+                if previous_src and name.endswith(previous_src):
+                    os.environ["PYTHONPATH"] = previous_src
                 srv = BenchServer(argv())
+                os.environ.pop("PYTHONPATH", None)
                 try:
                     rows.setdefault(name, []).append(run_client(client, srv.port, 8, 2500)["rps"])
                 finally:
@@ -359,6 +366,9 @@ def main() -> None:
     ap.add_argument("--phases", default=",".join(PHASES))
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--runs", type=int, default=3, help="throughput runs per server")
+    ap.add_argument("--previous-src", metavar="DIR",
+                    help="also measure the throughput of the TcpServer in DIR (another revision's "
+                    "src, e.g. from `git archive REV src | tar -x -C /tmp/rev`)")
     ap.add_argument("--attack", choices=PHASES[1:], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -394,7 +404,7 @@ def main() -> None:
               f"{r['server_log_lines']} | "
               f"{json.dumps(r['attack'])} | {ok} |")
     if not args.no_throughput:
-        rows = throughput(args.runs)
+        rows = throughput(args.runs, args.previous_src)
         print(f"\n| 8 clients, FC04 x 100 registers, median of {args.runs} | req/s |\n|---|---|")
         for name, rps in rows:
             print(f"| {name} | {rps:,.0f} |")
