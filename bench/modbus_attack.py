@@ -330,7 +330,7 @@ def attack_phase(name: str, port: int, samples: int, log_before: int, meter: Run
     return result
 
 
-def throughput(runs: int, previous_src: str | None = None) -> list[tuple[str, float]]:
+def throughput(runs: int, previous_src: str | None = None) -> list[tuple[str, float, float]]:
     """8 clients' req/s, median of ``runs`` alternating runs; pm4324 on the loop `run` uses.
     With ``previous_src`` (the ``src`` of another revision) its TcpServer runs as well."""
     me = [sys.executable, str(HERE / "modbus_bench.py")]
@@ -339,7 +339,7 @@ def throughput(runs: int, previous_src: str | None = None) -> list[tuple[str, fl
         ours = "pm4324-uvloop"
     except ImportError:
         ours = "pm4324"
-    rows: dict[str, list[float]] = {}
+    rows: dict[str, list[tuple[float, float]]] = {}  # (req/s, server CPU µs per request)
     with tempfile.TemporaryDirectory() as tmp:
         client, cserver = compile_c(Path(tmp))
         servers = {f"pm4324 TcpServer ({ours})": lambda: me + ["--serve", ours],
@@ -354,10 +354,18 @@ def throughput(runs: int, previous_src: str | None = None) -> list[tuple[str, fl
                 srv = BenchServer(argv())
                 os.environ.pop("PYTHONPATH", None)
                 try:
-                    rows.setdefault(name, []).append(run_client(client, srv.port, 8, 2500)["rps"])
+                    cpu0 = srv.cpu_s()
+                    r = run_client(client, srv.port, 8, 2500)
+                    # the client's 200 warm-up reads per connection count too
+                    cpu_us = (srv.cpu_s() - cpu0) / (r["requests"] + 8 * 200) * 1e6
+                    rows.setdefault(name, []).append((r["rps"], cpu_us))
                 finally:
                     srv.stop()
-    return [(name, sorted(v)[len(v) // 2]) for name, v in rows.items()]
+    out = []
+    for name, v in rows.items():
+        v.sort()
+        out.append((name, v[len(v) // 2][0], sorted(c for _, c in v)[len(v) // 2]))
+    return out
 
 
 def main() -> None:
@@ -405,10 +413,11 @@ def main() -> None:
               f"{json.dumps(r['attack'])} | {ok} |")
     if not args.no_throughput:
         rows = throughput(args.runs, args.previous_src)
-        print(f"\n| 8 clients, FC04 x 100 registers, median of {args.runs} | req/s |\n|---|---|")
-        for name, rps in rows:
-            print(f"| {name} | {rps:,.0f} |")
-        print(f"| pm4324 / libmodbus | {rows[0][1] / rows[1][1]:.2f}× |")
+        print(f"\n| 8 clients, FC04 x 100 registers, median of {args.runs} | req/s | "
+              "server CPU µs/req |\n|---|---|---|")
+        for name, rps, cpu_us in rows:
+            print(f"| {name} | {rps:,.0f} | {cpu_us:.0f} |")
+        print(f"| pm4324 / libmodbus | {rows[0][1] / rows[1][1]:.2f}× | |")
 
 
 if __name__ == "__main__":
