@@ -37,6 +37,13 @@ Hostile and broken clients (docs/modbus.md; bench/modbus_attack.py measures them
   buffer of the connection is set to the same size (instead of growing to megabytes), so
   that happens after a few hundred unread answers, not tens of thousands served for nothing.
 * Log lines about refused, evicted or timed-out connections are rate-limited.
+
+Security (docs/security.md): each connection knows its ``Client`` (address; for TLS, the
+certificate's subject and role, see tls.py) and serves its requests through
+``backend.for_client(client, word_order)``, so every write reaches the guard with its sender
+and a listener may serve its own word order. ``access`` (access.py) admits client networks
+and limits connections and requests per client address; ``ssl_context`` makes the listener
+a Modbus/TCP Security one.
 """
 
 from __future__ import annotations
@@ -44,17 +51,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, cast
 
+from pm4324.protocols.modbus.access import SourceControl
 from pm4324.protocols.modbus.pdu import (
     GATEWAY_TARGET_FAILED,
+    SERVER_BUSY,
     WRITE_FUNCTIONS,
     exception_pdu,
     handle_pdu,
     request_pdu_length,
 )
+from pm4324.protocols.modbus.tls import HANDSHAKE_TIMEOUT_S, client_of
 from pm4324.registers.backend import RegisterBackend
 
 __all__ = ["TcpServer", "parse_listen"]
@@ -100,7 +111,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("_server", "_transport", "peer", "_rest", "_offset", "_last_request", "_served",
                  "_frame_start", "_timer", "_timer_at", "_backlog", "_writing", "_paused",
-                 "_stalled_since")
+                 "_stalled_since", "_backend", "_host")
 
     def __init__(self, server: TcpServer):
         self._server = server
@@ -117,6 +128,8 @@ class _Connection(asyncio.Protocol):
         self._writing = False  # a write is running in the write thread
         self._paused = False  # reading paused by us (backlog, write in progress, stalled)
         self._stalled_since: float | None = None  # our send buffer is full since then
+        self._backend: RegisterBackend = server.backend  # this client's view (for_client)
+        self._host: str | None = None  # set once admitted by ``server.access``
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -125,6 +138,19 @@ class _Connection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         server = self._server
         self.peer = transport.get_extra_info("peername")
+        client = client_of(transport)
+        loop = server._loop
+        if server.access is not None:
+            if not server.access.open(client.host, loop.time()):
+                server.refused += 1
+                server._log_refused(loop.time(), "Modbus TCP: %s not admitted (allow-list or "
+                                    "per-client connection limit)", client.describe())
+                transport.abort()
+                return
+            self._host = client.host
+        for_client = getattr(server.backend, "for_client", None)
+        if for_client is not None:
+            self._backend = for_client(client, server.word_order)
         if len(server._connections) >= server.max_connections:
             server._evict_one()
         self._transport = transport
@@ -138,6 +164,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
+        if self._host is not None and self._server.access is not None:
+            self._server.access.close(self._host)
+            self._host = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -269,13 +298,15 @@ class _Connection(asyncio.Protocol):
             if pid != 0 or request_pdu_length(pdu) not in (None, len(pdu)):
                 server.bad_frames += 1
                 continue
-            if pdu[0] in WRITE_FUNCTIONS and server._writer is not None:
+            done, rsp = server._early(unit, pdu, self._host)
+            if not done and pdu[0] in WRITE_FUNCTIONS and server._writer is not None:
                 self._offset = pos
                 self._frame_start = None
                 self._flush(out)
                 self._start_write(tid, unit, pdu)
                 return
-            rsp = server._respond(unit, pdu)
+            if not done:
+                rsp = handle_pdu(self._backend, pdu)
             if rsp is not None:
                 out.append(_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
         completed = pos > self._offset
@@ -300,7 +331,7 @@ class _Connection(asyncio.Protocol):
         server = self._server
         self._writing = True
         self._pause()
-        future = server._writer.submit(server._respond, unit, pdu)  # type: ignore[union-attr]
+        future = server._writer.submit(handle_pdu, self._backend, pdu)  # type: ignore[union-attr]
         loop = server._loop
 
         def done(f: Future) -> None:
@@ -344,6 +375,9 @@ class TcpServer:
         frame_deadline_s: float = 5.0,
         requests_per_turn: int = 4,
         write_high_water: int = 64 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+        word_order: str | None = None,
+        access: SourceControl | None = None,
     ):
         if not 1 <= unit_id <= 247:
             raise ValueError(f"unit_id {unit_id!r}: allowed 1..247")
@@ -361,6 +395,10 @@ class TcpServer:
         self.frame_deadline_s = frame_deadline_s
         self.requests_per_turn = requests_per_turn
         self.write_high_water = write_high_water
+        self.ssl_context = ssl_context
+        self.word_order = word_order  # None: the meter's word order setting
+        self.access = access
+        self.refused = 0  # connections ``access`` did not admit
         self.evicted = 0  # idle connections closed to make room for a new one
         self.timed_out = 0  # idle timeouts and frames not completed in time
         self.bad_frames = 0
@@ -371,6 +409,7 @@ class TcpServer:
         self._writer: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
         self._log_evict = _RateLimitedLog(logging.WARNING)
+        self._log_refused = _RateLimitedLog(logging.WARNING)
         self._log_timeout = _RateLimitedLog(logging.INFO)
         self._log_drop = _RateLimitedLog(logging.WARNING)
         self._log_bad = _RateLimitedLog(logging.INFO)
@@ -392,9 +431,12 @@ class TcpServer:
         self._loop = asyncio.get_running_loop()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="modbus-tcp-write")
         self._server = await self._loop.create_server(
-            lambda: _Connection(self), self.host, self._port, reuse_address=True, backlog=256
+            lambda: _Connection(self), self.host, self._port, reuse_address=True, backlog=256,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.ssl_context else None,
         )
-        log.info("Modbus TCP unit %d listening on %s:%d", self.unit_id, self.host, self.port)
+        log.info("Modbus %s unit %d listening on %s:%d", "TLS" if self.ssl_context else "TCP",
+                 self.unit_id, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening and drop every connection."""
@@ -433,10 +475,14 @@ class TcpServer:
                         "longest, for a new one", self.max_connections, victim.peer)
         victim.abort()
 
-    def _respond(self, unit: int, pdu: bytes) -> bytes | None:
-        if unit == self.unit_id or unit in _DEVICE_ITSELF:
-            return handle_pdu(self.backend, pdu)
+    def _early(self, unit: int, pdu: bytes, host: str | None) -> tuple[bool, bytes | None]:
+        """(True, answer) when a request is answered without the backend: another unit id,
+        or over its client's request rate (``host`` as admitted by ``access``; None: not
+        rate-limited); (False, None) when the backend serves it."""
         fc = pdu[0]
-        if fc == 0 or fc >= 0x80:
-            return None
-        return exception_pdu(fc, GATEWAY_TARGET_FAILED)
+        if unit == self.unit_id or unit in _DEVICE_ITSELF:
+            if host is not None and self.access is not None \
+                    and not self.access.request(host, self._loop.time()):
+                return True, exception_pdu(fc, SERVER_BUSY) if 0 < fc < 0x80 else None
+            return False, None
+        return True, None if fc == 0 or fc >= 0x80 else exception_pdu(fc, GATEWAY_TARGET_FAILED)
