@@ -23,7 +23,7 @@ from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
-from pm4324.registers.backend import AccessError, ExceptionCode
+from pm4324.registers.backend import ACK_WAIT_S, AccessError, ExceptionCode, on_disk
 from pm4324.registers.map_backend import MapBackend
 from pm4324.security.audit import DAY_S, AuditLog, audit_path_for
 from pm4324.security.guard import Guard
@@ -32,6 +32,11 @@ from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
 
+# The meter's step and Modbus writes run in worker threads (Python code, holding the GIL for
+# milliseconds); a waiting thread takes the GIL back after this interval instead of Python's
+# default 5 ms, so the protocol loop answers a read within about this long of its arrival
+# (docs/benchmarks.md, "Modbus TCP under attack").
+GIL_SWITCH_INTERVAL_S = 0.0005
 RELAY_COILS, ALARM_ACK = 0x1000, 0x1026  # coil of relay 1; holding 'alarm_ack' (map.csv)
 
 
@@ -110,6 +115,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     except BaseException:
         store.close()
         raise
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     meter.add_listener(_printer(args, lambda: loop.call_soon_threadsafe(stop.set)))
@@ -193,14 +199,17 @@ def _start_mqtt(meter: Meter, settings: Settings, store: Store, backend: MapBack
     def command(kind: str, number: int | None, closed: bool | None) -> None:
         try:
             if kind == "relay":
-                backend.write_coils(RELAY_COILS + int(number or 1) - 1, [bool(closed)], client)
+                done = backend.write_coils(RELAY_COILS + int(number or 1) - 1, [bool(closed)],
+                                           client)
             else:
-                backend.write_registers(ALARM_ACK, [number or 3], client)
+                done = backend.write_registers(ALARM_ACK, [number or 3], client)
         except AccessError as exc:
             if exc.code is ExceptionCode.ILLEGAL_FUNCTION:  # the guard refused: no right
                 raise ValueError(f"broker account {account or '(anonymous)'!r} has no role that "
                                  f"allows this ([security.mqtt_accounts]): {exc}") from None
             raise ValueError(str(exc)) from None
+        if not on_disk(done):  # the publisher calls this in a worker thread
+            raise ValueError(f"applied but not saved to disk within {ACK_WAIT_S * 1000:.0f} ms")
 
     buffer = settings.mqtt.buffer_path or str(store.path.with_name("mqtt-buffer.db"))
     # relays are switches (and commands are listened to) only when the policy allows them

@@ -7,13 +7,16 @@ the committer's thread, device/commit.py; every ``[store] commit_interval_s`` se
 default), and only then publishes one immutable ``Snapshot`` to every listener: whatever a
 listener shows (a JSON line, a Modbus register) is already on disk. ``Meter.run()`` paces
 that loop against the wall clock (or N times faster), so a snapshot is out a few
-milliseconds after its second ends.
+milliseconds after its second ends, and runs each step in a worker thread: the protocol
+servers' event loop never waits for the metering or its commit, and a finished snapshot is
+handed over by one reference assignment (listeners are called in that thread; settings
+changes reach the engine between two steps).
 
 Writes from the interfaces (relays, energy resets, acknowledgements, settings) return a
 future that is True once the change is on disk: the protocol servers answer only then.
 ``status`` is the live meter status word (snapshot.Status): no data yet (before the first
 second, when ``snapshot`` is a power-up snapshot with the restored energies and NaN
-values), not saved, clock stepped; every change of it is one console line.
+values), not saved, clock stepped, voltage range; every change of it is one console line.
 
 With a store, the meter starts from the store's newest record (energy registers, manual
 relay states for ``power_up = "last"``, unacknowledged alarm latches) and logs a power-up
@@ -28,12 +31,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
+from pm4324.config.settings import N_CTS, N_METERS, Settings, validate, voltage_range_warnings
 from pm4324.config.settings_writeback import (
     SettingsConflict,
     SettingsWriter,
@@ -75,6 +79,7 @@ class Meter(Saving):
         self._settings_file = SettingsWriter(Path(settings_path), settings) if settings_path \
             else None
         self.engine = Engine(settings)
+        self._engine_settings: Settings | None = None  # for the engine at the next step
         self.store = store
         # the composition root picks a real driver; every driver is retried until it works
         self.driver = SupervisedDriver(driver or RecordingDriver())
@@ -82,6 +87,7 @@ class Meter(Saving):
         self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._unsaved: deque[Event] = deque(maxlen=RECENT_EVENTS)  # not yet in the store
         self._not_saved = False
+        self._voltage_warnings: list[str] = []  # nominal voltages outside the inputs' range
         self._lock = threading.RLock()  # protocol threads (CANopen) vs the 1-s loop
         self._listeners: list[Listener] = []
         self.seq = 0
@@ -103,6 +109,7 @@ class Meter(Saving):
             self._event(kind, text)
         self._event("power_up", power_up_text(store))
         self._check_clock_at_power_up()
+        self._check_voltage_range(settings)
         self._relays = (False, False)
         for k, relay in enumerate(settings.relays.relays):
             if relay.mode == "alarm":
@@ -154,12 +161,13 @@ class Meter(Saving):
                 except SettingsConflict as exc:
                     self._event("settings_refused", str(exc))
                     raise
-            self.engine.configure(new)
+            self._engine_settings = new  # the step thread configures its engine between steps
             self._settings = new
             for t in self.alarms.configure(new.alarms):
                 self._alarm_event(t)
             self._drive_relays("settings changed")
             self._event("settings", describe(changes) + (f"; {note}" if note else ""))
+            self._check_voltage_range(new)
             return self._request_commit()
 
     def set_relay(self, index: int, closed: bool) -> Durable | None:
@@ -217,6 +225,19 @@ class Meter(Saving):
         self._unsaved.append(event)
         log.info("%s: %s", kind, text)
 
+    def _check_voltage_range(self, settings: Settings) -> None:
+        """Warn (log, event, Status.VOLTAGE_RANGE) when a nominal voltage leaves the inputs'
+        range, and log an event when it is back: such settings are accepted, not refused."""
+        warnings = voltage_range_warnings(settings)
+        if warnings == self._voltage_warnings:
+            return
+        for text in warnings:
+            log.warning("%s", text)
+            self._event("voltage_range", text)
+        if not warnings:
+            self._event("voltage_range", "every main's nominal voltage is within the inputs' range")
+        self._voltage_warnings = warnings
+
     def clock(self) -> float:
         """The meter's clock, the one snapshots (and so the console and JSON) show: the end
         of the last measured second, advanced at the run's speed between two seconds. With
@@ -271,24 +292,16 @@ class Meter(Saving):
             done.result()  # False: not saved; the status word says so
         return self._publish(snap)
 
-    async def _step_async(self) -> bool:
-        """``step`` for the paced loop: the commit is awaited, so servers go on answering
-        while the disk syncs. False when the source is exhausted."""
-        result = self._measure()
-        if result is None:
-            return False
-        snap, done = self._advance(result)
-        if done is not None:
-            await asyncio.wrap_future(done)
-        self._publish(snap)
-        return True
-
     def _measure(self) -> StepResult | None:
         """Run the engine over the next second of samples (None: the source is exhausted).
 
         A finite (not real-time) source is read one block ahead, so its last block is known
         to be the last and the engine reports every whole cycle in it.
         """
+        with self._lock:
+            configure, self._engine_settings = self._engine_settings, None
+        if configure is not None:
+            self.engine.configure(configure)
         if self._ahead is not None:
             block, self._ahead = self._ahead, None
         else:
@@ -360,8 +373,14 @@ class Meter(Saving):
         """Run until the source ends, ``seconds`` have been measured, or ``stop`` is set.
 
         Real-time sources are paced so second k is published at start + (k+1)/speed; a
-        finite (replay) source runs as fast as it can unless a speed is given.
+        finite (replay) source runs as fast as it can unless a speed is given. Each step runs
+        in one worker thread, so the loop keeps serving while the second is measured.
         """
+        with ThreadPoolExecutor(1, thread_name_prefix="meter-step") as worker:
+            await self._run(worker, speed, seconds, stop)
+
+    async def _run(self, worker: ThreadPoolExecutor, speed: float, seconds: float | None,
+                   stop: asyncio.Event | None) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         paced = speed > 0 and (self.source.realtime or speed != 1.0)
@@ -381,11 +400,8 @@ class Meter(Saving):
                             return
                         except TimeoutError:
                             pass
-            if not await self._step_async():
+            if await loop.run_in_executor(worker, self.step) is None:
                 return
-            await asyncio.sleep(0)  # servers and signals get a turn even when running behind
-
-
 
 
 def _with_rate(settings: Settings, fs: float) -> Settings:

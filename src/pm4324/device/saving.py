@@ -29,8 +29,9 @@ log = logging.getLogger("pm4324.device.meter")
 
 CLOCK_STEP_S = 1.0  # a wall-clock jump larger than this against the monotonic clock is a step
 CLOCK_STEP_HOLD_S = 60.0  # how long Status.CLOCK_STEPPED stays set after a step
-_NO_DATA, _NOT_SAVED, _RELAY_DRIVER_FAILED, _CLOCK_STEPPED = (int(b) for b in (
-    Status.NO_DATA, Status.NOT_SAVED, Status.RELAY_DRIVER_FAILED, Status.CLOCK_STEPPED))
+_NO_DATA, _NOT_SAVED, _RELAY_DRIVER_FAILED, _CLOCK_STEPPED, _VOLTAGE_RANGE = (
+    int(b) for b in (Status.NO_DATA, Status.NOT_SAVED, Status.RELAY_DRIVER_FAILED,
+                     Status.CLOCK_STEPPED, Status.VOLTAGE_RANGE))
 Durable = Future  # of bool: True once a change is on disk (None: no store, nothing to wait)
 
 
@@ -48,6 +49,7 @@ class Saving:
     _committer: Committer | None
     _lock: threading.RLock
     _unsaved: deque[Event]
+    _voltage_warnings: list[str]  # Meter's: nominal voltages outside the inputs' range
     _relays: tuple[bool, bool]
     _snapshot: Snapshot
     _not_saved: bool
@@ -68,6 +70,8 @@ class Saving:
             bits |= _NOT_SAVED
         if self._stepped_until > 0 and time.monotonic() < self._stepped_until:
             bits |= _CLOCK_STEPPED
+        if self._voltage_warnings:
+            bits |= _VOLTAGE_RANGE
         return bits
 
     def _request_commit(self) -> Durable | None:

@@ -204,7 +204,8 @@ class MqttPublisher:
             topic, text = str(message.topic), message.payload
             text = text.decode(errors="replace").strip() if isinstance(text, bytes) else str(text)
             try:
-                self._apply(topic, text)
+                # in a thread: a write waits (<= 50 ms) until it is on disk
+                await asyncio.to_thread(self._apply, topic, text)
             except ValueError as exc:
                 _say(f"refused {topic} = {text!r}: {exc}")
                 await client.publish(f"{self.root}/command/error",

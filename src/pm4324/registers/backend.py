@@ -17,6 +17,17 @@ from pm4324.snapshot import AlarmStatus, Snapshot
 
 ACK_WAIT_S = 0.05  # the longest a write's answer waits for its commit (device/commit.py)
 
+
+def on_disk(future: Future | None) -> bool:
+    """True once a write's commit is on disk (None: nothing to wait for); waits at most
+    ACK_WAIT_S, in the caller's thread (never an event loop's)."""
+    if future is None:
+        return True
+    try:
+        return bool(future.result(timeout=ACK_WAIT_S))
+    except Exception:  # TimeoutError, or a failed commit
+        return False
+
 BitTable = Literal["coil", "discrete"]
 RegisterTable = Literal["holding", "input"]
 
@@ -97,5 +108,6 @@ class MeterControl(Protocol):
         ...
 
     def add_listener(self, callback: Callable[[Snapshot], None]) -> None:
-        """Call ``callback(snapshot)`` after each new snapshot, in the device loop's thread."""
+        """Call ``callback(snapshot)`` after each new snapshot, in the thread that measured
+        it (``Meter.run``'s worker thread, not the protocols' event loop)."""
         ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Request
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pm4324.config.settings import Settings, SettingsError, parse_settings
 from pm4324.config.settings_file import settings_to_toml
 from pm4324.config.settings_writeback import SettingsConflict
-from pm4324.registers.backend import MeterControl
+from pm4324.registers.backend import ACK_WAIT_S, MeterControl, on_disk
 from pm4324.security.guard import Guard, Write
 from pm4324.security.roles import Client, Right
 from pm4324.snapshot import Snapshot
@@ -122,6 +123,14 @@ def _methods(app: FastAPI, request: Request) -> set[str]:
     return found
 
 
+def _saved(done: Future | None) -> None:
+    """An HTTP 200 means saved: wait (in the endpoint's worker thread) for the change's
+    commit, at most ACK_WAIT_S, else answer 503."""
+    if not on_disk(done):
+        raise HTTPException(503, "applied but not saved to disk within "
+                                 f"{ACK_WAIT_S * 1000:.0f} ms: it may not survive a restart")
+
+
 class _SettingsRefused(HTTPException):
     def __init__(self, key: str, reason: str):
         super().__init__(422, reason)
@@ -194,7 +203,7 @@ def router(service: Service) -> APIRouter:
         writes = [Write(Right.RELAYS, "alarm acknowledgement", "",
                         f"relay {body.relay}" if body.relay else "both relays")]
         client = allow(request, authorization, writes)
-        service.meter.acknowledge_alarms(body.relay)
+        _saved(service.meter.acknowledge_alarms(body.relay))
         service.guard.accepted(client, writes)
         return [Alarm(**a) for a in _alarm_rows(service)]
 
@@ -210,9 +219,10 @@ def router(service: Service) -> APIRouter:
                         state[body.closed])]
         client = allow(request, authorization, writes)
         try:
-            service.meter.set_relay(relay - 1, body.closed)
+            done = service.meter.set_relay(relay - 1, body.closed)
         except ValueError as exc:  # the relay is in alarm mode: its rules own it
             raise HTTPException(409, str(exc)) from None
+        _saved(done)
         service.guard.accepted(client, writes)
         return _relays(service)[relay - 1]
 
@@ -221,7 +231,7 @@ def router(service: Service) -> APIRouter:
         writes = [Write(Right.ENERGY_RESET, f"energy of Meter {body.meter}" if body.meter
                         else "energy of every Meter", "", "0")]
         client = allow(request, authorization, writes)
-        service.meter.reset_energy(body.meter)
+        _saved(service.meter.reset_energy(body.meter))
         service.guard.accepted(client, writes)
         logged = [e for e in getattr(service.meter, "events", ()) if e.kind == "energy_reset"]
         return [Event(**e.to_dict()) for e in logged[-1:]]
@@ -238,13 +248,14 @@ def router(service: Service) -> APIRouter:
         client = allow(request, authorization, writes)
         new = changed_settings(service.meter.settings, body.changes)
         try:
-            service.meter.apply_settings(new)
+            done = service.meter.apply_settings(new)
         except SettingsConflict as exc:  # the operator changed the file on disk meanwhile
             raise HTTPException(409, str(exc)) from None
         except SettingsError as exc:
             raise _SettingsRefused(exc.key, f"{exc.key} = {exc.value!r}: {exc.allowed}") from None
         except ValueError as exc:
             raise _SettingsRefused("", str(exc)) from None
+        _saved(done)
         service.guard.accepted(client, writes)
         return _settings_view(service.meter.settings)
 

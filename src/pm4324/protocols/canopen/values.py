@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from pm4324.protocols.canopen.codes import Abort, SdoAbort
 from pm4324.protocols.canopen.objects import Entry, encode
-from pm4324.registers.backend import ACK_WAIT_S, AccessError, ExceptionCode, MeterControl
+from pm4324.registers.backend import (
+    ACK_WAIT_S,
+    AccessError,
+    ExceptionCode,
+    MeterControl,
+    on_disk,
+)
 from pm4324.registers.codecs import decode as decode_words
 from pm4324.registers.codecs import encode as encode_words
 from pm4324.registers.image import MapBackend, RegisterImage
@@ -141,14 +146,6 @@ class Values:
             raise
         except Exception as exc:  # e.g. the meter refused the change, or did not answer in time
             raise SdoAbort(Abort.CANNOT_STORE, f"{entry.name} = {value}: {exc!r}") from None
-        if durable is not None and not _durable(durable):  # acknowledged means on disk
+        if not on_disk(durable):  # acknowledged means on disk
             raise SdoAbort(Abort.CANNOT_STORE, f"{entry.name} = {value}: applied but not saved "
                            f"to disk within {ACK_WAIT_S * 1000:.0f} ms")
-
-
-def _durable(future: Future) -> bool:
-    """True once the write's commit is on disk (waits at most ACK_WAIT_S)."""
-    try:
-        return bool(future.result(timeout=ACK_WAIT_S))
-    except Exception:  # TimeoutError, or a failed commit
-        return False
