@@ -25,8 +25,10 @@ Hostile and broken clients (docs/modbus.md; bench/modbus_attack.py measures them
   the rest wait for the next turn of the event loop (reading from that client paused
   meanwhile), so a client that pipelines thousands of requests gets the same share per turn
   as one that sends one at a time.
-* **Writes** run in one worker thread (they may save the settings file and the state store,
-  an fsync each); that connection waits for its answer, every other one is served meanwhile.
+* **Writes** run in one worker thread (they may save the settings file, an fsync); the
+  answer then waits in the loop (``Deferred``, at most ``ACK_WAIT_S``) until the state
+  store's commit is on disk, so writes of other clients share that commit. That connection
+  waits for its answer, every other one is served meanwhile.
 * **Deadlines**: a frame must be complete ``frame_deadline_s`` after its first byte, and a
   connection with no complete request for ``idle_timeout_s`` is closed (half-open ones too).
 * **Table full**: a new connection evicts the connection idle the longest, those that never
@@ -78,16 +80,11 @@ _MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 
 def _durable_answer(rsp: bytes | Deferred | None) -> bytes | None:
     """A write waiting for its commit: its answer once durable, exception 04 after
-    ACK_WAIT_S (blocks: call it in the write thread)."""
+    ACK_WAIT_S (blocks: only when no write thread runs, i.e. while the server stops)."""
     if not isinstance(rsp, Deferred):
         return rsp
     on_disk(rsp.durable)  # too slow, or the commit failed: answer() says 04
     return rsp.answer()
-
-
-def _write(backend: RegisterBackend, pdu: bytes) -> bytes | None:
-    """One write request, answered only once its change is on disk (the write thread)."""
-    return _durable_answer(handle_pdu(backend, pdu))
 _DEVICE_ITSELF = (0, 255)
 LOG_EVERY_S = 10.0  # at most one line per kind of connection trouble this often
 
@@ -346,7 +343,7 @@ class _Connection(asyncio.Protocol):
         server = self._server
         self._writing = True
         self._pause()
-        future = server._writer.submit(_write, self._backend, pdu)  # type: ignore[union-attr]
+        future = server._writer.submit(handle_pdu, self._backend, pdu)  # type: ignore[union-attr]
         loop = server._loop
 
         def done(f: Future) -> None:
@@ -358,13 +355,23 @@ class _Connection(asyncio.Protocol):
         future.add_done_callback(done)
 
     def _write_done(self, tid: int, unit: int, future: Future) -> None:
-        self._writing = False
-        self._last_request = self._server._loop.time()
         try:
             rsp = future.result()
         except Exception:  # handle_pdu answers 04 itself; this is the thread pool failing
             log.exception("Modbus TCP: write request failed")
             rsp = None
+        if isinstance(rsp, Deferred):
+            # applied; its commit runs: wait for it here (≤ ACK_WAIT_S), not in the write
+            # thread, so other clients' writes meanwhile share the next commit. This
+            # connection stays paused: its answers stay in order.
+            rsp.send_when_durable(self._server._loop, lambda a: self._answer(tid, unit, a))
+            return
+        self._answer(tid, unit, rsp)
+
+    def _answer(self, tid: int, unit: int, rsp: bytes | None) -> None:
+        """Send a write's answer and go on serving this connection."""
+        self._writing = False
+        self._last_request = self._server._loop.time()
         if rsp is not None and self._transport is not None:
             self._transport.write(_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
         if self._transport is not None:
