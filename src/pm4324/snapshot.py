@@ -208,8 +208,10 @@ class Snapshot:
 
     def _ct_dict(self, k: int) -> dict[str, Any]:
         c, i = self.ct, k - 1
+        meter = self.settings.meters[i // 3]
         d = {
             "ct": k,
+            "name": meter.ct_names[i % 3] or None,
             "v_rms": _num(c.v_rms[i]),
             "i_rms": _num(c.i_rms[i]),
             "p_w": _num(c.p_w[i]),
@@ -229,6 +231,7 @@ class Snapshot:
         mv, i = self.meter, m - 1
         d = {
             "meter": m,
+            "name": self.settings.meters[i].name or None,
             "wiring": self.settings.meters[i].wiring.value,
             "v_rms": _num(mv.v_rms[i]),
             "i_rms": _num(mv.i_rms[i]),

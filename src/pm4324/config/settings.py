@@ -87,6 +87,8 @@ class MeterSettings:
     ct_ratio: float = 100.0  # rated primary amperes per secondary ampere
     # 1P2W-1CT only: which phase voltage of the main each CT is wired against.
     circuit_phases: tuple[str, str, str] = ("a", "b", "c")
+    name: str = ""  # label shown instead of "Meter m" ("Shop 3"); "" = none
+    ct_names: tuple[str, str, str] = ("", "", "")  # labels of CTs a, b, c ("Shop 3 – lighting")
 
     @property
     def rated_current_a(self) -> float:
@@ -328,8 +330,25 @@ def _read_meter(r: _Reader) -> MeterSettings:
     if wiring is not Wiring.W1P2W_1CT and "circuit_phases" in r.table:
         if list(phases) != ["a", "b", "c"]:
             raise r.error("circuit_phases", phases, "applies only to wiring 1P2W-1CT")
+    name = _label(r, "name", r.get("name", ""))
+    ct_names = r.get("ct_names", ["", "", ""])
+    if not (isinstance(ct_names, list) and len(ct_names) == 3):
+        raise r.error("ct_names", ct_names, 'must be a list of three labels, e.g. ["Lift", "", ""]')
+    for label in ct_names:
+        _label(r, "ct_names", label)
     r.finish()
-    return MeterSettings(wiring=wiring, ct_ratio=ct_ratio, circuit_phases=tuple(phases))
+    return MeterSettings(wiring=wiring, ct_ratio=ct_ratio, circuit_phases=tuple(phases),
+                         name=name, ct_names=tuple(ct_names))
+
+
+MAX_LABEL = 64
+
+
+def _label(r: _Reader, key: str, value: Any) -> str:
+    """A label: text up to 64 characters, no control characters."""
+    if not isinstance(value, str) or len(value) > MAX_LABEL or any(ord(c) < 32 for c in value):
+        raise r.error(key, value, f"must be text of at most {MAX_LABEL} characters, one line")
+    return value
 
 
 def _read_calibration(r: _Reader) -> Calibration:

@@ -44,6 +44,10 @@ def settings_to_toml(s: Settings) -> str:
                   f"ct_ratio = {_value(meter.ct_ratio)}"]
         if meter.wiring.value == "1P2W-1CT":
             lines.append(f"circuit_phases = {_value(list(meter.circuit_phases))}")
+        if meter.name:
+            lines.append(f"name = {_value(meter.name)}")
+        if any(meter.ct_names):
+            lines.append(f"ct_names = {_value(list(meter.ct_names))}")
     for kind, cals, count in (("voltage", s.calibration_v, 3 * s.n_mains),
                               ("current", s.calibration_i, N_CTS)):
         for k, cal in enumerate(cals[:count], 1):
