@@ -12,12 +12,14 @@ import contextlib
 import json
 import signal
 import sys
+from pathlib import Path
 
 from pm4324.cli.display import render_table
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
+from pm4324.history import HistoryError, HistoryStore, HistoryWriter, names_of
 from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
@@ -49,6 +51,32 @@ def open_store(settings: Settings, settings_path: str | None, reset: bool) -> St
     return store
 
 
+def history_location(settings: Settings, settings_path: str | None) -> str:
+    """``[history] path`` (relative to the state file's directory), a postgresql:// URL, or
+    beside the state file: ``NAME.state.db`` -> ``NAME.history.db``."""
+    state, _ = store_location(settings, settings_path)
+    path = settings.history.path
+    if path.startswith(("postgresql://", "postgres://")):
+        return path
+    if path:
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else state.parent / p)
+    return str(state.with_name(state.name.replace("state.db", "history.db")))
+
+
+def open_history(settings: Settings, settings_path: str | None) -> HistoryWriter | None:
+    """The meter's own history (None when ``[history] enabled = false``)."""
+    h = settings.history
+    if not h.enabled:
+        return None
+    where = history_location(settings, settings_path)
+    store = HistoryStore.open(where, time_zone=h.time_zone or None, raw_days=h.raw_days,
+                              keep_years=h.keep_years)
+    print(f"History {where} (time zone {store.time_zone})", file=sys.stderr, flush=True)
+    return HistoryWriter(store, "local", model=settings.model, names=names_of(settings),
+                         flush_s=h.flush_s)
+
+
 async def run_meter(settings: Settings, args: argparse.Namespace,
                     settings_path: str | None = None) -> int:
     if args.source:
@@ -61,12 +89,22 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         print(f"pm4324: error: {exc}", file=sys.stderr)
         return 2
     try:
+        history = open_history(settings, settings_path)
+    except HistoryError as exc:
+        store.close()
+        print(f"pm4324: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         meter = Meter(settings, source, settings_path=settings_path, store=store,
                       driver=make_driver(settings.relays.driver))
     except BaseException:
         store.close()
+        if history is not None:
+            history.store.close()
         raise
     meter.add_listener(_printer(args))
+    if history is not None:
+        meter.add_listener(history.add_snapshot)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,6 +117,9 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         for server in servers:
             await server.stop()
         meter.close()
+        if history is not None:
+            history.close()
+            history.store.close()
     return 0
 
 

@@ -36,8 +36,8 @@ def feed(w: HistoryWriter, t0: float, seconds: int, wh0: float = 0.0, p_of=None)
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = HistoryStore.open(tmp_path / "h.sqlite", time_zone="UTC")
+def store(store_url):
+    s = HistoryStore.open(store_url, time_zone="UTC")
     yield s
     s.close()
 
@@ -69,8 +69,8 @@ def test_downsampling_keeps_the_envelope(store):
     ("Europe/Berlin", date(2026, 3, 29), 23), ("Europe/Berlin", date(2026, 10, 25), 25),
     ("America/New_York", date(2026, 3, 8), 23), ("America/New_York", date(2026, 11, 1), 25),
 ])
-def test_dst_days_have_23_and_25_hours(tmp_path, zone, day, hours):
-    store = HistoryStore.open(tmp_path / "h.sqlite", time_zone=zone)
+def test_dst_days_have_23_and_25_hours(store_url, zone, day, hours):
+    store = HistoryStore.open(store_url, time_zone=zone)
     tz = ZoneInfo(zone)
     start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() - 1800
     w = HistoryWriter(store, "m", keep_raw=False)
@@ -122,8 +122,8 @@ def test_uint32_rollover_is_energy_not_a_reset(store):
     assert query.events(store, w.meter, t0, t0 + 100)[0][1] == "rollover"
 
 
-def test_a_restarted_writer_continues_and_utc_days_pack(tmp_path):
-    path = tmp_path / "h.sqlite"
+def test_a_restarted_writer_continues_and_utc_days_pack(store_url):
+    path = store_url
     t0 = 1_780_000_000 // 86400 * 86400 + 86400 - 600  # ten minutes before UTC midnight
     s = HistoryStore.open(path, time_zone="UTC")
     w = HistoryWriter(s, "m")
@@ -134,7 +134,7 @@ def test_a_restarted_writer_continues_and_utc_days_pack(tmp_path):
     w = HistoryWriter(s, "m")
     feed(w, t0 + 300, 900, wh0=last + 1)
     w.close()
-    assert s.db.execute("SELECT COUNT(*) FROM minute_block")[0][0] >= 1  # the old day is packed
+    assert s.db.execute(f"SELECT COUNT(*) FROM {s.db.t('minute_block')}")[0][0] >= 1  # the old day is packed
     tr = query.trend(s, w.meter, "ct1", "p_w", t0, t0 + 1200, "1min")
     assert len(tr) == 20 and np.all(tr.mean == P_CT1)
     days = query.energy(s, w.meter, "ct1", date(2026, 1, 1), date(2026, 12, 31))

@@ -24,6 +24,7 @@ from pm4324.config.alarm_settings import (
     read_relays,
     read_store,
 )
+from pm4324.config.history_settings import HistorySettings, read_history
 
 N_METERS = 8
 CTS_PER_METER = 3
@@ -164,6 +165,7 @@ class Settings:
     relays: RelayConfig = RelayConfig()
     alarms: tuple[AlarmRule, ...] = ()
     store: StoreSettings = StoreSettings()
+    history: HistorySettings = HistorySettings()
     source_path: str = "<defaults>"
 
     @property
@@ -451,6 +453,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     relays = read_relays(r.sub("relays"))
     alarms = read_alarms(r, n_mains)
     store = read_store(r.sub("store"))
+    history = read_history(r.sub("history"))
     r.finish()
     settings = Settings(
         model=model,
@@ -465,6 +468,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         relays=relays,
         alarms=alarms,
         store=store,
+        history=history,
         source_path=source,
     )
     validate(settings)

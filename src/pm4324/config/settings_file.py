@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
+from pm4324.config.history_settings import HistorySettings
 from pm4324.config.settings import N_CTS, Calibration, Settings
 
 
@@ -64,6 +65,11 @@ def settings_to_toml(s: Settings) -> str:
     lines += _relay_lines(s)
     if s.store.path:
         lines += ["", "[store]", f"path = {_value(s.store.path)}"]
+    if s.history != HistorySettings():
+        h = s.history
+        lines += ["", "[history]", f"enabled = {_value(h.enabled)}", f"path = {_value(h.path)}",
+                  f"time_zone = {_value(h.time_zone)}", f"raw_days = {_value(h.raw_days)}",
+                  f"keep_years = {_value(h.keep_years)}", f"flush_s = {_value(h.flush_s)}"]
     if s.replay.inputs:
         lines += ["", "[replay]", f"primary = {_value(s.replay.primary)}", "", "[replay.inputs]"]
         for name, ch in s.replay.inputs.items():
