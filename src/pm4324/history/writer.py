@@ -42,6 +42,7 @@ class HistoryWriter:
         self._flushed_at: float | None = None
         self._gap_reason = "restart"
         self._done_until = self.last_time  # the last second of the finished minutes
+        self.flushes = 0  # batches written (each one transaction)
 
     def add_snapshot(self, snap: Snapshot) -> None:
         if snap.duration_s > 0:  # a second without a whole cycle holds no measurement
@@ -85,6 +86,7 @@ class HistoryWriter:
         self.store.write(self.meter, batch, until, events, self._gaps, self._notes)
         self._done, self._gaps, self._notes = [], [], []
         self._flushed_at = self.last_time
+        self.flushes += 1
 
     def close(self) -> None:
         self.flush(partial=True)
