@@ -150,3 +150,24 @@ class MinuteAccumulator:
         self._minute = None
         self._reset()
         return batch
+
+
+def batch_of_minutes(t: np.ndarray, values: dict[str, dict[str, np.ndarray]], energy: np.ndarray,
+                     start: np.ndarray | None) -> MinuteBatch:
+    """Whole minutes known exactly (a scenario's truth): ``values[kind][quantity]`` is
+    (n, count) per minute, ``energy`` (n, 32, 7) Wh in each minute, ``start`` the counters
+    before the first minute (None = zero). Every minute counts as 60 seconds."""
+    n = len(t)
+    v = np.full((n, LAYOUT.n_channels), np.nan)
+    for (element, quantity), ch in LAYOUT.channels.items():
+        kind = element.rstrip("0123456789")
+        column = int(element[len(kind):]) - 1
+        series = values.get(kind, {}).get(quantity)
+        if series is not None and column < series.shape[1]:
+            v[:, ch] = series[:, column]
+    base = np.zeros(_COUNTER_SHAPE) if start is None else np.nan_to_num(start)
+    counters = base + np.cumsum(energy, axis=0)
+    ok = np.isfinite(v)
+    return MinuteBatch(np.asarray(t, dtype=np.int64), np.where(ok, v * 60, 0.0),
+                       np.where(ok, 60, 0).astype(np.int32), v, v, energy, counters,
+                       np.full(n, 60, dtype=np.int32))

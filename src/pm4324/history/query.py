@@ -285,3 +285,46 @@ def span(store: HistoryStore, meter: int | None = None) -> tuple[float, float] |
     where, args = ("WHERE meter = ?", (meter,)) if meter is not None else ("", ())
     lo, hi = db.execute(f"SELECT MIN(t), MAX(t) FROM {db.t('interval')} {where}", args)[0]
     return None if lo is None else (float(lo), float(hi))
+
+
+# -- whole rows, for exports -------------------------------------------------------------------
+
+
+def interval_rows(store: HistoryStore, meter: int, start: float, end: float):
+    """Each 15-minute interval in [start, end): (t, seconds, stats (3, channels) mean/min/max,
+    energy (3, 32, 7): energy in it, register values at its start and at its end)."""
+    db = store.db
+    for t, seconds, agg, energy_blob in db.execute(
+            f"SELECT t, seconds, agg, energy FROM {db.t('interval')} WHERE meter = ? AND t >= ? AND"
+            " t < ? ORDER BY t", (meter, int(start), end)):
+        e = unpack(bytes(energy_blob)).reshape(3, len(ENERGY_ELEMENTS), len(REGISTERS))
+        yield int(t), int(seconds), unpack(bytes(agg)), e
+
+
+def minute_rows(store: HistoryStore, meter: int, start: float, end: float):
+    """Each stored minute in [start, end): (t, {element: {(quantity, stat): value}})."""
+    elements = list(dict.fromkeys(e for e, _, _ in LAYOUT.minute_series))
+    grids: dict[int, np.ndarray] = {}
+    db = store.db
+    for element in elements:
+        series = LAYOUT.element_series(element)
+        for day, data in db.execute(
+                f"SELECT day, data FROM {db.t('minute_block')} WHERE meter = ? AND element = ? AND"
+                " day >= ? AND day <= ?", (meter, element, int(start // DAY_S), int((end - 1) // DAY_S))):
+            grid = grids.setdefault(day, np.full((LAYOUT.n_minute, 1440), np.nan, dtype="<f4"))
+            base = LAYOUT.minute_index[(element, *series[0])]
+            grid[base:base + len(series)] = unpack(bytes(data))
+    for t, data in db.execute(f"SELECT t, data FROM {db.t('minute_recent')} WHERE meter = ? AND"
+                              " t >= ? AND t < ?", (meter, int(start), end)):
+        grid = grids.setdefault(t // DAY_S, np.full((LAYOUT.n_minute, 1440), np.nan, dtype="<f4"))
+        grid[:, (t % DAY_S) // 60] = np.frombuffer(data, "<f4")
+    keys = list(LAYOUT.minute_series)
+    for day in sorted(grids):
+        grid = grids[day]
+        for col in np.flatnonzero(~np.isnan(grid).all(axis=0)):
+            t = day * DAY_S + int(col) * 60
+            if start <= t < end:
+                values: dict[str, dict] = {}
+                for n, (e, q, st) in enumerate(keys):
+                    values.setdefault(e, {})[(q, st)] = float(grid[n, col])
+                yield t, values

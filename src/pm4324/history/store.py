@@ -114,8 +114,9 @@ class HistoryStore:
     def open(cls, where: str | Path, time_zone: str | None = None, raw_days: float = DEFAULT_RAW_DAYS,
              keep_years: float = DEFAULT_KEEP_YEARS, readonly: bool = False) -> HistoryStore:
         """Open or create; the time zone is fixed at creation (days already stored keep it)."""
-        if not str(where).startswith(("postgres", "/")) and readonly and not Path(where).exists():
-            raise HistoryError(f"{where}: no history there")
+        if readonly and not str(where).startswith("postgres") and not Path(where).exists():
+            raise HistoryError(f"{where}: no history there (`pm4324 run` keeps one; "
+                               "`pm4324 history synth` writes one)")
         db = open_db(where, readonly=readonly)
         try:
             meta = dict(db.execute(f"SELECT key, value FROM {db.t('meta')}"))

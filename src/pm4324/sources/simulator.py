@@ -109,6 +109,8 @@ class Scenario:
     adc: AdcSpec | None
     ct_errors: dict[int, CtError]
     source: str = "<scenario>"
+    start: str = ""  # ISO local date/time the scenario starts at (history synth); "" = unset
+    time_zone: str = ""  # IANA zone of ``start`` and of the daily profiles' hours
 
     def load_on(self, ct: int) -> list[tuple[LoadSpec, str]]:
         return [(ld, ph) for ld in self.loads for c, ph in zip(ld.cts, ld.phases) if c == ct]
@@ -203,7 +205,8 @@ def _check_keys(src: str, table: dict, allowed: set[str], prefix: str) -> None:
 
 
 def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
-    _check_keys(src, data, {"name", "seed", "mains", "loads", "adc", "ct_errors"}, "")
+    _check_keys(src, data, {"name", "seed", "mains", "loads", "adc", "ct_errors", "start",
+                            "time_zone"}, "")
     mains = []
     raw_mains = data.get("mains", {})
     if not isinstance(raw_mains, dict):
@@ -282,7 +285,26 @@ def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
     if not isinstance(seed, int):
         raise ScenarioError(src, "seed", seed, "must be a whole number")
     return Scenario(str(data.get("name", "scenario")), seed, tuple(mains), tuple(loads), adc,
-                    errors, src)
+                    errors, src, *_start(src, data))
+
+
+def _start(src: str, data: dict[str, Any]) -> tuple[str, str]:
+    """``start`` (a TOML date or local date-time) and ``time_zone`` (IANA), both optional."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    start, tz = data.get("start", ""), data.get("time_zone", "")
+    if start != "" and not isinstance(start, dt.date):
+        raise ScenarioError(src, "start", start, "must be a TOML date or local date-time, "
+                            "e.g. 2026-03-01 or 2026-03-01T00:00:00")
+    if isinstance(start, dt.datetime) and start.tzinfo is not None:
+        raise ScenarioError(src, "start", start, "must be local (no offset): give time_zone")
+    try:
+        if tz:
+            ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ScenarioError(src, "time_zone", tz, "must be an IANA zone, e.g. Europe/Berlin") from None
+    return (start.isoformat() if start != "" else ""), tz
 
 
 def load_scenario(path: str | Path | None) -> Scenario:
