@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_analyze(sub)
     _add_expected(sub)
-    for module in ("read_cmd", "registers_cmd", "events_cmd", "energy_cmd", "history_cmd"):
+    for module in ("read_cmd", "registers_cmd", "events_cmd", "energy_cmd", "history_cmd",
+                   "hub_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:
