@@ -150,16 +150,18 @@ async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namesp
         servers.append(rtu)
     if settings.canopen.interface:  # CANopen (PM-4324-CPS): docs/canopen.md
         from pm4324.protocols.canopen import CanopenBusError, CanopenServer
+        from pm4324.protocols.canopen.storage import node_files
 
         co = settings.canopen
-        node = CanopenServer(meter, settings)
+        parameters, serial = node_files(settings, meter.settings_path)
+        node = CanopenServer(meter, settings, serial_number=serial, parameters=parameters)
         try:
             await node.start()
         except CanopenBusError as exc:
             for server in servers:
                 await server.stop()
             raise SystemExit(f"pm4324 run: {exc}") from None
-        print(f"CANopen node {co.node_id} on {co.interface}:{co.channel} ({co.bitrate} bit/s)",
-              file=sys.stderr, flush=True)
+        print(f"CANopen node {node.node_id} on {co.interface}:{co.channel} ({node.bitrate} bit/s, "
+              f"serial number 0x{serial:08X})", file=sys.stderr, flush=True)
         servers.append(node)
     return servers
