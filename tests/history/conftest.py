@@ -2,33 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-
-from pm4324.history import HistoryError
-
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def pg_url() -> str:
-    """A URL with a table prefix of its own (dropped by ``drop``); skips without a server."""
-    url = f"{PG_BASE}?prefix=t{uuid.uuid4().hex[:10]}_"
-    from pm4324.history.db import PostgresDb
-
-    try:
-        PostgresDb(url).close()
-    except HistoryError as exc:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (database test): {exc}")
-    return url
-
-
-def drop(url: str) -> None:
-    from pm4324.history.db import PostgresDb
-
-    db = PostgresDb(url)
-    db.drop_all()
-    db.close()
+from postgres import drop, pg_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

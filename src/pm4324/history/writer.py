@@ -43,6 +43,7 @@ class HistoryWriter:
         self._gap_reason = "restart"
         self._done_until = self.last_time  # the last second of the finished minutes
         self.flushes = 0  # batches written (each one transaction)
+        self.written_until = self.last_time  # the newest second in the store
 
     def add_snapshot(self, snap: Snapshot) -> None:
         if snap.duration_s > 0:  # a second without a whole cycle holds no measurement
@@ -80,12 +81,16 @@ class HistoryWriter:
         """Write the finished minutes (and, with ``partial``, the minute in progress)."""
         if partial and (rest := self._acc.finish()) is not None:
             self._done.append(rest)
+        if not (partial or self._done or self._gaps or self._notes or self._acc.events):
+            self._flushed_at = self.last_time
+            return  # nothing whole to write yet
         batch = MinuteBatch.concat(self._done) if self._done else None
         events, self._acc.events = self._acc.events, []
         until = self.last_time if partial else self._done_until
         self.store.write(self.meter, batch, until, events, self._gaps, self._notes)
         self._done, self._gaps, self._notes = [], [], []
         self._flushed_at = self.last_time
+        self.written_until = until
         self.flushes += 1
 
     def close(self) -> None:

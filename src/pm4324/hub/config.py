@@ -25,6 +25,7 @@ class MeterConfig:
     address: str  # HOST:PORT, serial device, or INTERFACE:CHANNEL
     unit: int = 1  # Modbus unit id, or CANopen node-ID
     poll_s: float = 1.0
+    gap_s: float = 0.0  # silence longer than this is a gap; 0 = 3 polls (at least 2.5 s)
     timeout_s: float = 1.0
     retries: int = 1
     word_order: str = "low-first"
@@ -93,7 +94,7 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
     p = f"meters.{n}."
     if not isinstance(t, dict):
         raise _err(src, f"meters.{n}", t, "must be a table [[meters]]")
-    _unknown(src, t, {"key", "tcp", "rtu", "canopen", "unit", "node", "poll_s", "timeout_s",
+    _unknown(src, t, {"key", "tcp", "rtu", "canopen", "unit", "node", "poll_s", "gap_s", "timeout_s",
                       "retries", "word_order", "baud", "format", "meters", "names"}, p)
     key = t.get("key")
     if not isinstance(key, str) or not KEY.fullmatch(key):
@@ -125,7 +126,8 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
             isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 8 for m in meters)):
         raise _err(src, p + "meters", meters, "must be a list of Meter numbers 1..8")
     return MeterConfig(key, transport, address, unit,
-                       poll_s=_number(src, t, "poll_s", 1.0, 0.1, 86400, p),
+                       poll_s=_number(src, t, "poll_s", 1.0, 0.05, 86400, p),
+                       gap_s=_number(src, t, "gap_s", 0.0, 0.0, 86400, p),
                        timeout_s=_number(src, t, "timeout_s", 1.0, 0.05, 60, p),
                        retries=_integer(src, t, "retries", 1, 0, 10, p),
                        word_order=word_order, baud=baud, data_format=fmt,

@@ -32,7 +32,7 @@ class Hub:
                  say: Callable[[str], None] = lambda text: None):
         self.config, self.store, self.say = config, store, say
         self.writers = {m.key: HistoryWriter(store, m.key, names=m.names, flush_s=config.flush_s,
-                                             gap_s=max(2.5, 3 * m.poll_s))
+                                             gap_s=m.gap_s or max(2.5, 3 * m.poll_s))
                         for m in config.meters}
         self.names = {m.key: m.names for m in config.meters}
         self.online: dict[str, bool | None] = dict.fromkeys(self.writers)
@@ -87,11 +87,11 @@ class Hub:
             self.models[r.key] = d["model"]
             self.store.meter_id(r.key, d["model"])
         self.readings += 1
-        before = w.flushes
+        before = w.written_until
         w.add(frame_from_snapshot(snap))
-        if w.flushes != before:
+        if w.written_until != before:
             log.info("history of %s written up to %s", r.key, time.strftime(
-                "%H:%M:%S", time.localtime(w.last_time or 0)))
+                "%H:%M:%S", time.localtime(w.written_until or 0)))
         for listener in self.listeners:
             try:
                 listener(r.key, snap)
