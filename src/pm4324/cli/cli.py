@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(sub)
     _add_expected(sub)
     for module in ("read_cmd", "registers_cmd", "events_cmd", "energy_cmd", "history_cmd",
-                   "hub_cmd", "set_cmd"):
+                   "hub_cmd", "set_cmd", "bill_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:
