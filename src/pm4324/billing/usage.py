@@ -53,10 +53,11 @@ class MeterPeriod:
         return self.delta[:, ELEMENT_INDEX[element], REGISTER_INDEX[register]]
 
     def gap_touched(self) -> np.ndarray:
-        """Intervals that a gap overlaps or ends in (their energy includes the gap's)."""
+        """Intervals that a gap overlaps or ends in: the first reading after a gap (at ``hi``)
+        carries the gap's energy."""
         hit = np.zeros(len(self.t), dtype=bool)
         for lo, hi, _ in self.gaps:
-            hit |= (self.t < hi) & (self.t + INTERVAL_S > lo)
+            hit |= (self.t <= hi) & (self.t + INTERVAL_S > lo)
         return hit
 
 
