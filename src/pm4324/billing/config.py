@@ -22,7 +22,8 @@ _ELEMENT_KINDS = (("ct", 24), ("meter", 8))
 
 class BillingConfigError(Exception):
     def __init__(self, src: str, key: str, value: Any, allowed: str):
-        super().__init__(f"{src}: {key} = {value!r}: {allowed}")
+        shown = value.isoformat() if isinstance(value, date) else repr(value)
+        super().__init__(f"{src}: {key} = {shown}: {allowed}")
 
 
 @dataclass(frozen=True)
