@@ -40,7 +40,7 @@ def schema(p: str, blob: str, serial: str) -> list[str]:
         f" data {blob} NOT NULL, PRIMARY KEY (meter, t))",
         f"CREATE TABLE IF NOT EXISTS {p}interval (meter INTEGER NOT NULL, t BIGINT NOT NULL,"
         f" seconds INTEGER NOT NULL, agg {blob} NOT NULL, energy {blob} NOT NULL,"
-        " PRIMARY KEY (meter, t))",
+        f" demand {blob} NOT NULL, PRIMARY KEY (meter, t))",
         f"CREATE TABLE IF NOT EXISTS {p}day (meter INTEGER NOT NULL, date TEXT NOT NULL,"
         f" seconds INTEGER NOT NULL, energy {blob} NOT NULL, PRIMARY KEY (meter, date))",
         f"CREATE TABLE IF NOT EXISTS {p}gap (meter INTEGER NOT NULL, start_t DOUBLE PRECISION NOT NULL,"

@@ -85,13 +85,19 @@ class Layout:
         self.raw_index = {(e, q): n for n, (e, q, st) in enumerate(
             k for k in self.minute_series if k[2] == "mean")}
         self._minute_pick = np.array([(s, ch) for ch, s in self.minute_series.values()])
+        # packed days: one block per element and quantity ("ct7.p_w": its mean, min, max)
+        self.blocks: dict[str, list[str]] = {}
+        self.block_rows: dict[str, list[int]] = {}
+        for n, (e, q, st) in enumerate(self.minute_series):
+            self.blocks.setdefault(f"{e}.{q}", []).append(st)
+            self.block_rows.setdefault(f"{e}.{q}", []).append(n)
 
     def minute_values(self, stats: np.ndarray) -> np.ndarray:
         """(3, n_channels) mean/min/max -> the 1-minute series vector (n_minute,)."""
         return stats[self._minute_pick[:, 0], self._minute_pick[:, 1]]
 
     def element_series(self, element: str) -> list[tuple[str, str]]:
-        """The (quantity, stat) 1-minute series of one element, in block order."""
+        """The (quantity, stat) 1-minute series of one element."""
         return [(q, st) for (e, q, st) in self.minute_series if e == element]
 
 

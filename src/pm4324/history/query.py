@@ -72,20 +72,22 @@ def trend(store: HistoryStore, meter: int, element: str, quantity: str, start: f
 
 def downsample(t: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, start: float,
                end: float, n: int) -> tuple[np.ndarray, ...]:
-    """``n`` equal buckets: mean of the means, min of the minima, max of the maxima."""
+    """``n`` equal buckets: mean of the means, min of the minima, max of the maxima (points
+    sorted by time, as every reader returns them)."""
     edges = np.linspace(start, end, n + 1)
-    bucket = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n - 1)
-    ok = np.isfinite(mean)
-    sums = np.bincount(bucket[ok], mean[ok], minlength=n)
-    counts = np.bincount(bucket[ok], minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts
-    mins = np.full(n, np.inf)
-    maxs = np.full(n, -np.inf)
-    np.fmin.at(mins, bucket, lo)
-    np.fmax.at(maxs, bucket, hi)
-    mins[~np.isfinite(mins)] = np.nan
-    maxs[~np.isfinite(maxs)] = np.nan
+    firsts = np.searchsorted(t, edges[:-1])
+    lasts = np.searchsorted(t, edges[1:])
+    full = lasts > firsts
+    means, mins, maxs = (np.full(n, np.nan) for _ in range(3))
+    if full.any():
+        at = firsts[full]
+        ok = np.isfinite(mean)
+        sums = np.add.reduceat(np.where(ok, mean, 0.0), at)
+        counts = np.add.reduceat(ok.astype(int), at)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[full] = sums / counts
+        mins[full] = np.fmin.reduceat(lo, at)
+        maxs[full] = np.fmax.reduceat(hi, at)
     return edges[:-1], means, mins, maxs
 
 
@@ -109,28 +111,26 @@ def _raw(store, meter, element, quantity, start, end):
 
 
 def _minutes(store, meter, element, quantity, start, end):
-    series = LAYOUT.element_series(element)
-    if (quantity, "mean") not in series:
+    key = f"{element}.{quantity}"
+    stats = LAYOUT.blocks.get(key)
+    if stats is None:
         raise HistoryError(f"{element} {quantity} is kept at 15-minute resolution only")
-    pick = [series.index((quantity, st)) if (quantity, st) in series else series.index((quantity, "mean"))
-            for st in ("mean", "min", "max")]
+    pick = [stats.index(st) if st in stats else stats.index("mean") for st in ("mean", "min", "max")]
     db = store.db
     first_day, last_day = int(start // DAY_S), int((end - 1) // DAY_S)
     rows = db.execute(f"SELECT day, data FROM {db.t('minute_block')} WHERE meter = ? AND element = ?"
-                      " AND day >= ? AND day <= ? ORDER BY day", (meter, element, first_day, last_day))
+                      " AND day >= ? AND day <= ? ORDER BY day", (meter, key, first_day, last_day))
     ts, vals = [], []
     minute = np.arange(1440) * 60
     for day, data in rows:
-        block = unpack(bytes(data))
         ts.append(day * DAY_S + minute)
-        vals.append(block[pick])
-    offset = LAYOUT.minute_index[(element, quantity, "mean")] - series.index((quantity, "mean"))
+        vals.append(unpack(bytes(data))[pick])
     recent = db.execute(f"SELECT t, data FROM {db.t('minute_recent')} WHERE meter = ? AND t >= ?"
                         " AND t < ? ORDER BY t", (meter, int(start), end))
     if recent:
         ts.append(np.array([r[0] for r in recent]))
         vec = np.stack([np.frombuffer(r[1], "<f4") for r in recent])
-        vals.append(vec[:, [offset + k for k in pick]].T)
+        vals.append(vec[:, [LAYOUT.block_rows[key][k] for k in pick]].T)
     if not ts:
         return (np.zeros(0),) * 4
     t = np.concatenate(ts).astype(float)
@@ -177,7 +177,7 @@ def energy(store: HistoryStore, meter: int, element: str, first: date, last: dat
                                                                   last.isoformat()))
     out: list[EnergyRow] = []
     for d, seconds, blob in rows:
-        a = unpack(bytes(blob)).reshape(3, len(ENERGY_ELEMENTS), len(REGISTERS))[:, k]
+        a = np.frombuffer(bytes(blob), "<f8").reshape(3, len(ENERGY_ELEMENTS), len(REGISTERS))[:, k]
         label = d if period == "day" else d[:7]
         if out and out[-1].period == label:
             prev = out[-1]
@@ -216,12 +216,11 @@ def demand(store: HistoryStore, meter: int, elements: list[str] | None, start: f
         raise HistoryError(f"{bad[0]}: only CTs and Meters have demand")
     idx = [_E_INDEX[x] for x in keys]
     db = store.db
-    rows = db.execute(f"SELECT t, seconds, energy FROM {db.t('interval')} WHERE meter = ? AND t >= ?"
+    rows = db.execute(f"SELECT t, seconds, demand FROM {db.t('interval')} WHERE meter = ? AND t >= ?"
                       " AND t < ? ORDER BY t", (meter, int(start // INTERVAL_S * INTERVAL_S), end))
     n = len(rows)
-    deltas = np.empty((n, len(idx), len(REGISTERS)))
-    for j, r in enumerate(rows):
-        deltas[j] = unpack(bytes(r[2]))[0].reshape(len(ENERGY_ELEMENTS), len(REGISTERS))[idx]
+    deltas = np.frombuffer(b"".join(bytes(r[2]) for r in rows), "<f4").reshape(
+        n, len(ENERGY_ELEMENTS), len(REGISTERS))[:, idx].astype(float)
     hours = INTERVAL_S / 3600.0
     reg = {r: j for j, r in enumerate(REGISTERS)}
     return Demand(tuple(keys), np.array([r[0] for r in rows], dtype=float),
@@ -303,17 +302,14 @@ def interval_rows(store: HistoryStore, meter: int, start: float, end: float):
 
 def minute_rows(store: HistoryStore, meter: int, start: float, end: float):
     """Each stored minute in [start, end): (t, {element: {(quantity, stat): value}})."""
-    elements = list(dict.fromkeys(e for e, _, _ in LAYOUT.minute_series))
     grids: dict[int, np.ndarray] = {}
     db = store.db
-    for element in elements:
-        series = LAYOUT.element_series(element)
+    for key, data_rows in LAYOUT.block_rows.items():
         for day, data in db.execute(
                 f"SELECT day, data FROM {db.t('minute_block')} WHERE meter = ? AND element = ? AND"
-                " day >= ? AND day <= ?", (meter, element, int(start // DAY_S), int((end - 1) // DAY_S))):
+                " day >= ? AND day <= ?", (meter, key, int(start // DAY_S), int((end - 1) // DAY_S))):
             grid = grids.setdefault(day, np.full((LAYOUT.n_minute, 1440), np.nan, dtype="<f4"))
-            base = LAYOUT.minute_index[(element, *series[0])]
-            grid[base:base + len(series)] = unpack(bytes(data))
+            grid[data_rows] = unpack(bytes(data))
     for t, data in db.execute(f"SELECT t, data FROM {db.t('minute_recent')} WHERE meter = ? AND"
                               " t >= ? AND t < ?", (meter, int(start), end)):
         grid = grids.setdefault(t // DAY_S, np.full((LAYOUT.n_minute, 1440), np.nan, dtype="<f4"))

@@ -3,11 +3,13 @@
 Tables (see docs/history.md for sizes and retention):
 
 - ``minute_recent``: the current UTC day's minutes, one row each (1-minute series vector);
-  ``minute_block``: older days packed per element and UTC day (series x 1440, compressed).
+  ``minute_block``: older days packed per element, quantity and UTC day ("ct7.p_w": its
+  mean/min/max x 1440, compressed), so a trend reads only its own quantity.
 - ``raw``: the 1-second values of each minute (the 1-minute means' channels), kept for the
   raw window (default 7 days).
 - ``interval``: 15-minute rows: mean/min/max of every channel, and the energy registers'
-  values and the energy in the interval (Wh, from counter differences).
+  values and the energy in the interval (Wh, from counter differences); ``demand`` repeats
+  the energy as plain float32 so a month of demand reads without decompressing.
 - ``day``: energy per register per local calendar day (the configured time zone, so DST days
   hold 23 or 25 hours), with the first and last counter values of the day.
 - ``gap``, ``event`` (resets with the pre-reset value, rollovers, offline/online), ``state``
@@ -34,7 +36,7 @@ import numpy as np
 from pm4324.history.aggregate import CounterEvent, MinuteBatch
 from pm4324.history.codec import pack, unpack
 from pm4324.history.db import Db, HistoryError, open_db
-from pm4324.history.layout import ELEMENTS, ENERGY_ELEMENTS, LAYOUT, REGISTERS
+from pm4324.history.layout import ENERGY_ELEMENTS, LAYOUT, REGISTERS
 
 FORMAT = "1"
 DAY_S = 86400
@@ -257,20 +259,17 @@ class HistoryStore:
             grid[:, (t - lo) // 60] = np.frombuffer(data, "<f4")
         if len(ts):
             grid[:, (ts - lo) // 60] = rows.T
-        start = 0
         out = []
         existing = {e: d for e, d in db.execute(
             f"SELECT element, data FROM {db.t('minute_block')} WHERE meter = ? AND day = ?", (meter, day))}
-        for e in ELEMENTS:
-            n = len(LAYOUT.element_series(e.key))
-            block = grid[start:start + n]
-            start += n
-            if e.key in existing:
-                old = unpack(bytes(existing[e.key]))
+        for key, rows_of in LAYOUT.block_rows.items():
+            block = grid[rows_of]
+            if key in existing:
+                old = unpack(bytes(existing[key]))
                 block = np.where(np.isnan(old), block, old)
             if np.isnan(block).all():
                 continue
-            out.append((meter, e.key, day, pack(block)))
+            out.append((meter, key, day, pack(block)))
         db.executemany(f"INSERT INTO {db.t('minute_block')} (meter, element, day, data) VALUES"
                        " (?, ?, ?, ?) ON CONFLICT (meter, element, day) DO UPDATE SET data ="
                        " excluded.data", out)
@@ -309,9 +308,10 @@ class HistoryStore:
             rows.append(self._interval_row(meter, iv))
             current = iv
         db = self.db
-        db.executemany(f"INSERT INTO {db.t('interval')} (meter, t, seconds, agg, energy) VALUES"
-                       " (?, ?, ?, ?, ?) ON CONFLICT (meter, t) DO UPDATE SET seconds ="
-                       " excluded.seconds, agg = excluded.agg, energy = excluded.energy", rows)
+        db.executemany(f"INSERT INTO {db.t('interval')} (meter, t, seconds, agg, energy, demand)"
+                       " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (meter, t) DO UPDATE SET seconds ="
+                       " excluded.seconds, agg = excluded.agg, energy = excluded.energy, demand ="
+                       " excluded.demand", rows)
         assert current is not None
         return current
 
@@ -320,7 +320,8 @@ class HistoryStore:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = iv.sums / iv.counts
         agg = np.stack([mean, iv.mins, iv.maxs]).astype("<f4")
-        return (meter, iv.t, iv.seconds, pack(agg), pack(iv.energy.reshape(3, -1)))
+        return (meter, iv.t, iv.seconds, pack(agg), pack(iv.energy.reshape(3, -1)),
+                iv.energy[0].astype("<f4").tobytes())
 
     def _write_days(self, meter: int, batch: MinuteBatch, before: np.ndarray | None) -> None:
         db = self.db
@@ -337,13 +338,13 @@ class HistoryStore:
             row = db.execute(f"SELECT seconds, energy FROM {db.t('day')} WHERE meter = ? AND date = ?",
                              (meter, d))
             if row:
-                old = unpack(bytes(row[0][1])).reshape(_ENERGY_SHAPE)
+                old = np.frombuffer(bytes(row[0][1]), "<f8").reshape(_ENERGY_SHAPE)
                 energy[0] += old[0]
                 energy[1] = np.where(np.isnan(old[1]), energy[1], old[1])
                 total += row[0][0]
             db.execute(f"INSERT INTO {db.t('day')} (meter, date, seconds, energy) VALUES (?, ?, ?, ?)"
                        " ON CONFLICT (meter, date) DO UPDATE SET seconds = excluded.seconds,"
-                       " energy = excluded.energy", (meter, d, total, pack(energy.reshape(3, -1))))
+                       " energy = excluded.energy", (meter, d, total, energy.astype("<f8").tobytes()))
 
     # -- upkeep ------------------------------------------------------------------------------
 
