@@ -86,11 +86,16 @@ def _row(x) -> list:
 
 
 def _chart(inv: Invoice) -> Drawing:
-    """kW per 15 minutes over the period (own + common share), day of the month on x."""
+    """Each hour's highest 15-minute kW over the period (own + common share), days on x
+    (hours, not quarter hours: a month of points is wider than the page, and a quarter of
+    the drawing time)."""
     w, h = 175 * mm, 55 * mm
     d = Drawing(w, h)
-    kw = inv.profile_kw
-    x = np.arange(len(kw)) / 96.0
+    quarters = inv.profile_kw
+    n = len(quarters) // 4 * 4
+    with np.errstate(invalid="ignore"):
+        kw = np.fmax.reduce(quarters[:n].reshape(-1, 4), axis=1) if n else quarters[:0]
+    x = np.arange(len(kw)) / 24.0
     ok = np.isfinite(kw)
     segments, cur = [], []
     for xi, yi, good in zip(x.tolist(), kw.tolist(), ok.tolist()):
@@ -101,7 +106,8 @@ def _chart(inv: Invoice) -> Drawing:
             cur = []
     if cur:
         segments.append(cur)
-    d.add(String(0, h - 9, "Load profile, kW per 15 minutes (x: days since the period's start)",
+    d.add(String(0, h - 9, "Load profile: each hour's highest 15-minute kW (x: days since the "
+                 "period's start)",
                  fontName="Helvetica-Bold", fontSize=8))
     if not segments:
         return d
@@ -111,7 +117,7 @@ def _chart(inv: Invoice) -> Drawing:
     for n in range(len(segments)):
         plot.lines[n].strokeColor = colors.HexColor("#1f5fa8")
         plot.lines[n].strokeWidth = 0.4
-    plot.xValueAxis.valueMin, plot.xValueAxis.valueMax = 0, len(kw) / 96.0
+    plot.xValueAxis.valueMin, plot.xValueAxis.valueMax = 0, len(quarters) / 96.0
     plot.xValueAxis.valueStep = 5
     plot.yValueAxis.valueMin = 0
     for axis in (plot.xValueAxis, plot.yValueAxis):
