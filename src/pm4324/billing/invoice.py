@@ -95,7 +95,7 @@ def make_invoice(building: Building, tenant: Tenant, grid: Grid, period: str,
     own = grid.series(tenant.circuits) * occ
     uses = grid.uses(tenant.circuits, occ)
     readings = [r for u in uses for r in (u.start, u.end) if r]
-    labels = tariff.classify(grid.t, tz)
+    labels = grid.labels(tariff)
     lines: list[Line] = []
     own_wh = float(own.sum())
     common_wh = [(name, s * occ) for name, s in common]

@@ -50,9 +50,16 @@ class Grid:
         self.t = np.arange(start, end, INTERVAL_S, dtype=float)
         self.meters = meters
         self.rows = {k: ((m.t - start) // INTERVAL_S).astype(int) for k, m in meters.items()}
+        self._labels: dict[str, np.ndarray] = {}
         self.touched = np.zeros(len(self.t), dtype=bool)  # a gap's energy is in it
         for k, m in meters.items():
             self.touched[self.rows[k][m.gap_touched()]] = True
+
+    def labels(self, tariff) -> np.ndarray:
+        """The tariff's TOU period of each interval (computed once per tariff)."""
+        if tariff.name not in self._labels:
+            self._labels[tariff.name] = tariff.classify(self.t, self.tz)
+        return self._labels[tariff.name]
 
     def series(self, circuits: tuple[Circuit, ...], register: str = IMPORT) -> np.ndarray:
         """Σ share × energy per grid interval (Wh)."""
