@@ -33,7 +33,10 @@ SETTINGS = Path(__file__).resolve().parents[1] / "src" / "pm4324" / "data" / "bu
 ZONE = "Europe/Berlin"
 
 
-def synthesize(path: str, first: date, years: int) -> None:
+def synthesize(path: str, first: date, years: int, noise: float = 0.0) -> None:
+    """``noise``: relative rms noise added to every minute value (a real meter's values wander
+    a little from minute to minute and compress less than exact truth)."""
+    rng = np.random.default_rng(4324)
     store = HistoryStore.open(path, time_zone=ZONE)
     tz = store.tz
     settings = load_settings(SETTINGS)
@@ -51,6 +54,11 @@ def synthesize(path: str, first: date, years: int) -> None:
         m = truth.minutes(t)
         batch = batch_of_minutes(t, {"ct": m.ct, "meter": m.meter, "main": m.main},
                                  np.concatenate([m.ct_energy, m.meter_energy], axis=1), counters)
+        if noise:
+            wobble = 1 + noise * rng.standard_normal(batch.sums.shape)
+            batch.sums *= wobble
+            batch.mins *= wobble * (1 - noise)
+            batch.maxs *= wobble * (1 + noise)
         store.write(meter, batch, float(t[-1] + 59))
         counters = batch.counters[-1]
         if day.day == 1 and day.month == 1:
@@ -122,11 +130,12 @@ def main() -> None:
     p.add_argument("--years", type=int, default=10)
     p.add_argument("--queries-only", action="store_true")
     p.add_argument("--writer-seconds", type=int, default=3600)
+    p.add_argument("--noise", type=float, default=0.0, help="relative rms noise on every value")
     args = p.parse_args()
     if not args.queries_only:
         for suffix in ("", "-wal", "-shm"):
             Path(args.store + suffix).unlink(missing_ok=True)
-        synthesize(args.store, date(2016, 1, 1), args.years)
+        synthesize(args.store, date(2016, 1, 1), args.years, args.noise)
     queries(args.store)
     cost = args.store + ".writer"
     for suffix in ("", "-wal", "-shm"):

@@ -247,6 +247,17 @@ class HistoryStore:
                            f" AND t < ?", (meter, last_day * DAY_S))
         for (d,) in older:
             self._write_block(meter, int(d), np.zeros(0, np.int64), np.zeros((0, LAYOUT.n_minute), "<f4"))
+        if last_day > int(days[0]) or older:  # a day was packed: once a day, drop the expired
+            self._expire(meter, float(batch.t[-1]) - self.keep_s)
+
+    def _expire(self, meter: int, before: float) -> None:
+        """Delete this meter's rows older than the retention (``keep_years``)."""
+        db = self.db
+        first_date = datetime.fromtimestamp(max(before, 0), self.tz).date().isoformat()
+        for table, cond, arg in (("minute_block", "day < ?", int(before // DAY_S)),
+                                 ("interval", "t < ?", before), ("day", "date < ?", first_date),
+                                 ("gap", "end_t < ?", before), ("event", "t < ?", before)):
+            db.execute(f"DELETE FROM {db.t(table)} WHERE meter = ? AND {cond}", (meter, arg))
 
     def _write_block(self, meter: int, day: int, ts: np.ndarray, rows: np.ndarray) -> None:
         """Pack one UTC day (this batch's rows, the recent rows, an existing block) per element."""

@@ -156,3 +156,17 @@ def test_time_zone_is_fixed_at_creation(tmp_path):
         HistoryStore.open(tmp_path / "h.sqlite", time_zone="UTC")
     with pytest.raises(HistoryError, match="unknown"):
         HistoryStore.open(tmp_path / "x.sqlite", time_zone="Mars/Olympus")
+
+
+def test_retention_drops_what_is_older_than_keep_years(tmp_path):
+    store = HistoryStore.open(tmp_path / "h.sqlite", time_zone="UTC", keep_years=2 / 365.25)
+    w = HistoryWriter(store, "m", keep_raw=False)
+    t0 = 1_780_000_000 // 86400 * 86400
+    last = 0.0
+    for day in range(4):  # an hour a day for four days; two days are kept
+        last = feed(w, t0 + day * 86400, 3600, wh0=last + 1)
+    w.close()
+    days = query.energy(store, w.meter, "ct1", date(2026, 1, 1), date(2026, 12, 31))
+    assert [d.period for d in days] == ["2026-05-29", "2026-05-30", "2026-05-31"]
+    assert len(query.trend(store, w.meter, "ct1", "p_w", 0, 2e9, "1min", None)) == 3 * 60
+    store.close()
