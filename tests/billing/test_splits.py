@@ -81,3 +81,22 @@ def test_common_fixed_split_and_shared_circuit(month, tmp_path):
     # CT7 is now billed 1.25 times: the summary shows the difference, it does not hide it
     assert summary.difference_kwh == pytest.approx(
         -kwh(month.ct[:, 6, 0].sum() * 0.25), abs=Decimal("0.003"))
+
+
+def test_move_in_at_a_local_time(month, tmp_path):
+    inv, _ = bill(month, tmp_path, {'circuits = ["test:ct8"]':
+                                    'circuits = ["test:ct8"]\nmove_in = 2026-10-10T12:00:00'})
+    since = month.t >= local(2026, 10, 10, 12)
+    energy = next(x for x in inv["apt2"].lines if x.text == "Energy")
+    assert energy.quantity == kwh(month.ct[since, 7, 0].sum())
+    assert energy.readings[0].time == local(2026, 10, 10, 12)
+
+
+def test_no_invoice_for_a_month_after_moving_out(month):
+    store = HistoryStore.open(month.store_path, readonly=True)
+    try:
+        run = run_billing(load_building(HERE / "tenants.toml"), store, "2026-11")
+    finally:
+        store.close()
+    assert [i.tenant.id for i in run.invoices] == ["shop", "apt2"]
+    assert all(i.own_kwh == 0 for i in run.invoices)  # the history ends with October

@@ -63,7 +63,8 @@ def run_billing(building: Building, store: HistoryStore, period: str, progress=N
     common = common_shares(building, grid)
     invoices = []
     for n, tenant in enumerate(building.tenants):
-        invoices.append(make_invoice(building, tenant, grid, period, common[tenant.id]))
+        if occupancy(grid, tenant, tz).any():  # no invoice for a month before move-in / after move-out
+            invoices.append(make_invoice(building, tenant, grid, period, common[tenant.id]))
         if progress:
             progress(n + 1, len(building.tenants), f"invoice {tenant.id}")
     return BillingRun(building, period, invoices, summarize(building, grid, period))
