@@ -3,10 +3,12 @@ against the scenario's exact truth (expected values computed here)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+import numpy as np
 import pytest
-from billing_month import HERE, local
+from billing_month import GAP, HERE, TZ, local
 
 from pm4324.billing.bill import run_billing
 from pm4324.billing.config import load_building
@@ -100,3 +102,19 @@ def test_no_invoice_for_a_month_after_moving_out(month):
         store.close()
     assert [i.tenant.id for i in run.invoices] == ["shop", "apt2"]
     assert all(i.own_kwh == 0 for i in run.invoices)  # the history ends with October
+
+
+def test_demand_in_one_tou_period(month, tmp_path):
+    inv, _ = bill(month, tmp_path, {'demand = { price_per_kw = "11.40" }':
+                                    'demand = { price_per_kw = "11.40", periods = ["offpeak"] }'})
+    start = local(2026, 10, 1)
+    q = ((month.t - start) // 900).astype(int)
+    energy = np.bincount(q, month.meter[:, 1, 0], minlength=QUARTERS)
+    starts = start + 900 * np.arange(QUARTERS)
+    offpeak = np.array([not (d.weekday() < 5 and d.day != 3 and 8 <= d.hour < 20)
+                        for d in (datetime.fromtimestamp(int(t), TZ) for t in starts)])
+    touched = (starts <= GAP[1]) & (starts + 900 > GAP[0] - 1)
+    expected = energy[offpeak & ~touched].max() * 4 / 1000
+    got = next(x for x in inv["shop"].lines if x.kind == "demand")
+    assert got.text.startswith("Maximum 15-minute demand in offpeak")
+    assert got.quantity == Decimal(f"{expected:.3f}")
