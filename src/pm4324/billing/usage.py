@@ -90,7 +90,8 @@ def read_meters(store: HistoryStore, keys: set[str | None], start: float, end: f
         try:
             out[key] = read_period(store, key, start, end)
         except HistoryError as exc:
-            raise HistoryError(f"tenants file names meter {key!r}: {exc}") from None
+            what = f"meter {key!r}" if key else "circuits without a meter key (\"ct7\", not \"KEY:ct7\")"
+            raise HistoryError(f"the tenants file names {what}: {exc}") from None
         if progress:
             progress(n + 1, len(keys), f"read meter {out[key].key}")
     return out
