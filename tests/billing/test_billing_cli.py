@@ -36,7 +36,7 @@ def test_files_per_tenant_and_summary(billed, capsys):
     energy = inv["lines"][0]
     assert energy["readings"][0] == {"meter": "test", "element": "meter2", "label": "Corner Shop",
                                      "register": "meter2_kwh_import_f32 (input 0x129A)",
-                                     "kwh": "0.000", "time": "2026-10-01T00:00+02:00"}
+                                     "value": "0.000", "unit": "kWh", "time": "2026-10-01T00:00+02:00"}
     assert energy["readings"][1]["time"] == "2026-11-01T00:00+01:00"
     rows = (billed / "shop-2026-10.csv").read_text().splitlines()
     assert rows[0].startswith("tenant,period,kind,text,quantity,unit,price,amount")

@@ -58,6 +58,7 @@ def test_flat_tenant_with_common_area_share(run, month):
     common = kwh(month.ct[:, 8, 0].sum() * 60 / 240)
     share = line(inv, "Energy: share of Stairwell")
     assert share.quantity == common and share.amount == money(common * Decimal("0.3050"))
+    assert [r.register for r in share.readings] == ["ct9_kwh_import_f32 (input 0x138C)"] * 2
     subtotal = energy.amount + share.amount + Decimal("9.90")
     assert inv.subtotal == subtotal
     assert inv.total == subtotal + money(subtotal * Decimal("0.19"))
@@ -104,6 +105,7 @@ def test_reactive_beyond_pf_threshold(run, month):
     got = next(x for x in inv.lines if x.kind == "reactive")
     assert got.quantity == Decimal(f"{excess:.3f}") and excess > 0
     assert got.amount == money(got.quantity * Decimal("0.0150"))
+    assert [r.register for r in got.readings] == ["meter2_kvarh_q1_f32 (input 0x129E)"] * 2
 
 
 def test_tenant_moving_out_mid_month(run, month):

@@ -27,9 +27,13 @@ def local_time(t: float, tz) -> str:
     return datetime.fromtimestamp(t, tz).isoformat(timespec="minutes")
 
 
+def unit_of(r: Reading) -> str:
+    return "kvarh" if "kvarh" in r.register else "kWh"
+
+
 def reading_dict(r: Reading, tz) -> dict[str, Any]:
     return {"meter": r.meter, "element": r.element, "label": r.label, "register": r.register,
-            "kwh": f"{r.value_wh / 1000:.3f}", "time": local_time(r.time, tz)}
+            "value": f"{r.value_wh / 1000:.3f}", "unit": unit_of(r), "time": local_time(r.time, tz)}
 
 
 def use_dict(u: CircuitUse, tz) -> dict[str, Any]:
@@ -77,7 +81,7 @@ def invoice_csv(inv: Invoice, tz) -> str:
     w.writerow(["tenant", "period", "kind", "text", "quantity", "unit", "price", "amount", "currency",
                 "readings", "basis"])
     for x in inv.lines:
-        refs = "; ".join(f"{r.meter} {r.element} {r.register} = {r.value_wh / 1000:.3f} kWh at "
+        refs = "; ".join(f"{r.meter} {r.element} {r.register} = {r.value_wh / 1000:.3f} {unit_of(r)} at "
                          f"{local_time(r.time, tz)}" for r in x.readings)
         w.writerow([inv.tenant.id, inv.period, x.kind, x.text, _s(x.quantity), x.unit, _s(x.price),
                     str(x.amount), inv.tariff.currency, refs, x.basis])

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from pm4324.billing.config import Building, Tenant
+from pm4324.billing.config import Building, CommonArea, Tenant
 from pm4324.billing.tariff import Tariff
 from pm4324.billing.usage_of import QI, CircuitUse, Grid, Reading
 
@@ -66,12 +66,12 @@ def occupancy(grid: Grid, tenant: Tenant, tz) -> np.ndarray:
     return (grid.t >= lo) & (grid.t < hi)
 
 
-def common_shares(building: Building, grid: Grid) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """Tenant id -> [(common area name, Wh per interval apportioned to it)]."""
+def common_shares(building: Building, grid: Grid) -> dict[str, list[tuple[CommonArea, np.ndarray]]]:
+    """Tenant id -> [(common area, Wh per interval apportioned to it)]."""
     tz = building.tz
     occ = {t.id: occupancy(grid, t, tz) for t in building.tenants}
     own = {t.id: grid.series(t.circuits) for t in building.tenants}
-    out: dict[str, list[tuple[str, np.ndarray]]] = {t.id: [] for t in building.tenants}
+    out: dict[str, list[tuple[CommonArea, np.ndarray]]] = {t.id: [] for t in building.tenants}
     for area in building.common:
         series = grid.series(area.circuits)
         for t in building.tenants:
@@ -83,12 +83,12 @@ def common_shares(building: Building, grid: Grid) -> dict[str, list[tuple[str, n
             else:
                 total = sum(float(s.sum()) for s in own.values())
                 w = (float(own[t.id][occ[t.id]].sum()) / total if total else 0.0) * occ[t.id]
-            out[t.id].append((area.name, series * w))
+            out[t.id].append((area, series * w))
     return out
 
 
 def make_invoice(building: Building, tenant: Tenant, grid: Grid, period: str,
-                 common: list[tuple[str, np.ndarray]]) -> Invoice:
+                 common: list[tuple[CommonArea, np.ndarray]]) -> Invoice:
     tz = building.tz
     tariff = building.tariffs[tenant.tariff]
     occ = occupancy(grid, tenant, tz)
@@ -98,12 +98,14 @@ def make_invoice(building: Building, tenant: Tenant, grid: Grid, period: str,
     labels = grid.labels(tariff)
     lines: list[Line] = []
     own_wh = float(own.sum())
-    common_wh = [(name, s * occ) for name, s in common]
-    lines += _energy_lines(tariff, labels, own, common_wh, readings, occ, len(grid.t))
+    common_wh = [(area.name, s * occ) for area, s in common]
+    common_readings = {area.name: [r for u in grid.uses(area.circuits, occ) for r in (u.start, u.end) if r]
+                       for area, _ in common}
+    lines += _energy_lines(tariff, labels, own, common_wh, readings, common_readings, occ, len(grid.t))
     if tariff.demand_price is not None:
         lines.append(_demand_line(tariff, tenant, grid, own, labels, occ))
     if tariff.reactive_price is not None:
-        lines.append(_reactive_line(tariff, grid, tenant, occ, own_wh, uses))
+        lines.append(_reactive_line(tariff, grid, tenant, occ, own_wh))
     fraction = Decimal(int(occ.sum())) / Decimal(len(grid.t)) if len(grid.t) else Decimal(0)
     for name, amount in tariff.fixed:
         text = name if fraction == 1 else f"{name} ({fraction * 100:.1f} % of the period occupied)"
@@ -113,6 +115,9 @@ def make_invoice(building: Building, tenant: Tenant, grid: Grid, period: str,
         lines.append(Line("tax", name, subtotal, tariff.currency, rate, tariff.money(subtotal * rate)))
     total = subtotal + sum((x.amount for x in lines if x.kind == "tax"), Decimal(0))
     notes = [f"{building.time_zone}: the period has {len(grid.t) / 4:g} hours"]
+    season = tariff.season_of(datetime.fromtimestamp(grid.start, tz).month)
+    if season:
+        notes.append(f"time of use: {season} season")
     on = np.flatnonzero(occ)
     occ_from = float(grid.t[on[0]]) if len(on) else grid.start
     occ_to = float(grid.t[on[-1]] + 900) if len(on) else grid.start
@@ -135,8 +140,8 @@ def make_invoice(building: Building, tenant: Tenant, grid: Grid, period: str,
 
 
 def _energy_lines(tariff: Tariff, labels: np.ndarray, own: np.ndarray,
-                  common: list[tuple[str, np.ndarray]], readings: list[Reading], occ: np.ndarray,
-                  n: int) -> list[Line]:
+                  common: list[tuple[str, np.ndarray]], readings: list[Reading],
+                  common_readings: dict[str, list[Reading]], occ: np.ndarray, n: int) -> list[Line]:
     basis = "Σ of the 15-minute intervals' counter differences between the readings"
     out = []
     if tariff.energy_kind == "blocks":
@@ -161,7 +166,7 @@ def _energy_lines(tariff: Tariff, labels: np.ndarray, own: np.ndarray,
         for area, s in common:
             q = qty(s[pick].sum() / 1000)
             out.append(Line("common", f"{name}: share of {area}", q, "kWh", price, tariff.money(q * price),
-                            [], "the common area's intervals × this tenant's share"))
+                            common_readings[area], "the common area's intervals × this tenant's share"))
     return out
 
 
@@ -184,14 +189,14 @@ def _demand_line(tariff: Tariff, tenant: Tenant, grid: Grid, own: np.ndarray, la
                 "import energy of the interval (counter difference) / 0.25 h")
 
 
-def _reactive_line(tariff: Tariff, grid: Grid, tenant: Tenant, occ: np.ndarray, own_wh: float,
-                   uses: list[CircuitUse]) -> Line:
+def _reactive_line(tariff: Tariff, grid: Grid, tenant: Tenant, occ: np.ndarray, own_wh: float) -> Line:
     kvarh = float((grid.series(tenant.circuits, QI) * occ).sum()) / 1000
     allowed = own_wh / 1000 * math.tan(math.acos(float(tariff.pf_threshold)))
     q = qty(max(0.0, kvarh - allowed))
     price = tariff.reactive_price or Decimal(0)
+    readings = [r for u in grid.uses(tenant.circuits, occ, QI) for r in (u.start, u.end) if r]
     return Line("reactive", f"Reactive energy beyond PF {tariff.pf_threshold} ({kvarh:.3f} kvarh QI, "
-                f"{allowed:.3f} kvarh free)", q, "kvarh", price, tariff.money(q * price), [],
+                f"{allowed:.3f} kvarh free)", q, "kvarh", price, tariff.money(q * price), readings,
                 "QI kvarh − kWh × tan(acos(PF threshold)), from the interval counter differences")
 
 

@@ -36,13 +36,12 @@ class Reset:
 
 @dataclass
 class MeterPeriod:
-    """One meter's intervals in [start, end): t (n,), seconds (n,), and (n, 32, 7) arrays."""
+    """One meter's intervals in [start, end): t (n,) and (n, 32, 7) arrays."""
 
     key: str
     model: str
     names: dict
     t: np.ndarray
-    seconds: np.ndarray
     delta: np.ndarray  # energy in each interval, Wh / varh / VAh
     first: np.ndarray  # counters at each interval's start
     last: np.ndarray  # counters at each interval's end
@@ -65,10 +64,9 @@ def read_period(store: HistoryStore, key: str | None, start: float, end: float) 
     """Every interval of meter ``key`` (the only one when None) in [start, end)."""
     meter = store.find_meter(key)
     info = next(m for m in store.meters() if m["id"] == meter)
-    ts, secs, energies = [], [], []
-    for t, seconds, _agg, energy in query.interval_rows(store, meter, start, end):
+    ts, energies = [], []
+    for t, _seconds, _agg, energy in query.interval_rows(store, meter, start, end):
         ts.append(t)
-        secs.append(seconds)
         energies.append(energy)
     n = len(ts)
     e = np.stack(energies) if n else np.zeros((0, 3, len(ENERGY_ELEMENTS), len(REGISTERS)))
@@ -78,7 +76,7 @@ def read_period(store: HistoryStore, key: str | None, start: float, end: float) 
         if kind == "reset" and m:
             resets.append(Reset(t, m[1], m[2], float(m[3]), float(m[4])))
     return MeterPeriod(info["key"], info.get("model") or "", info.get("names") or {},
-                       np.array(ts, dtype=float), np.array(secs, dtype=int), e[:, 0], e[:, 1], e[:, 2],
+                       np.array(ts, dtype=float), e[:, 0], e[:, 1], e[:, 2],
                        query.gaps(store, meter, start, end), resets)
 
 

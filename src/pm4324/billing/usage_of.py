@@ -69,7 +69,8 @@ class Grid:
             np.add.at(out, self.rows[c.meter_key], m.series(c.element, register) * float(c.share))
         return out
 
-    def uses(self, circuits: tuple[Circuit, ...], mask: np.ndarray) -> list[CircuitUse]:
+    def uses(self, circuits: tuple[Circuit, ...], mask: np.ndarray, register: str = IMPORT
+             ) -> list[CircuitUse]:
         tz = self.tz
         """Each circuit's readings at the first and last interval inside ``mask``."""
         out = []
@@ -78,21 +79,21 @@ class Grid:
             inside = mask[self.rows[c.meter_key]]
             picks = np.flatnonzero(inside)
             label = _label(m.names, c.element)
-            e, r = ELEMENT_INDEX[c.element], REGISTER_INDEX[IMPORT]
+            e, r = ELEMENT_INDEX[c.element], REGISTER_INDEX[register]
             if not len(picks):
                 out.append(CircuitUse(c, None, None, 0.0, [], []))
                 continue
             a, b = picks[0], picks[-1]
-            start = Reading(m.key, c.element, label, register_of(c.element, IMPORT),
+            start = Reading(m.key, c.element, label, register_of(c.element, register),
                             float(m.first[a, e, r]), float(m.t[a]))
-            end = Reading(m.key, c.element, label, register_of(c.element, IMPORT),
+            end = Reading(m.key, c.element, label, register_of(c.element, register),
                           float(m.last[b, e, r]), float(m.t[b] + INTERVAL_S))
             energy = float(m.delta[picks, e, r].sum()) * float(c.share)
             lo, hi = m.t[a], m.t[b] + INTERVAL_S
             resets = [f"counter reset at {datetime.fromtimestamp(x.time, tz):%Y-%m-%d %H:%M}: "
                       f"{x.before_wh / 1000:.3f} kWh before, counted from {x.after_wh / 1000:.3f} kWh "
                       "after; billed = energy before the reset + energy after it"
-                      for x in m.resets if x.element == c.element and x.register == IMPORT
+                      for x in m.resets if x.element == c.element and x.register == register
                       and lo <= x.time < hi]
             gaps = [f"no readings {datetime.fromtimestamp(g0, tz):%Y-%m-%d %H:%M} .. "
                     f"{datetime.fromtimestamp(g1, tz):%Y-%m-%d %H:%M} ({why}); energy over the gap "
