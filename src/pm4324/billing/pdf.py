@@ -120,6 +120,7 @@ def _chart(inv: Invoice) -> Drawing:
     plot.xValueAxis.valueMin, plot.xValueAxis.valueMax = 0, len(quarters) / 96.0
     plot.xValueAxis.valueStep = 5
     plot.yValueAxis.valueMin = 0
+    plot.yValueAxis.valueMax = max(1.0, float(np.nanmax(kw)) * 1.15)  # headroom above the peak
     for axis in (plot.xValueAxis, plot.yValueAxis):
         axis.labels.fontName, axis.labels.fontSize = "Helvetica", 7
     d.add(plot)
