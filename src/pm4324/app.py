@@ -72,7 +72,8 @@ def open_store(settings: Settings, settings_path: str | None, reset: bool) -> St
 
 def history_location(settings: Settings, settings_path: str | None) -> str:
     """``[history] path`` (relative to the state file's directory), a postgresql:// URL, or
-    beside the state file: ``NAME.state.db`` -> ``NAME.history.db``."""
+    beside the state file: ``NAME.state.db`` -> ``NAME.history.db``, ``meter.db`` ->
+    ``meter.history.db`` (never the state file itself)."""
     state, _ = store_location(settings, settings_path)
     path = settings.history.path
     if path.startswith(("postgresql://", "postgres://")):
@@ -80,7 +81,9 @@ def history_location(settings: Settings, settings_path: str | None) -> str:
     if path:
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else state.parent / p)
-    return str(state.with_name(state.name.replace("state.db", "history.db")))
+    if state.name.endswith("state.db"):
+        return str(state.with_name(state.name.removesuffix("state.db") + "history.db"))
+    return str(state.with_name(f"{state.stem}.history.db"))  # [store] path = "meter.db"
 
 
 def open_history(settings: Settings, settings_path: str | None) -> HistoryWriter | None:
