@@ -21,14 +21,19 @@ from pm4324.cli.listeners import ServerStartError, plan_tcp, start_servers
 from pm4324.cli.precompile import kernels_cached
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
-from pm4324.device.relays import RelayModeError, make_driver
+from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
 from pm4324.history import HistoryError, HistoryStore, HistoryWriter, names_of
+from pm4324.registers.backend import AccessError, ExceptionCode
+from pm4324.registers.map_backend import MapBackend
 from pm4324.security.audit import DAY_S, AuditLog, audit_path_for
 from pm4324.security.guard import Guard
+from pm4324.security.roles import Right
 from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
+
+RELAY_COILS, ALARM_ACK = 0x1000, 0x1026  # coil of relay 1; holding 'alarm_ack' (map.csv)
 
 
 def _printer(args: argparse.Namespace, on_closed: Callable[[], None]):
@@ -160,8 +165,9 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     servers: list = []
     mqtt = None
     try:
-        await start_servers(meter, settings, args, Guard(settings.security, audit), plan, servers)
-        mqtt = _start_mqtt(meter, settings, store, stop)
+        backend = MapBackend(meter, guard=Guard(settings.security, audit))
+        await start_servers(meter, settings, args, backend, plan, servers)
+        mqtt = _start_mqtt(meter, settings, store, backend, stop)
         await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
     except ServerStartError as exc:
         print(f"pm4324: error: {exc}", file=sys.stderr)
@@ -180,27 +186,39 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     return 0
 
 
-def _start_mqtt(meter: Meter, settings: Settings, store: Store, stop: asyncio.Event):
+def _start_mqtt(meter: Meter, settings: Settings, store: Store, backend: MapBackend,
+                stop: asyncio.Event):
     """The MQTT publisher task when ``[mqtt] url`` is set (docs/mqtt.md), else None."""
     if not settings.mqtt.enabled:
         return None
     from importlib.metadata import version
 
     from pm4324.mqtt.publisher import MqttPublisher
+    from pm4324.security.identities import Identities
+
+    # A command acts with the role [security.mqtt_accounts] gives this connection's broker
+    # account; the broker's ACL decides who may publish on the command topics.
+    account = settings.mqtt.credentials[0] or ""
+    client = Identities(settings.security).mqtt_client(account, settings.mqtt.host)
 
     def command(kind: str, number: int | None, closed: bool | None) -> None:
         try:
             if kind == "relay":
-                meter.set_relay(int(number or 1) - 1, bool(closed))
+                backend.write_coils(RELAY_COILS + int(number or 1) - 1, [bool(closed)], client)
             else:
-                meter.acknowledge_alarms(number)
-        except RelayModeError as exc:
+                backend.write_registers(ALARM_ACK, [number or 3], client)
+        except AccessError as exc:
+            if exc.code is ExceptionCode.ILLEGAL_FUNCTION:  # the guard refused: no right
+                raise ValueError(f"broker account {account or '(anonymous)'!r} has no role that "
+                                 f"allows this ([security.mqtt_accounts]): {exc}") from None
             raise ValueError(str(exc)) from None
 
     buffer = settings.mqtt.buffer_path or str(store.path.with_name("mqtt-buffer.db"))
+    # relays are switches (and commands are listened to) only when the policy allows them
+    allowed = Right.RELAYS in backend.guard.rights(client)
     publisher = MqttPublisher(settings.mqtt, meter_id=store.restored.meter_id,
                               model=settings.model, sw_version=version("pm4324"), buffer_path=buffer,
-                              command=command)
+                              command=command if allowed else None)
     meter.add_listener(lambda snap: publisher.offer({**snap.to_dict(), **snap.alarms_dict()}))
     print(f"MQTT to {settings.mqtt.host}:{settings.mqtt.port} as {publisher.root}",
           file=sys.stderr, flush=True)

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 from mqtt_helpers import MOSQUITTO, Broker, MeterProcess, Subscriber, meter_settings, wait_for
@@ -160,28 +161,47 @@ def test_two_meters_publish_side_by_side_without_clashes(broker: Broker, tmp_pat
     assert len({c["device"]["identifiers"][0] for c in configs}) == 2
 
 
-def test_relay_command_switches_the_relay_and_a_refusal_is_answered(broker: Broker, tmp_path):
-    sub = Subscriber(broker.port, ["pm4324/t3/#", "homeassistant/switch/#"])
-    settings = meter_settings(tmp_path, f'url = "mqtt://127.0.0.1:{broker.port}"\n'
+def test_relay_commands_go_through_the_write_policy_and_are_audited(broker: Broker, tmp_path):
+    """Relay 1 (manual) switches for an account with the "relays" role; relay 2 (alarm mode)
+    refuses; a meter whose account has no role shows its relays as read-only binary sensors
+    and switches nothing."""
+    sub = Subscriber(broker.port, ["pm4324/#", "homeassistant/switch/#",
+                                   "homeassistant/binary_sensor/#"])
+    settings = meter_settings(tmp_path, f'url = "mqtt://ops@127.0.0.1:{broker.port}"\n'
                               'node_id = "t3"\ncommands = "relays"')
-    settings.write_text(settings.read_text() + '\n[relays.2]\nmode = "alarm"\n')
-    meter = MeterProcess(settings)
+    settings.write_text(settings.read_text() + '\n[relays.2]\nmode = "alarm"\n\n'
+                        '[security.mqtt_accounts]\nops = "relays"\n')
+    nobody = meter_settings(tmp_path, f'url = "mqtt://guest@127.0.0.1:{broker.port}"\n'
+                            'node_id = "t5"\ncommands = "relays"', "n")
+    meter, other = MeterProcess(settings), MeterProcess(nobody)
     try:
-        wait_for(lambda: sub.received("homeassistant/switch/t3/relay1/config"), 120,
-                 "the relay switch config")
+        wait_for(lambda: sub.received("homeassistant/switch/t3/relay1/config") and
+                 sub.received("homeassistant/binary_sensor/t5/relay1/config"), 120,
+                 "the relay configs")
         sub.client.publish("pm4324/t3/relay/1/set", "ON", qos=1)
         wait_for(lambda: any(line["relays"][0] for line in meter.lines), 20, "relay 1 closed")
         wait_for(lambda: any(p["relays"][0] for _, p in sub.json("pm4324/t3/device")), 10,
                  "relay 1 closed on the device topic")
         sub.client.publish("pm4324/t3/relay/2/set", "ON", qos=1)
-        error = wait_for(lambda: sub.json("pm4324/t3/command/error"), 20, "the refusal")
+        error = wait_for(lambda: sub.json("pm4324/t3/command/error"), 20, "the alarm-mode refusal")
+        sub.client.publish("pm4324/t5/relay/1/set", "ON", qos=1)
+        seen = len(other.lines)
+        wait_for(lambda: len(other.lines) >= seen + 3, 30, "three more seconds of the other meter")
     finally:
         meter.stop()
+        other.stop()
         sub.close()
     assert "alarm mode" in error[0][1]["reason"]
+    assert not sub.received("homeassistant/switch/t5/")
     assert not any(line["relays"][1] for line in meter.lines)
+    assert not any(line["relays"][0] for line in other.lines)
     config = json.loads(sub.received("homeassistant/switch/t3/relay1/config")[0][1])
     assert config["command_topic"] == "pm4324/t3/relay/1/set"
+    audit = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "audit", "--settings",
+                            str(settings), "--json"], capture_output=True, text=True, timeout=60)
+    entries = [json.loads(line) for line in audit.stdout.splitlines() if line.strip()]
+    assert any(e.get("interface") == "mqtt" and e.get("outcome") == "accepted"
+               and "relay1" in e.get("target", "") for e in entries), audit.stdout + audit.stderr
 
 
 def _openssl(*args: str, cwd) -> None:

@@ -14,8 +14,8 @@ from pm4324.cli.errors import listen_problem, serial_problem
 from pm4324.config.security_settings import ListenerAccess, TlsSettings
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
+from pm4324.registers.map_backend import MapBackend
 from pm4324.security import exposure
-from pm4324.security.guard import Guard
 
 
 class ServerStartError(Exception):
@@ -90,16 +90,13 @@ def plan_tcp(settings: Settings, args: argparse.Namespace) -> list[Listener]:
 
 
 async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespace,
-                        guard: Guard, plan: list[Listener], servers: list) -> None:
+                        backend: MapBackend, plan: list[Listener], servers: list) -> None:
     """Modbus TCP by default, TLS and the other word order when set, RTU when a serial port
     is given, CANopen when an interface is (see docs/modbus.md, docs/security.md). Each
     started server is appended to ``servers``, so the caller stops those that did start."""
     from pm4324.protocols.modbus.access import SourceControl
     from pm4324.protocols.modbus.rtu import RtuServer
     from pm4324.protocols.modbus.tcp import TcpServer
-    from pm4324.registers.image import MapBackend
-
-    backend = MapBackend(meter, guard=guard)
     mb = settings.modbus
     for listener in plan:
         ssl_context = None
@@ -116,8 +113,7 @@ async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespa
         try:
             await tcp.start()
         except OSError as exc:
-            raise ServerStartError(f"{listener.kind}: "
-                                   + listen_problem(listener.host, listener.port, exc)) from None
+            raise ServerStartError(listen_problem(listener.host, listener.port, exc)) from None
         _say(f"{listener.kind} on {listener.host}:{tcp.port} (unit {mb.address})")
         servers.append(tcp)
     port_name = args.rtu or mb.serial_port
