@@ -53,7 +53,8 @@ def open_store(settings: Settings, settings_path: str | None, reset: bool) -> St
 
 def history_location(settings: Settings, settings_path: str | None) -> str:
     """``[history] path`` (relative to the state file's directory), a postgresql:// URL, or
-    beside the state file: ``NAME.state.db`` -> ``NAME.history.db``."""
+    beside the state file: ``NAME.state.db`` or ``NAME.db`` -> ``NAME.history.db``,
+    ``state.db`` -> ``history.db``."""
     state, _ = store_location(settings, settings_path)
     path = settings.history.path
     if path.startswith(("postgresql://", "postgres://")):
@@ -61,7 +62,9 @@ def history_location(settings: Settings, settings_path: str | None) -> str:
     if path:
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else state.parent / p)
-    return str(state.with_name(state.name.replace("state.db", "history.db")))
+    name = state.name
+    stem = name.removesuffix(".db").removesuffix(".state").removesuffix("state")
+    return str(state.with_name(f"{stem}.history.db" if stem else "history.db"))
 
 
 def open_history(settings: Settings, settings_path: str | None) -> HistoryWriter | None:
