@@ -36,6 +36,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _seconds_into(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time from 0 seconds on, e.g. --at 5")
+    return value
+
+
 def _listen(text: str) -> tuple[str, int]:
     from pm4324.protocols.modbus.tcp import parse_listen
 
@@ -61,10 +71,24 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                    help="Modbus TCP address (default from settings: 127.0.0.1:5020)")
     p.add_argument("--no-modbus", action="store_true", help="do not start the Modbus TCP server")
+    p.add_argument("--allow-exposed-writes", action="store_true",
+                   help="allow plain Modbus TCP on every interface although other hosts may write"
+                   " (docs/security.md)")
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
     p.add_argument("--reset-store", action="store_true",
                    help="start a new state file with zero energy (the old one is kept aside)")
+    p.add_argument("--mqtt", type=_mqtt_url, metavar="URL",
+                   help="publish to this MQTT broker (mqtt://HOST[:PORT]; overrides [mqtt] url; "
+                   "docs/mqtt.md)")
     p.set_defaults(func=_run)
+
+
+def _mqtt_url(text: str) -> str:
+    from pm4324.config.mqtt_settings import url_problem
+
+    if problem := url_problem(text):
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -72,6 +96,10 @@ def _run(args: argparse.Namespace) -> int:
 
     settings_path = args.settings or _default_settings_path()
     settings = load_settings(settings_path)
+    if args.mqtt:
+        from dataclasses import replace
+
+        settings = replace(settings, mqtt=replace(settings.mqtt, url=args.mqtt))
     try:  # uvloop where installed: Modbus TCP with one client 12k -> 21k req/s (docs/benchmarks.md)
         from uvloop import run as run_loop
     except ImportError:
@@ -93,11 +121,13 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from pm4324.app import limit_blas_threads
     from pm4324.cli.display import render_table
     from pm4324.device.meter import Meter
     from pm4324.sources.recording import open_recording
     from pm4324.sources.replay import ReplaySource
 
+    limit_blas_threads()
     settings = load_settings(args.settings)
     recording = open_recording(args.file)
     source = ReplaySource(recording, settings)
@@ -109,6 +139,7 @@ def _analyze(args: argparse.Namespace) -> int:
             continue
         readings += 1
         d = snap.to_dict(args.meter or _mapped_meters(settings))
+        d["relays"] = []  # a replay drives no relays: their state would mean nothing
         print(json.dumps(d) if args.json else render_table(d) + "\n", flush=True)
     if readings == 0:
         raise SourceError(f"{args.file}: no whole cycle found: the recording is shorter than one"
@@ -128,7 +159,8 @@ def _add_expected(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("expected", help="print a scenario's exact expected per-CT values")
     p.add_argument("--scenario", help="scenario TOML (default: the built-in building)")
     p.add_argument("--settings", help="settings TOML (default: the simulated building's)")
-    p.add_argument("--at", type=float, default=0.0, help="time into the scenario, seconds")
+    p.add_argument("--at", type=_seconds_into, default=0.0,
+                   help="time into the scenario, seconds (default 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_expected)
 
@@ -151,15 +183,25 @@ def _expected(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pm4324")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pm4324", description="A software PM-4324 power meter")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the meter does")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_analyze(sub)
     _add_expected(sub)
-    for module in ("read_cmd", "registers_cmd", "events_cmd", "energy_cmd", "history_cmd",
-                   "hub_cmd", "set_cmd"):
+    for module in ("read_cmd", "registers_cmd", "export_cmd", "events_cmd", "energy_cmd",
+                   "audit_cmd", "certs_cmd", "token_cmd", "history_cmd", "hub_cmd", "set_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:

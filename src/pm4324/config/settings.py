@@ -25,6 +25,8 @@ from pm4324.config.alarm_settings import (
     read_store,
 )
 from pm4324.config.history_settings import HistorySettings, read_history
+from pm4324.config.mqtt_settings import MqttSettings, read_mqtt
+from pm4324.config.security_settings import SecuritySettings, read_security
 
 N_METERS = 8
 CTS_PER_METER = 3
@@ -62,6 +64,12 @@ class Wiring(str, Enum):
     def from_code(cls, code: int) -> Wiring:
         return list(Wiring)[code]
 
+    @property
+    def used_cts(self) -> tuple[bool, bool, bool]:
+        """Which of the Meter's CTs (a, b, c) this wiring measures with."""
+        return {"3P3W-2CT": (True, False, True),
+                "1P3W-2CT": (True, True, False)}.get(self.value, (True, True, True))
+
 
 class SettingsError(ValueError):
     """A settings file (or a settings change) is invalid; the message says exactly why."""
@@ -69,6 +77,30 @@ class SettingsError(ValueError):
     def __init__(self, source: str, key: str, value: Any, allowed: str):
         self.source, self.key, self.value, self.allowed = source, key, value, allowed
         super().__init__(f"{source}: {key} = {value!r}: {allowed}")
+
+
+class SettingsFileError(SettingsError):
+    """The settings file itself cannot be used (missing, a directory, unreadable, not TOML)."""
+
+    def __init__(self, path: str, problem: str):
+        ValueError.__init__(self, problem)
+        self.source, self.key, self.value, self.allowed = path, "", path, problem
+
+
+def file_problem(what: str, path: Path, exc: Exception, option: str) -> str:
+    """One plain sentence: which file, what is wrong with it, what to do."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{what} {path} does not exist: check the path given to {option}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{what} {path} is a directory: give {option} the path of a TOML file"
+    if isinstance(exc, PermissionError):
+        return f"{what} {path} cannot be read (permission denied): check its owner and mode"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{what} {path} is not a text file (not UTF-8): give {option} a TOML file"
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"{what} {path} is not valid TOML ({exc}): fix that line"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{what} {path} cannot be read ({reason})"
 
 
 @dataclass(frozen=True)
@@ -115,6 +147,10 @@ class ModbusSettings:
     tcp_listen: str = "127.0.0.1:5020"
     tcp_enabled: bool = True
     serial_port: str = ""
+    # a second TCP listener whose 32-bit values use this word order, whatever word_order says
+    # (for a master that needs the other order without changing it for everyone); "" = off
+    tcp_listen_other_order: str = ""
+    other_word_order: str = "high-first"
 
     @property
     def parity(self) -> str:
@@ -166,6 +202,8 @@ class Settings:
     alarms: tuple[AlarmRule, ...] = ()
     store: StoreSettings = StoreSettings()
     history: HistorySettings = HistorySettings()
+    mqtt: MqttSettings = MqttSettings()
+    security: SecuritySettings = SecuritySettings()
     source_path: str = "<defaults>"
 
     @property
@@ -437,6 +475,8 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         tcp_listen=_listen(mb, "tcp_listen", "127.0.0.1:5020"),
         tcp_enabled=mb.flag("tcp_enabled", True),
         serial_port=mb.text("serial_port", ""),
+        tcp_listen_other_order=_listen(mb, "tcp_listen_other_order", "", optional=True),
+        other_word_order=mb.choice("other_word_order", "high-first", WORD_ORDERS),
     )
     mb.finish()
 
@@ -454,6 +494,8 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     alarms = read_alarms(r, n_mains)
     store = read_store(r.sub("store"))
     history = read_history(r.sub("history"))
+    mqtt = read_mqtt(r.sub("mqtt"))
+    security = read_security(r.sub("security"))
     r.finish()
     settings = Settings(
         model=model,
@@ -469,14 +511,18 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         alarms=alarms,
         store=store,
         history=history,
+        mqtt=mqtt,
+        security=security,
         source_path=source,
     )
     validate(settings)
     return settings
 
 
-def _listen(r: _Reader, name: str, default: str) -> str:
+def _listen(r: _Reader, name: str, default: str, optional: bool = False) -> str:
     value = r.text(name, default)
+    if optional and not value:
+        return value
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise r.error(name, value, 'must be "HOST:PORT", e.g. "127.0.0.1:5020"')
@@ -515,10 +561,7 @@ def load_settings(path: str | Path | None) -> Settings:
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(str(p), "(file)", str(p), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(str(p), "(file)", str(p), f"cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(str(p), "(syntax)", str(exc), "must be valid TOML") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsFileError(str(p), file_problem("settings file", p, exc, "--settings")) \
+            from None
     return parse_settings(data, str(p))
