@@ -41,7 +41,8 @@ class HistoryWriter:
         self._notes: list[tuple[float, str, str]] = []
         self._flushed_at: float | None = None
         self._gap_reason = "restart"
-        self._offline = False  # marked offline: the next silence is a gap, however short
+        # after a restart, or marked offline: the next silence is a gap, however short
+        self._offline = self.last_time is not None
         self._done_until = self.last_time  # the last second of the finished minutes
         self.flushes = 0  # batches written (each one transaction)
         self.written_until = self.last_time  # the newest second in the store
