@@ -28,6 +28,7 @@ from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.map_backend import MapBackend
 from pm4324.security.audit import DAY_S, AuditLog, audit_path_for
 from pm4324.security.guard import Guard
+from pm4324.security.roles import Right
 from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
@@ -213,9 +214,11 @@ def _start_mqtt(meter: Meter, settings: Settings, store: Store, backend: MapBack
             raise ValueError(str(exc)) from None
 
     buffer = settings.mqtt.buffer_path or str(store.path.with_name("mqtt-buffer.db"))
+    # relays are switches (and commands are listened to) only when the policy allows them
+    allowed = Right.RELAYS in backend.guard.rights(client)
     publisher = MqttPublisher(settings.mqtt, meter_id=store.restored.meter_id,
                               model=settings.model, sw_version=version("pm4324"), buffer_path=buffer,
-                              command=command)
+                              command=command if allowed else None)
     meter.add_listener(lambda snap: publisher.offer({**snap.to_dict(), **snap.alarms_dict()}))
     print(f"MQTT to {settings.mqtt.host}:{settings.mqtt.port} as {publisher.root}",
           file=sys.stderr, flush=True)

@@ -113,8 +113,7 @@ async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespa
         try:
             await tcp.start()
         except OSError as exc:
-            raise ServerStartError(f"{listener.kind}: "
-                                   + listen_problem(listener.host, listener.port, exc)) from None
+            raise ServerStartError(listen_problem(listener.host, listener.port, exc)) from None
         _say(f"{listener.kind} on {listener.host}:{tcp.port} (unit {mb.address})")
         servers.append(tcp)
     port_name = args.rtu or mb.serial_port
