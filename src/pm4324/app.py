@@ -77,8 +77,8 @@ def open_store(settings: Settings, settings_path: str | None, reset: bool) -> St
 
 def history_location(settings: Settings, settings_path: str | None) -> str:
     """``[history] path`` (relative to the state file's directory), a postgresql:// URL, or
-    beside the state file: ``NAME.state.db`` -> ``NAME.history.db``, ``meter.db`` ->
-    ``meter.history.db`` (never the state file itself)."""
+    beside the state file: ``NAME.state.db`` or ``NAME.db`` -> ``NAME.history.db``,
+    ``state.db`` -> ``history.db``."""
     state, _ = store_location(settings, settings_path)
     path = settings.history.path
     if path.startswith(("postgresql://", "postgres://")):
@@ -86,9 +86,9 @@ def history_location(settings: Settings, settings_path: str | None) -> str:
     if path:
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else state.parent / p)
-    if state.name.endswith("state.db"):
-        return str(state.with_name(state.name.removesuffix("state.db") + "history.db"))
-    return str(state.with_name(f"{state.stem}.history.db"))  # [store] path = "meter.db"
+    name = state.name
+    stem = name.removesuffix(".db").removesuffix(".state").removesuffix("state")
+    return str(state.with_name(f"{stem}.history.db" if stem else "history.db"))
 
 
 def open_history(settings: Settings, settings_path: str | None) -> HistoryWriter | None:
@@ -179,10 +179,10 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
             stop.set()
             await mqtt
         meter.close()  # the energy registers are saved whatever stopped the meter
+        audit.close()
         if history is not None:
             history.close()
             history.store.close()
-        audit.close()
     return 0
 
 

@@ -69,8 +69,8 @@ def test_sigkilled_hub_loses_no_written_minute(tmp_path):
     store = HistoryStore.open(tmp_path / "hub.db", readonly=True)
     after = query.trend(store, m, "ct1", "p_w", 0, 2e9, "raw", None)
     assert set(before.t) <= set(after.t)  # every second written before the kill is still there
-    (gap,) = query.gaps(store, m, 0, 2e9)  # meter seconds: 10 of them per second
-    assert gap[0] == killed_at and gap[2] == "restart"
+    gaps = query.gaps(store, m, 0, 2e9)  # (a loaded machine may add "no data" ones)
+    assert [g for g in gaps if g[2] == "restart"] == [g for g in gaps if g[0] == killed_at] != []
     days = query.energy(store, m, "meter1", date(2000, 1, 1), date(2100, 1, 1))
     total = sum(d.energy["wh_import"] for d in days)
     assert total == pytest.approx(days[-1].last["wh_import"] - days[0].first["wh_import"], abs=1e-6)

@@ -70,7 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _range(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from", dest="start", help="start (default: one day/month before the end)")
+    p.add_argument("--from", dest="start", help="start (default: a day, month or year before the "
+                   "end, or the first data)")
     p.add_argument("--to", dest="end", help="end, exclusive (default: the newest data)")
 
 
@@ -122,7 +123,7 @@ def time_range(args: argparse.Namespace, store: HistoryStore, meter: int, defaul
                ) -> tuple[float, float]:
     span = query.span(store, meter)
     end = parse_time(args.end, store) if args.end else (span[1] + 900 if span else 0.0)
-    start = parse_time(args.start, store) if args.start else end - default_s
+    start = parse_time(args.start, store) if args.start else max(end - default_s, span[0] if span else 0)
     if not start < end:
         raise UsageError(f"--from ({args.start}) must be before --to ({args.end})")
     return start, end

@@ -88,6 +88,10 @@ def settings_table(s: Settings) -> dict[str, Any]:
     security = security_lines(s.security)
     if security:
         t["security"] = tomllib.loads("\n".join(security))["security"]
+    if s.history != HistorySettings():
+        t["history"] = {f.name: _plain(getattr(s.history, f.name)) if isinstance(
+            getattr(s.history, f.name), float) else getattr(s.history, f.name)
+            for f in fields(HistorySettings)}
     if s.mqtt != MqttSettings():
         t["mqtt"] = {f.name: getattr(s.mqtt, f.name) for f in fields(MqttSettings)
                      if getattr(s.mqtt, f.name) != getattr(MqttSettings(), f.name)}

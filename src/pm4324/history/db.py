@@ -92,6 +92,10 @@ class SqliteDb(Db):
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA busy_timeout=10000")
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:
+                self.conn.close()
+                raise HistoryError(f"{path}: is another SQLite file, not a history")
             if not readonly:
                 for stmt in schema("", "BLOB", "INTEGER"):
                     self.conn.execute(stmt)

@@ -96,9 +96,6 @@ class Layout:
         """(3, n_channels) mean/min/max -> the 1-minute series vector (n_minute,)."""
         return stats[self._minute_pick[:, 0], self._minute_pick[:, 1]]
 
-    def element_series(self, element: str) -> list[tuple[str, str]]:
-        """The (quantity, stat) 1-minute series of one element."""
-        return [(q, st) for (e, q, st) in self.minute_series if e == element]
 
 
 LAYOUT = Layout()

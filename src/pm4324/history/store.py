@@ -27,7 +27,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -407,6 +407,3 @@ def local_dates(t: np.ndarray, tz: ZoneInfo) -> np.ndarray:
     names = np.array([datetime.fromtimestamp(int(k) * INTERVAL_S, tz).date().isoformat() for k in keys])
     return names[inverse]
 
-
-def local_date(t: float, tz: ZoneInfo) -> date:
-    return datetime.fromtimestamp(t, tz).date()

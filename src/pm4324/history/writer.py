@@ -41,6 +41,8 @@ class HistoryWriter:
         self._notes: list[tuple[float, str, str]] = []
         self._flushed_at: float | None = None
         self._gap_reason = "restart"
+        # after a restart, or marked offline: the next silence is a gap, however short
+        self._offline = self.last_time is not None
         self._done_until = self.last_time  # the last second of the finished minutes
         self.flushes = 0  # batches written (each one transaction)
         self.written_until = self.last_time  # the newest second in the store
@@ -58,9 +60,10 @@ class HistoryWriter:
         if self.last_time is not None:
             if t <= self.last_time:
                 return
-            if t - self.last_time > self.gap_s:
+            silent = t - self.last_time
+            if silent > self.gap_s or (self._offline and silent > 1.0):
                 self._gaps.append((self.last_time, t, self._gap_reason))
-        self._gap_reason = "no data"
+        self._gap_reason, self._offline = "no data", False
         done = self._acc.add(frame)
         if done is not None:
             self._done.append(done)
@@ -72,10 +75,16 @@ class HistoryWriter:
             self.flush(partial=False)
 
     def note(self, t: float, kind: str, text: str, gap_reason: str | None = None) -> None:
-        """An event for the store (e.g. ``offline``); ``gap_reason`` names the next gap."""
+        """An event for the store (e.g. ``offline``); with ``gap_reason`` the silence up to the
+        next second is a gap of that reason, however short."""
         self._notes.append((t, kind, text))
         if gap_reason:
-            self._gap_reason = gap_reason
+            self._gap_reason, self._offline = gap_reason, True
+
+    def record_gap(self, until: float, reason: str) -> None:
+        """A gap from the last second to ``until`` (a meter still silent when we stop)."""
+        if self.last_time is not None and until - self.last_time > self.gap_s:
+            self._gaps.append((self.last_time, until, reason))
 
     def flush(self, partial: bool = True) -> None:
         """Write the finished minutes (and, with ``partial``, the minute in progress)."""

@@ -62,7 +62,11 @@ class Hub:
                 line.join(timeout=10)
             while not self._queue.empty():
                 self.handle(self._queue.get_nowait())
-            for w in self.writers.values():
+            now = time.time()
+            for key, w in self.writers.items():
+                if self.online[key] is False and w.last_time is not None:
+                    w.note(now, "stopped", "the hub stopped while the meter was offline")
+                    w.record_gap(now, "offline")  # the silence so far, up to the stop
                 w.close()
 
     def handle(self, r: Reading) -> None:
