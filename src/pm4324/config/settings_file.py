@@ -38,8 +38,7 @@ def _plain(v: Any) -> Any:
 
 def settings_table(s: Settings) -> dict[str, Any]:
     """The TOML table of ``s``: every key of the main sections, and the optional ones
-    (calibration, relays, alarms, store, history, replay) only where they differ from the
-    defaults."""
+    (calibration, relays, alarms, store, replay) only where they differ from the defaults."""
     t: dict[str, Any] = {"model": s.model, "sample_rate_hz": _plain(s.sample_rate_hz)}
     t["mains"] = {str(m): {"pt_ratio": _plain(x.pt_ratio),
                            "nominal_voltage_v": _plain(x.nominal_voltage_v),
@@ -80,11 +79,6 @@ def settings_table(s: Settings) -> dict[str, Any]:
         t["alarms"] = [_alarm_table(rule) for rule in s.alarms]
     if s.store.path:
         t["store"] = {"path": s.store.path}
-    if s.history != HistorySettings():
-        h = s.history
-        t["history"] = {"enabled": h.enabled, "path": h.path, "time_zone": h.time_zone,
-                        "raw_days": _plain(h.raw_days), "keep_years": _plain(h.keep_years),
-                        "flush_s": _plain(h.flush_s)}
     security = security_lines(s.security)
     if security:
         t["security"] = tomllib.loads("\n".join(security))["security"]
