@@ -21,7 +21,7 @@ import numpy as np
 
 from pm4324.billing.bill import run_billing
 from pm4324.billing.config import load_building
-from pm4324.cli.bill_cmd import _write
+from pm4324.cli.bill_cmd import write_files
 from pm4324.config.settings import load_settings
 from pm4324.history import HistoryStore
 from pm4324.history.aggregate import batch_of_minutes
@@ -93,7 +93,7 @@ def bill(store: HistoryStore, tenants: Path, out: Path, months: list[str]) -> tu
     wall1, cpu1 = time.perf_counter(), time.process_time()
     for period, result in zip(months, results):
         (out / period).mkdir(parents=True)
-        _write(result, out / period, True, None)
+        write_files(result, out / period, True, None)
     wall2, cpu2 = time.perf_counter(), time.process_time()
     return wall1 - wall0, cpu1 - cpu0, wall2 - wall0, cpu2 - cpu0
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or Path("invoices") / args.period)
     out.mkdir(parents=True, exist_ok=True)
-    _write(result, out, not args.no_pdf, _bar if show else None)
+    write_files(result, out, not args.no_pdf, _bar if show else None)
     _print_summary(result, out)
     return 0
 
@@ -59,7 +59,8 @@ def _open(args: argparse.Namespace):
         raise HistoryError(str(exc)) from None
 
 
-def _write(result: BillingRun, out: Path, pdf: bool, progress) -> None:
+def write_files(result: BillingRun, out: Path, pdf: bool, progress) -> None:
+    """Each invoice as JSON, CSV (and PDF), and the summary, into ``out``."""
     tz = result.building.tz
     for n, inv in enumerate(result.invoices):
         stem = out / f"{inv.tenant.id}-{result.period}"
