@@ -79,6 +79,8 @@ BAD = [  # (text of the good file, replaced by, what the error line says)
      "building.time_zone = 'Mars/Olympus': an IANA zone like Europe/Berlin"),
     ('tariff = "home"', 'tariff = "homes"', "tenants[1].tariff = 'homes': one of business, home"),
     ('area_m2 = 120', 'area_m2 = 120\nfloor = 2', "tenants[0].floor = 2: unknown key; allowed: address,"),
+    ("holidays = [2026-10-03]", 'holiday_calendar = "none.ics"',
+     "tariffs.business.holiday_calendar = 'none.ics': a readable .ics file (No such file or directory)"),
 ]
 
 

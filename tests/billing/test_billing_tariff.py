@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -50,3 +50,30 @@ def test_windows(tmp_path):
                     datetime(2026, 10, 26, tzinfo=TZ).timestamp(), 900)
     labels = tariff.classify(day, TZ).tolist()
     assert len(day) == 100 and labels.count("night") == 4 * (7 + 2) and labels.count("peak") == 0
+
+
+ICS = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//test//holidays//EN
+BEGIN:VEVENT
+UID:1@test
+DTSTART;VALUE=DATE:20261003
+SUMMARY:Tag der Deutschen Einheit
+END:VEVENT
+BEGIN:VEVENT
+UID:2@test
+DTSTART;VALUE=DATE:20261225
+SUMMARY:1. Weihnachtstag
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_holidays_from_an_icalendar_file(tmp_path):
+    (tmp_path / "holidays.ics").write_text(ICS)
+    path = tmp_path / "t.toml"
+    path.write_text(TARIFF.replace("holidays = [2026-12-25]", 'holiday_calendar = "holidays.ics"'))
+    tariff = load_building(path).tariffs["t"]
+    assert tariff.holidays == {date(2026, 10, 3), date(2026, 12, 25)}
+    friday_noon = datetime(2026, 10, 2, 12, tzinfo=TZ).timestamp()  # the day before: a working day
+    assert tariff.classify(np.array([friday_noon]), TZ).tolist() == ["peak"]

@@ -111,8 +111,8 @@ def load_building(path: str | Path) -> Building:
 
 def _tariff(src: str, key: str, name: str, t: dict) -> Tariff:
     _keys(src, key + ".", t, {"currency", "decimals", "rounding", "energy", "price", "blocks", "prices",
-                              "default_period", "windows", "holidays", "demand", "reactive", "fixed",
-                              "taxes"})
+                              "default_period", "windows", "holidays", "holiday_calendar", "demand",
+                              "reactive", "fixed", "taxes"})
     kind = t.get("energy", "flat")
     if kind not in ENERGY_KINDS:
         raise BillingConfigError(src, f"{key}.energy", kind, "one of " + ", ".join(ENERGY_KINDS))
@@ -193,8 +193,29 @@ def _tou(src: str, key: str, t: dict) -> dict:
     for h in holidays:
         if not isinstance(h, date) or isinstance(h, datetime):
             raise BillingConfigError(src, f"{key}.holidays", h, "TOML dates like 2026-12-25")
+    if "holiday_calendar" in t:
+        holidays += _calendar_days(src, f"{key}.holiday_calendar", t["holiday_calendar"])
     return {"prices": prices, "default_period": default, "windows": tuple(windows),
             "holidays": frozenset(holidays)}
+
+
+def _calendar_days(src: str, key: str, value: Any) -> list[date]:
+    """The all-day events (``DTSTART;VALUE=DATE:20261225``) of an iCalendar file, the form
+    public-holiday calendars are published in; the path is relative to the tenants file."""
+    path = Path(src).parent / str(value)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BillingConfigError(src, key, value, f"a readable .ics file ({exc.strerror})") from None
+    days = []
+    for line in text.splitlines():
+        name, _, stamp = line.strip().partition(":")
+        if name.upper().startswith("DTSTART") and len(stamp) == 8 and stamp.isdigit():
+            days.append(date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:])))
+    if not days:
+        raise BillingConfigError(src, key, value, "an iCalendar file with all-day events "
+                                 "(DTSTART;VALUE=DATE:YYYYMMDD)")
+    return days
 
 
 def _blocks(src: str, key: str, value: Any) -> tuple[Block, ...]:
