@@ -173,7 +173,7 @@ def _energy_lines(tariff: Tariff, labels: np.ndarray, own: np.ndarray,
 def _demand_line(tariff: Tariff, tenant: Tenant, grid: Grid, own: np.ndarray, labels: np.ndarray,
                  occ: np.ndarray) -> Line:
     price = tariff.demand_price or Decimal(0)
-    ok = occ & ~grid.touched
+    ok = occ & ~grid.touched(tenant.circuits)
     if tariff.demand_periods:
         ok &= np.isin(labels, list(tariff.demand_periods))
     kw = np.where(ok, own / 250.0, -np.inf)

@@ -51,9 +51,14 @@ class Grid:
         self.meters = meters
         self.rows = {k: ((m.t - start) // INTERVAL_S).astype(int) for k, m in meters.items()}
         self._labels: dict[str, np.ndarray] = {}
-        self.touched = np.zeros(len(self.t), dtype=bool)  # a gap's energy is in it
-        for k, m in meters.items():
-            self.touched[self.rows[k][m.gap_touched()]] = True
+        self._touched = {k: self.rows[k][m.gap_touched()] for k, m in meters.items()}
+
+    def touched(self, circuits: tuple[Circuit, ...]) -> np.ndarray:
+        """Grid intervals that hold a gap's energy on any of these circuits' meters."""
+        out = np.zeros(len(self.t), dtype=bool)
+        for c in circuits:
+            out[self._touched[c.meter_key]] = True
+        return out
 
     def labels(self, tariff) -> np.ndarray:
         """The tariff's TOU period of each interval (computed once per tariff)."""
