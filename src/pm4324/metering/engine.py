@@ -48,6 +48,7 @@ MAX_ORDER = 50
 START_FRACTION = 0.0004  # anti-creep: no energy below 0.04 % of rated current (0.4 x Ist 0.2S)
 ABSENT_FRACTION = 0.1  # a voltage below 10 % of its nominal value counts as absent
 N_ENERGY = 7  # wh_import, wh_export, varh_q1..q4, vah
+WAVE_CYCLES = 2  # the last whole cycles of each step kept as samples (the web's waveform view)
 
 # flag bits (same values as device.snapshot.Flag; metering does not import the device)
 VOLTAGE_ABSENT, CLIPPING, FREQUENCY_RANGE, INVALID, UNSYNC, NO_DATA, UNUSED = (
@@ -65,6 +66,9 @@ class StepResult:
     main: dict[str, np.ndarray]
     ct_energy: np.ndarray  # (24, 7) increments in Wh, varh, VAh
     meter_energy: np.ndarray  # (8, 7)
+    # per main: the last WAVE_CYCLES whole cycles' samples in primary V and A, rows va, vb, vc
+    # then the main's CTs (shape (3 + CTs, n)); empty (3 + CTs, 0) when no cycle ended
+    waveforms: tuple[np.ndarray, ...] = ()
 
 
 # |rfft bin|^2 -> rms^2 of that order: (sqrt(2) / GRID)^2, DC (1 / GRID)^2
@@ -357,6 +361,7 @@ class _Collector:
         self.meter_energy = np.zeros((N_METERS, N_ENERGY))
         self.flags_ct = np.zeros(n, dtype=np.int64)
         self.flags_main = np.zeros(engine.n_mains, dtype=np.int64)
+        self.waves = [np.zeros((3 + N_CTS // engine.n_mains, 0)) for _ in range(engine.n_mains)]
 
     def add_main(self, ms: _MainState, bounds: np.ndarray, synced: bool,
                  clip: np.ndarray) -> None:
@@ -398,6 +403,7 @@ class _Collector:
         spec = np.fft.rfft(grid, axis=2, out=ms.spec[: grid.shape[0]])
         _window_harmonics(spec, weight, el.coeff, el.v_h2, el.i_h2, self.vh2[rows],
                           self.ih2[rows], self.ph_h2[m])
+        self.waves[m] = _last_cycles(ms.store, bounds, el)
         self.duration[m] += seconds
         self.cycles[m] += bounds.size - 1
         self.sync[m] &= synced
@@ -425,7 +431,16 @@ class _Collector:
                       flags=self.flags_main),
             ct_energy=self.ct_energy,
             meter_energy=self.meter_energy,
+            waveforms=tuple(self.waves),
         )
+
+
+def _last_cycles(store: np.ndarray, bounds: np.ndarray, el: _Elements) -> np.ndarray:
+    """A copy of the samples of the last WAVE_CYCLES whole cycles, scaled to primary V and A."""
+    k = min(WAVE_CYCLES, bounds.size - 1)
+    lo, hi = math.ceil(bounds[-1 - k]), math.floor(bounds[-1]) + 1
+    scale = np.r_[np.full(3, el.pt), np.sqrt(el.ct2)]
+    return store[: scale.size, lo:hi] * scale[:, None]
 
 
 def _gain_offset(cals: tuple) -> tuple[np.ndarray, np.ndarray] | None:

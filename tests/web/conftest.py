@@ -1,0 +1,38 @@
+"""Fixtures of the web tests: a live meter behind the web server, a headless chromium."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from web_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LiveMeter,
+    settings_with_tokens,
+    start_live_meter,
+    stop_live_meter,
+)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory) -> Iterator[LiveMeter]:
+    settings_file = tmp_path_factory.mktemp("web") / "settings.toml"
+    settings_file.write_text(settings_with_tokens())
+    meter, thread = start_live_meter(settings_file)
+    yield meter
+    stop_live_meter(meter, thread)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
