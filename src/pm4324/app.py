@@ -153,15 +153,9 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         if history is not None:
             history.store.close()
         raise
-<<<<<<< HEAD
-    if history is not None:
-        meter.add_listener(history.add_snapshot)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-=======
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     if history is not None:
         meter.add_listener(history.add_snapshot)
->>>>>>> history
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     meter.add_listener(_printer(args, lambda: loop.call_soon_threadsafe(stop.set)))
