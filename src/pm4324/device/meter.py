@@ -237,11 +237,14 @@ class Meter:
             final = self._ahead is None
         result = self.engine.step(block.voltages, block.currents, block.start,
                                   (self.source.full_scale_v, self.source.full_scale_i), final)
-        return self._publish(result)
+        return self._publish(result, block.start + block.n)
 
-    def _publish(self, r: StepResult) -> Snapshot:
+    def _publish(self, r: StepResult, end_sample: int) -> Snapshot:
+        """``end_sample``: samples read so far; the second's time stamp is their duration
+        (a block's own length would drift wherever a second is not a whole number of
+        samples, and would stamp a recording's last partial block as a whole second)."""
         ct, meter, main = CtValues(**r.ct), MeterValues(**r.meter), MainValues(**r.main)
-        end = self.start_time + (self.seq + 1) * self._time_scale()
+        end = self.start_time + end_sample / self._settings.sample_rate_hz
         with self._lock:
             self.ct_registers.add(r.ct_energy)
             self.meter_registers.add(r.meter_energy)
@@ -272,10 +275,6 @@ class Meter:
             except Exception:  # one broken listener must not stop the meter
                 log.exception("snapshot listener failed")
         return snap
-
-    def _time_scale(self) -> float:
-        n = self._block_length()
-        return n / self._settings.sample_rate_hz
 
     async def run(self, speed: float = 1.0, seconds: float | None = None,
                   stop: asyncio.Event | None = None) -> None:

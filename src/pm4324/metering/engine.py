@@ -184,6 +184,12 @@ class _MainState:
                 self.sync[:] = [True] * raw.size
             return
         period = self.period if self.period is not None else self.bounds[-1] - self.bounds[-2]
+        if self.period is None:
+            # Nothing processed yet, so the buffer holds the whole stream: the cycles before
+            # the filter's first crossing count too (a 4-cycle recording gives 3, not 2).
+            while self.bounds[0] - period >= self.offset + 1.0:
+                self.bounds.insert(0, self.bounds[0] - period)
+                self.sync.insert(0, self.sync[0])
         while self.bounds[-1] + period <= end:
             self.bounds.append(self.bounds[-1] + period)
             self.sync.append(self.sync[-1])
