@@ -46,6 +46,7 @@ from pm4324.metering.wiring import meter_wiring
 GRID = 128  # synchronous points per cycle: harmonics up to 63 are resolved, 50 reported
 MAX_ORDER = 50
 START_FRACTION = 0.0004  # anti-creep: no energy below 0.04 % of rated current (0.4 x Ist 0.2S)
+STARTING_FRACTION = 0.001  # class 0.2S starting current Ist: THD_I reads 0 below it
 ABSENT_FRACTION = 0.1  # a voltage below 10 % of its nominal value counts as absent
 N_ENERGY = 7  # wh_import, wh_export, varh_q1..q4, vah
 
@@ -657,6 +658,8 @@ def _finish(duration, cycles, sync, el_sums, vh2, ih2, ph_v2, ll_v2, ph_h2, ib2,
             used, nominal_el_v, rated_a, aron, nominal_ln, main_of_ct):
     """The step's report from the time-integrals: RMS for V and I, time-weighted means for
     powers, S and PF from those (never averaged PFs), Meter totals over their used CTs.
+    A CT below the anti-creep current reads P = Q = S = PF = 0 (it adds no energy either),
+    and THD_I 0 below the starting current (docs/metering.md).
 
     A main without cycles (duration 0) gives NaN, like the numpy it replaced (hence the
     numpy error model: x / 0 is inf or NaN, not an exception).
@@ -673,13 +676,16 @@ def _finish(duration, cycles, sync, el_sums, vh2, ih2, ph_v2, ll_v2, ph_h2, ib2,
         i[r] = np.sqrt(el_sums[1, r] / t)
         p[r] = el_sums[2, r] / t
         q[r] = el_sums[3, r] / t
-        s[r] = v[r] * i[r]
+        if i[r] >= START_FRACTION * rated_a[r]:
+            s[r] = v[r] * i[r]
+        else:  # below the anti-creep threshold no energy counts: no power either
+            p[r] = q[r] = s[r] = 0.0
         pf[r] = _pf(p[r], s[r])
         vh[r] = np.sqrt(vh2[r] / t)
         ih[r] = np.sqrt(ih2[r] / t)
         on_v = used[r] and vh[r, 1] >= ABSENT_FRACTION * nominal_el_v[r]
         thd_v[r] = _thd(vh[r]) if on_v else 0.0
-        thd_i[r] = _thd(ih[r]) if ih[r, 1] >= START_FRACTION * rated_a[r] else 0.0
+        thd_i[r] = _thd(ih[r]) if ih[r, 1] >= STARTING_FRACTION * rated_a[r] else 0.0
     meter = np.empty((8, n_meters))
     m_v, m_i, mp, mq, m_s, m_arith, m_vector, m_pf = meter
     m_flags = np.zeros(n_meters, dtype=np.int64)
@@ -693,7 +699,9 @@ def _finish(duration, cycles, sync, el_sums, vh2, ih2, ph_v2, ll_v2, ph_h2, ib2,
         n_used = u[0] + u[1] + u[2]
         m_v[mt] = _used_sum(v, u, r0) / n_used
         m_i[mt] = _used_sum(i, u, r0) / n_used
-        if aron[mt]:
+        if aron[mt] and s[r0] + s[r0 + 2] == 0:  # both CTs below the anti-creep threshold
+            m_s[mt] = 0.0
+        elif aron[mt]:
             t = t_main[main_of_ct[r0]]
             ll = ll_v2[main_of_ct[r0]]
             m_ll = ll[0] + ll[1] + ll[2]
