@@ -31,11 +31,11 @@ from numba import njit
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, Wiring
 from pm4324.metering.cycles import (
-    N_MOMENTS,
     CycleTracker,
     cycle_integrals,
     fundamental_products,
     harmonic_sums,
+    moments_needed,
     product_integrals,
     raw_crossings,
     synchronous_resample,
@@ -124,7 +124,7 @@ class _MainState:
         self._windows: dict[int, np.ndarray] = {}  # window starts for a number of cycles
         self.grid = np.empty((0, self.n_ch, GRID))  # summed synchronous samples per group
         self.spec = np.empty((0, self.n_ch, GRID // 2 + 1), dtype=complex)
-        self.moments = np.empty((0, N_MOMENTS))
+        self.moments = np.empty((0, moments_needed(self.tracker.min_period, MAX_ORDER)))
         self.fundamental = np.empty((0, self.n_ch), dtype=complex)
 
     def append(self, v: np.ndarray, i: np.ndarray, start: int,
@@ -202,7 +202,7 @@ class _MainState:
         The step's cycles are split into round(m / window) windows of equal size (+-1), so
         every cycle counts once and no window straddles two reports. Returns the cycle
         indices where each window starts (and m), and views of the summed grids (windows,
-        3 + CTs, GRID), the cycles' bin 1 (m, 3 + CTs) and the moments (windows, N_MOMENTS).
+        3 + CTs, GRID), the cycles' bin 1 (m, 3 + CTs) and the moments (windows, moments_needed).
         """
         groups = self._windows.get(m)
         if groups is None:
@@ -214,7 +214,7 @@ class _MainState:
         if self.grid.shape[0] < n_groups:
             self.grid = np.empty((n_groups + 2, self.n_ch, GRID))
             self.spec = np.empty((n_groups + 2, self.n_ch, GRID // 2 + 1), dtype=complex)
-            self.moments = np.empty((n_groups + 2, N_MOMENTS))
+            self.moments = np.empty((n_groups + 2, self.moments.shape[1]))
         if self.fundamental.shape[0] < m:
             self.fundamental = np.empty((m + m // 4, self.n_ch), dtype=complex)
         return (groups, self.grid[:n_groups], self.fundamental[:m],
