@@ -34,6 +34,7 @@ def settings_to_toml(s: Settings) -> str:
         "# see src/pm4324/data/building-settings.toml for every key, with comments)",
         f"model = {_value(s.model)}",
         f"sample_rate_hz = {_value(s.sample_rate_hz)}",
+        f"ct_input = {_value(s.ct_input)}",
     ]
     for m, main in enumerate(s.mains, 1):
         lines += ["", f"[mains.{m}]", f"pt_ratio = {_value(main.pt_ratio)}",

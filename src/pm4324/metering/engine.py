@@ -83,7 +83,7 @@ class _Elements:
     pairs: np.ndarray  # product rows for ``product_integrals``
     pt: float
     pt_ct: np.ndarray  # (k,) terminal V*A -> primary W
-    ct2: np.ndarray  # (k,) squared CT ratios
+    ct2: np.ndarray  # (k,) squared CT ratios (primary A per input unit)
     start_a: np.ndarray  # (k,) anti-creep threshold, primary A
     v_h2: np.ndarray  # (MAX_ORDER + 1,) |rfft bin|^2 of a terminal voltage -> primary V^2
     i_h2: np.ndarray  # (k, MAX_ORDER + 1) the same for the currents
@@ -265,7 +265,9 @@ class Engine:
         self.coeff, self.used = coeff, used
         main_of = [settings.main_of_ct(k + 1) for k in range(N_CTS)]
         self.pt = np.array([settings.mains[m].pt_ratio for m in main_of])
-        self.ct = np.repeat([m.ct_ratio for m in settings.meters], 3)
+        # primary A per unit of a CT input (A clip-on, V for 333 mV CTs), and rated primary A
+        self.ct = np.repeat([settings.amperes_per_input(m) for m in range(N_METERS)], 3)
+        self.rated_a = np.repeat([m.rated_current_a for m in settings.meters], 3)
         self.nominal_el_v = nominal * np.array(
             [settings.mains[settings.main_of_ct(k + 1)].nominal_voltage_v for k in range(N_CTS)]
         )
@@ -290,7 +292,7 @@ class Engine:
             gram_weights=np.stack((c0 * c0, c1 * c1, c2 * c2, 2 * c0 * c1, 2 * c1 * c2,
                                    2 * c2 * c0), axis=1),
             pairs=_product_rows(cts.size, aron), pt=float(self.pt[cts[0]]),
-            pt_ct=self.pt[cts] * ct, ct2=ct * ct, start_a=START_FRACTION * ct,
+            pt_ct=self.pt[cts] * ct, ct2=ct * ct, start_a=START_FRACTION * self.rated_a[cts],
             v_h2=_BIN_SCALE2 * self.pt[cts[0]] ** 2, i_h2=_BIN_SCALE2 * (ct * ct)[:, None],
             used=self.used[cts], nominal_v=self.nominal_el_v[cts],
             nominal_ln=self.settings.mains[main].nominal_voltage_v,
@@ -415,7 +417,7 @@ class _Collector:
         freq_main, ct, vh, ih, meter, m_flags, main = _finish(
             self.duration, self.cycles, self.sync, self.el_sums, self.vh2, self.ih2,
             self.ph_v2, self.ll_v2, self.ph_h2, self.ib2, self.flags_ct, e.used,
-            e.nominal_el_v, e.ct, e.aron, e.nominal_ln, e.main_of_ct)
+            e.nominal_el_v, e.rated_a, e.aron, e.nominal_ln, e.main_of_ct)
         v, i, p, q, s, pf, thd_v, thd_i = ct
         m_v, m_i, mp, mq, m_s, m_arith, m_vector, m_pf = meter
         ph_v, v_ll, main_thd = main
