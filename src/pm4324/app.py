@@ -27,7 +27,7 @@ def _printer(args: argparse.Namespace):
     tty = sys.stdout.isatty() and not args.json
 
     def show(snap: Snapshot) -> None:
-        d = {**snap.to_dict(args.meter), **snap.alarms_dict()}
+        d = {**snap.to_dict(args.meter, harmonics=args.harmonics), **snap.alarms_dict()}
         if args.json:
             print(json.dumps(d), flush=True)
         else:

@@ -361,6 +361,9 @@ class _Collector:
         self.ph_v2 = np.zeros((engine.n_mains, 3))
         self.ll_v2 = np.zeros((engine.n_mains, 3))
         self.ph_h2 = np.zeros((engine.n_mains, 3, MAX_ORDER + 1))
+        # the windows' phasors of every order turned to the main's reference (angles only)
+        self.v_turned = np.zeros((engine.n_mains, 3, MAX_ORDER + 1), dtype=complex)
+        self.i_turned = np.zeros((n, MAX_ORDER + 1), dtype=complex)
         self.ib2 = np.zeros(N_METERS)  # derived I_b^2*s of 3P3W-2CT Meters
         self.ct_energy = np.zeros((n, N_ENERGY))
         self.meter_energy = np.zeros((N_METERS, N_ENERGY))
@@ -406,7 +409,7 @@ class _Collector:
         # An rfft bin times sqrt(2) / GRID is the rms phasor of that order (DC: 1 / GRID).
         spec = np.fft.rfft(grid, axis=2, out=ms.spec[: grid.shape[0]])
         _window_harmonics(spec, weight, el.coeff, el.v_h2, el.i_h2, self.vh2[rows],
-                          self.ih2[rows], self.ph_h2[m])
+                          self.ih2[rows], self.ph_h2[m], self.v_turned[m], self.i_turned[rows])
         self.duration[m] += seconds
         self.cycles[m] += bounds.size - 1
         self.sync[m] &= synced
@@ -420,17 +423,19 @@ class _Collector:
             e.nominal_el_v, e.rated_a, e.aron, e.nominal_ln, e.main_of_ct)
         v, i, p, q, s, pf, thd_v, thd_i = ct
         m_v, m_i, mp, mq, m_s, m_arith, m_vector, m_pf = meter
-        ph_v, v_ll, main_thd = main
+        ph_v, v_ll, main_thd, main_vh = main
         freq_ct = freq_main[e.main_of_ct]
         return StepResult(
             duration_s=max(self.duration.tolist()),
             ct=dict(v_rms=v, i_rms=i, p_w=p, q_var=q, s_va=s, pf=pf,
                     thd_v_pct=thd_v, thd_i_pct=thd_i, frequency_hz=freq_ct,
-                    v_harmonics=vh, i_harmonics=ih, flags=self.flags_ct),
+                    v_harmonics=vh, i_harmonics=ih, i_harmonic_deg=_degrees(self.i_turned),
+                    flags=self.flags_ct),
             meter=dict(v_rms=m_v, i_rms=m_i, p_w=mp, q_var=mq, s_va=m_s,
                        s_arith_va=m_arith, s_vector_va=m_vector, pf=m_pf,
                        frequency_hz=freq_ct[::3], flags=m_flags),
             main=dict(frequency_hz=freq_main, v_ln=ph_v, v_ll=v_ll, thd_v_pct=main_thd,
+                      v_harmonics=main_vh, v_harmonic_deg=_degrees(self.v_turned),
                       flags=self.flags_main),
             ct_energy=self.ct_energy,
             meter_energy=self.meter_energy,
@@ -626,10 +631,17 @@ def _main_cycles(store, bounds, fs, synced, flags, valid, groups, grid, fundamen
 @njit(cache=True)
 def _window_harmonics(spec: np.ndarray, weight: np.ndarray, coeff: np.ndarray,
                       v_h2: np.ndarray, i_h2: np.ndarray, vh2: np.ndarray, ih2: np.ndarray,
-                      ph_h2: np.ndarray) -> None:
+                      ph_h2: np.ndarray, v_turned: np.ndarray, i_turned: np.ndarray) -> None:
     """Add a main's window spectra as ``harmonic_sums`` (channels, elements), scaled to
     primary units by v_h2 and i_h2, to the step's element (vh2), current (ih2) and phase
-    (ph_h2) sums."""
+    (ph_h2) sums; and, for the angles, each window's bins of the phase voltages (v_turned)
+    and currents (i_turned) times its weight, turned by h times the reference's angle.
+
+    The reference is phase a's fundamental, or the cycles' own reference va - (vb + vc) / 2
+    where phase a is under a tenth of it (absent): an order's angle is then its phase in
+    degrees with the reference's fundamental at 0 (cosine convention), the same in every
+    window and at any frequency. Weights are 0 at or above Nyquist: no angle there.
+    """
     h_ch, h_el = harmonic_sums(spec, weight, coeff)
     for r in range(h_el.shape[0]):
         for h in range(h_el.shape[1]):
@@ -638,6 +650,28 @@ def _window_harmonics(spec: np.ndarray, weight: np.ndarray, coeff: np.ndarray,
     for ph in range(3):
         for h in range(h_el.shape[1]):
             ph_h2[ph, h] += h_ch[ph, h] * v_h2[h]
+    for g in range(spec.shape[0]):
+        ref = spec[g, 0, 1]
+        clarke = ref - 0.5 * (spec[g, 1, 1] + spec[g, 2, 1])
+        if abs(ref) < 0.1 * abs(clarke):
+            ref = clarke
+        if ref == 0:
+            continue
+        turn = np.conj(ref) / abs(ref)
+        rotation = 1.0 + 0.0j
+        for h in range(weight.shape[1]):
+            w = weight[g, h] * rotation
+            for ph in range(3):
+                v_turned[ph, h] += w * spec[g, ph, h]
+            for r in range(i_turned.shape[0]):
+                i_turned[r, h] += w * spec[g, 3 + r, h]
+            rotation *= turn
+
+
+def _degrees(turned: np.ndarray) -> np.ndarray:
+    """Angles in degrees of the turned phasor sums; NaN where there is none (no data, or
+    an order at or above Nyquist)."""
+    return np.where(turned != 0, np.degrees(np.angle(turned)), np.nan)
 
 
 @njit(cache=True, inline="always")
@@ -717,14 +751,15 @@ def _finish(duration, cycles, sync, el_sums, vh2, ih2, ph_v2, ll_v2, ph_h2, ib2,
                 m_flags[mt] |= ct_flags[r]
     main = np.empty((3, n_mains, 3))
     ph_v, v_ll, main_thd = main
+    main_vh = np.empty(ph_h2.shape)
     for mn in range(n_mains):
         t = t_main[mn]
         for ph in range(3):
-            h = np.sqrt(ph_h2[mn, ph] / t)
+            h = main_vh[mn, ph] = np.sqrt(ph_h2[mn, ph] / t)
             ph_v[mn, ph] = np.sqrt(ph_v2[mn, ph] / t)
             v_ll[mn, ph] = np.sqrt(ll_v2[mn, ph] / t)
             main_thd[mn, ph] = _thd(h) if h[1] >= ABSENT_FRACTION * nominal_ln[mn] else 0.0
-    return freq_main, ct, vh, ih, meter, m_flags, main
+    return freq_main, ct, vh, ih, meter, m_flags, (ph_v, v_ll, main_thd, main_vh)
 
 
 @njit(cache=True, inline="always")
