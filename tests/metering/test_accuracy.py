@@ -1024,9 +1024,8 @@ def test_checks_detect_a_small_error():
 def test_all_values_finite_and_unused_thd_zero():
     r = result("t14")
     st = r.steady
-    # (angles are NaN where an order has none, e.g. a CT without current: docs/json.md)
     bad = {f"ct.{k}": np.flatnonzero((~np.isfinite(v[st])).reshape(st.size, 24, -1).any((0, 2)))
-           + 1 for k, v in r.run.ct.items() if k != "i_harmonic_deg"}
+           + 1 for k, v in r.run.ct.items()}
     bad.update({f"meter.{k}": np.flatnonzero((~np.isfinite(v[st])).any(0)) + 1
                 for k, v in r.run.meter.items()})
     bad = {k: v.tolist() for k, v in bad.items() if v.size}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pm4324.config.settings import MainSettings, MeterSettings, Settings, validate
+from pm4324.snapshot import harmonic_deg
 
 from .signals import Scenario, load, run, three_phase
 
@@ -39,7 +40,7 @@ def r():
 
 
 def test_voltage_angles(r):
-    deg = r.main["v_harmonic_deg"][1:, 0]  # steady seconds, main 1: (steps, phase, order)
+    deg = harmonic_deg(r.main["v_harmonic_phasors"][1:, 0])  # steady seconds, main 1: (steps, phase, order)
     np.testing.assert_allclose(deg[:, :, 1], np.broadcast_to([0.0, -120.0, 120.0], (2, 3)),
                                atol=1e-3)
     # order 5 of a positive-sequence set: phase b at -5 x 120 = +120 (mod 360) from phase a
@@ -49,7 +50,7 @@ def test_voltage_angles(r):
 
 
 def test_current_angles(r):
-    deg = r.ct["i_harmonic_deg"][1:, :3]  # CTs 1-3
+    deg = harmonic_deg(r.ct["i_harmonic_phasors"][1:, :3])  # CTs 1-3
     np.testing.assert_allclose(_wrap(deg[:, :, 1] - [-LAG, -LAG - 120.0, -LAG + 120.0]), 0,
                                atol=1e-3)
     np.testing.assert_allclose(deg[:, :, 3], 70.0, atol=1e-3)  # the 3rd: zero sequence
@@ -57,5 +58,5 @@ def test_current_angles(r):
 
 
 def test_unused_inputs_and_absent_orders_have_no_angle(r):
-    deg = r.ct["i_harmonic_deg"][1:, 3:]  # CTs 4-24 carry no current at all
+    deg = harmonic_deg(r.ct["i_harmonic_phasors"][1:, 3:])  # CTs 4-24 carry no current at all
     assert np.isnan(deg).all()

@@ -48,7 +48,8 @@ EVIDENCE = {
     "ours": "designed by this project; not evidenced for the real device",
 }
 EVIDENCED = frozenset({"M", "P", "S", "D"})
-HARMONIC_FIELDS = frozenset({"v_harmonics", "i_harmonics", "v_harmonic_deg", "i_harmonic_deg"})
+HARMONIC_FIELDS = frozenset({"v_harmonics", "i_harmonics", "v_harmonic_phasors",
+                             "i_harmonic_phasors"})
 
 #: native unit of every measured field (the snapshot's own units)
 FIELD_UNITS = {
