@@ -62,7 +62,8 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         return 2
     try:
         meter = Meter(settings, source, settings_path=settings_path, store=store,
-                      driver=make_driver(settings.relays.driver))
+                      driver=make_driver(settings.relays.driver),
+                      harmonic_angles=args.harmonics)
     except BaseException:
         store.close()
         raise

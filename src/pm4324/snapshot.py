@@ -98,7 +98,7 @@ class CtValues(_Frozen):
     flags: np.ndarray
     # each order's phasors summed over the second's windows, turned so that the main's
     # reference (phase a's fundamental) is at 0: only their angles are used (harmonic_deg);
-    # 0 where there is none (no data, at or above Nyquist)
+    # 0 where there is none (no data, at or above Nyquist, or a meter run without angles)
     i_harmonic_phasors: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
 

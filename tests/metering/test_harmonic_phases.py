@@ -36,7 +36,7 @@ def r():
     amps = {1: np.r_[load(1.0, LAG, angles), np.zeros(21)],
             3: np.r_[three_phase(0.1, deg=I3, order=3), np.zeros(21)]}
     return run(Scenario(settings=settings, freq=(50.3,), volts=(volts,), amps=amps,
-                        blocks=(12800,) * 3))
+                        blocks=(12800,) * 3), harmonic_angles=True)
 
 
 def test_voltage_angles(r):

@@ -118,7 +118,7 @@ def _analyze(args: argparse.Namespace) -> int:
     recording = open_recording(args.file)
     source = ReplaySource(recording, settings)
     start = recording.start_time.timestamp() if recording.start_time else 0.0
-    meter = Meter(settings, source, start_time=start)
+    meter = Meter(settings, source, start_time=start, harmonic_angles=args.harmonics)
     readings = 0
     while (snap := meter.step()) is not None:
         if snap.duration_s <= 0:

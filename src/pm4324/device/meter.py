@@ -46,7 +46,7 @@ class Meter:
 
     def __init__(self, settings: Settings, source: Source, *, settings_path: str | None = None,
                  start_time: float | None = None, store: Store | None = None,
-                 driver: RelayDriver | None = None):
+                 driver: RelayDriver | None = None, harmonic_angles: bool = False):
         if source.n_mains != settings.n_mains:
             raise ValueError(f"source has {source.n_mains} main(s), {settings.model} has "
                              f"{settings.n_mains}")
@@ -55,7 +55,7 @@ class Meter:
         self._settings = settings
         self.source = source
         self.settings_path = settings_path
-        self.engine = Engine(settings)
+        self.engine = Engine(settings, harmonic_angles)  # angles: for JSON --harmonics
         self.store = store
         self.driver = driver or RecordingDriver()  # the composition root picks a real one
         self.boot = store.boot if store else 1

@@ -47,6 +47,7 @@ from pm4324.metering.step_kernels import (
     ingest_block,
     main_cycles,
     shift_left,
+    turned_phasors,
     window_harmonics,
 )
 from pm4324.metering.wiring import meter_wiring
@@ -229,7 +230,10 @@ class _MainState:
 class Engine:
     """Streams sample blocks of one PM-4324(A) into per-step measurements."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, harmonic_angles: bool = False):
+        """``harmonic_angles``: also find each harmonic's angle (``turned_phasors``; the
+        snapshot's ``*_harmonic_phasors`` stay 0 without it)."""
+        self.harmonic_angles = harmonic_angles
         self.fs = settings.sample_rate_hz
         self.n_mains = settings.n_mains
         per_main = N_CTS // self.n_mains
@@ -401,7 +405,9 @@ class _Collector:
         # An rfft bin times sqrt(2) / GRID is the rms phasor of that order (DC: 1 / GRID).
         spec = np.fft.rfft(grid, axis=2, out=ms.spec[: grid.shape[0]])
         window_harmonics(spec, weight, el.coeff, el.v_h2, el.i_h2, self.vh2[rows],
-                          self.ih2[rows], self.ph_h2[m], self.v_turned[m], self.i_turned[rows])
+                         self.ih2[rows], self.ph_h2[m])
+        if e.harmonic_angles:
+            turned_phasors(spec, weight, self.v_turned[m], self.i_turned[rows])
         self.duration[m] += seconds
         self.cycles[m] += bounds.size - 1
         self.sync[m] &= synced
