@@ -8,8 +8,9 @@ ARGS   ?=
 
 $(BIN)/pm4324: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --upgrade pip wheel  # wheel: ADC plug-ins build in this venv too
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m pm4324.cli.precompile  # so the first `make run` reads within seconds
 	touch $@
 
 setup: $(BIN)/pm4324

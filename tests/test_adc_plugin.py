@@ -36,7 +36,7 @@ def test_example_plugin_feeds_the_meter():
 
 
 def test_unknown_source_is_a_clear_error():
-    with pytest.raises(SourceError, match="no sample source named 'nope'"):
+    with pytest.raises(SourceError, match="--source nope: no sample source of that name"):
         source_class("nope")
 
 

@@ -30,8 +30,8 @@ def test_run_table_shows_meters():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (("run", "--settings", "/nonexistent.toml"), "file not found"),
-    (("run", "--scenario", "/nonexistent.toml"), "file not found"),
+    (("run", "--settings", "/nonexistent.toml"), "does not exist"),
+    (("run", "--scenario", "/nonexistent.toml"), "does not exist"),
     (("run", "--speed", "-1"), "positive"),
 ])
 def test_bad_input_is_one_clear_line(args, fragment):

@@ -13,11 +13,13 @@ import shutil
 import socket
 import subprocess
 
+import numpy as np
 import pytest
 import snapshot_factory as factory  # tests/registers, on pytest's pythonpath
 
 from pm4324.cli import read_cmd, registers_cmd
 from pm4324.cli.cli import main
+from pm4324.client.modbus import read_meter, read_reading
 from pm4324.registers import docs
 from pm4324.registers.image import MapBackend
 from pm4324.registers.table import load_map, map_text
@@ -58,7 +60,7 @@ def backend(snapshot):
 
 
 def test_decodes_to_the_keys_and_values_of_to_dict(backend, snapshot):
-    d = read_cmd.read_meter(backend_reader(backend))
+    d = read_meter(backend_reader(backend))
     assert_same(d, snapshot.to_dict())
     assert d["cts"][5]["thd_i_pct"] is None  # NaN in the snapshot: None, as to_dict
     assert d["cts"][4]["lead_lag"] == "" and d["meters"][0]["wiring"] == "3P4W-3CT"
@@ -76,7 +78,7 @@ def test_real_meter_snapshot_round_trip():
     backend = MapBackend(meter)
     for _ in range(3):
         snap = meter.step()
-    assert_same(read_cmd.read_meter(backend_reader(backend)), snap.to_dict())
+    assert_same(read_meter(backend_reader(backend)), snap.to_dict())
 
 
 def test_meter_filter_reads_only_that_meter(backend, snapshot):
@@ -86,7 +88,7 @@ def test_meter_filter_reads_only_that_meter(backend, snapshot):
         calls.append((table, address, count))
         return backend_reader(backend)(table, address, count)
 
-    d = read_cmd.read_meter(read, [3])
+    d = read_meter(read, [3])
     assert_same(d, snapshot.to_dict([3]))
     assert all(not 0x1100 <= a < 0x1300 and not 0x1400 <= a < 0x1900 for _, a, _ in calls)
     assert all(n <= 125 for _, _, n in calls)
@@ -97,7 +99,7 @@ def test_pm4324_has_one_main():
 
     s = Settings(model="PM-4324", mains=(Settings().mains[0],))
     snap = factory.make_snapshot(s)
-    d = read_cmd.read_meter(backend_reader(MapBackend(factory.FakeMeter(s, snap))))
+    d = read_meter(backend_reader(MapBackend(factory.FakeMeter(s, snap))))
     assert_same(d, snap.to_dict())
 
 
@@ -120,7 +122,7 @@ class RealDevice:
 
 def test_refused_ours_blocks_do_not_stop_the_evidenced_reads(backend, snapshot):
     device = RealDevice(backend)
-    d = read_cmd.read_meter(device.read)
+    d = read_meter(device.read)
     want = snapshot.to_dict()
     assert device.refused > 0
     for got, exp in zip(d["cts"], want["cts"], strict=True):
@@ -132,7 +134,7 @@ def test_refused_ours_blocks_do_not_stop_the_evidenced_reads(backend, snapshot):
 
 
 def test_a_device_that_refuses_everything():
-    assert read_cmd.read_meter(lambda table, address, count: None) is None
+    assert read_meter(lambda table, address, count: None) is None
 
 
 @pytest.mark.parametrize(
@@ -175,13 +177,14 @@ async def test_read_json_over_tcp(server, snapshot, capsys):
 
 
 async def test_read_table_over_tcp(server, snapshot, capsys):
-    from pm4324.cli.display import render_table
+    from pm4324.cli.display import digits_for, render_table
 
     rc = await run_cli(["read", "--tcp", f"127.0.0.1:{server.port}", "--meter", "2"])
     out = capsys.readouterr().out
     assert rc == 0
-    d = read_cmd.read_meter(backend_reader(server.backend), [2])
-    assert out == render_table(d) + "\n"
+    reading = read_reading(backend_reader(server.backend), [2])
+    digits = digits_for(reading.kwh_resolution)
+    assert out == render_table(reading.values, energy_digits=digits) + "\n"
 
 
 async def test_read_high_word_first(server, snapshot, capsys):
@@ -203,7 +206,9 @@ async def test_connection_refused_is_one_line_and_exit_2(capsys):
         port = s.getsockname()[1]  # closed again: nothing listens there
     rc = await run_cli(["read", "--tcp", f"127.0.0.1:{port}", "--timeout", "0.5"])
     err = capsys.readouterr().err
-    assert rc == 2 and err == f"pm4324 read: cannot connect to 127.0.0.1:{port}\n"
+    assert rc == 2 and err == (f"pm4324 read: cannot connect to 127.0.0.1:{port} (nothing "
+                               "answers there: is the meter running? the software meter "
+                               "listens on 127.0.0.1:5020)\n")
 
 
 async def test_timeout_is_one_line_and_exit_2(capsys):
@@ -273,3 +278,58 @@ def test_registers_command_unwritable_output(tmp_path, capsys):
 
 def test_render_is_the_same_view(tmp_path):
     assert registers_cmd.render("csv") == map_text()
+
+
+# -- word order, resolution, why a port cannot be used -----------------------------------------
+
+
+@pytest.mark.parametrize(("served", "asked"), [("low-first", "high-first"),
+                                               ("high-first", "low-first")])
+async def test_wrong_word_order_is_detected_and_named(server, capsys, served, asked):
+    if served == "high-first":
+        server.backend.write_registers(0x1012, [1])
+    rc = await run_cli(["read", "--tcp", f"127.0.0.1:{server.port}", "--word-order", asked])
+    out = capsys.readouterr()
+    assert rc == 2 and out.out == "" and out.err.count("\n") == 1, out.err
+    assert out.err.startswith(f"pm4324 read: with --word-order {asked} the meter's values make "
+                              "no sense (")
+    assert out.err.endswith(f": the meter seems to use {served}, so give --word-order {served}\n")
+
+
+def test_energies_come_from_the_finer_float_registers(backend, snapshot):
+    """0.01 kWh integers and float32 both serve each energy: the finer one is shown."""
+    d = read_meter(backend_reader(backend))
+    want = snapshot.to_dict()
+    for got, exp in ((d["cts"][0], want["cts"][0]), (d["meters"][1], want["meters"][1])):
+        spacing = float(np.spacing(np.float32(exp["kwh_import"])))
+        assert abs(got["kwh_import"] - exp["kwh_import"]) <= spacing / 2 + 1e-9
+        assert round(exp["kwh_import"], 2) != exp["kwh_import"]  # the integer would differ
+
+
+def test_table_shows_the_resolution_the_meter_gives(backend):
+    from pm4324.cli.display import digits_for, render_table
+
+    assert [digits_for(r) for r in (0.01, 0.0078, 0.00049, None, 1.0)] == [2, 3, 4, 4, 0]
+    reading = read_reading(backend_reader(backend), [2])
+    kwh = reading.values["cts"][0]["kwh_import"]
+    table = render_table(reading.values, energy_digits=2)
+    assert f"{kwh:.2f}" in table and f"{kwh:.4f}" not in table
+
+
+def test_rtu_device_missing_or_a_directory(tmp_path, capsys):
+    assert main(["read", "--rtu", str(tmp_path / "ttyUSB9")]) == 2
+    assert capsys.readouterr().err == (f"pm4324 read: serial device {tmp_path / 'ttyUSB9'} does "
+                                       "not exist (ls /dev/ttyUSB* /dev/ttyS* lists them)\n")
+    assert main(["read", "--rtu", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"pm4324 read: {tmp_path} is a directory, not a serial "
+                                       "device\n")
+
+
+async def test_rtu_line_setting_a_pty_refuses(pty_pair, capsys):
+    _, client_port = pty_pair
+    rc = await run_cli(["read", "--rtu", client_port, "--format", "E81", "--timeout", "0.3"])
+    err = capsys.readouterr().err
+    if rc != 2 or "does not accept" not in err:
+        pytest.skip(f"this kernel's ptys accept even parity: {err.strip()}")
+    assert err == (f"pm4324 read: {client_port} does not accept 19200 E81 (it is not a serial "
+                   "port, or a pseudo-terminal that cannot set parity/stop bits)\n")

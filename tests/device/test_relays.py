@@ -18,11 +18,13 @@ from pm4324.device.relays import (
     RecordingDriver,
     RelayDriverError,
     RelayModeError,
+    SupervisedDriver,
 )
 from pm4324.device.store import Store, peek, read_events
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.codecs import encode
 from pm4324.registers.image import MapBackend
+from pm4324.snapshot import Status
 from pm4324.sources.simulator import SimulatorSource, parse_scenario
 
 # CT10 carries 30 A for 4 s, then nothing for 4 s, and so on
@@ -86,7 +88,7 @@ def test_command_driver_runs_the_command_per_change(tmp_path):
     d.wait(30)
     d.set(1, False)
     d.wait(30)
-    assert out.read_text() == "1=1\n2=0\n" and d.poll() == []
+    assert out.read_text() == "1=1\n2=0\n" and d.poll() == [(0, None), (1, None)]
 
 
 def test_command_driver_reports_failures_and_kills_hangs(tmp_path):
@@ -94,14 +96,14 @@ def test_command_driver_reports_failures_and_kills_hangs(tmp_path):
         CommandDriver((str(tmp_path / "missing"),)).set(0, True)
     hang = CommandDriver(("tail", "-f", "/dev/null"), timeout_s=0.0)
     hang.set(1, True)
-    assert hang.poll() == ["relay 2: tail killed after 0 s"]
+    assert hang.poll() == [(1, "relay 2: tail killed after 0 s")]
 
 
 def test_failed_command_is_reported_once():
     d = CommandDriver((sys.executable, "-c", "raise SystemExit(3)"))
     d.set(0, True)
     d._running[0][0].wait(30)  # the run has ended; the next poll collects it
-    assert d.poll() == [f"relay 1: {sys.executable} exited with 3"] and d.poll() == []
+    assert d.poll() == [(0, f"relay 1: {sys.executable} exited with 3")] and d.poll() == []
 
 
 # -- the meter ---------------------------------------------------------------------------------
@@ -141,6 +143,7 @@ def test_relay_state_over_modbus_and_coil_writes_in_alarm_mode(tmp_path):
     b.write_registers(0x1020, [0])  # relay 1 to manual: it keeps its state, coil writable
     b.write_coils(0x1000, [False])
     assert meter.relays == (False, True)
+    assert meter.wait_settings_saved()
     assert load_settings(meter.settings_path).relays.relays[0].mode == "manual"
 
 
@@ -151,6 +154,7 @@ def test_alarm_slot_written_over_modbus_is_one_validated_change(tmp_path):
     for x in (0.0, 207.0, 253.0, 3.0):  # threshold, band low/high, hysteresis
         slot += encode("float32", x)
     b.write_registers(0x1110, slot)  # slot 2 of 16
+    assert meter.wait_settings_saved()
     rule = load_settings(meter.settings_path).alarms[1]
     assert (rule.relay, rule.quantity, rule.target, rule.comparison, rule.band, rule.latch) == (
         2, "v", "main:1", "outside", (207.0, 253.0), True)
@@ -207,3 +211,83 @@ def test_energy_reset_over_modbus_is_saved_and_logged_at_once(tmp_path):
     assert r.meter.values()[0, 0] > 0  # Meter 1 untouched
     assert read_events(db, last=1)[0].kind == "energy_reset"
     meter.close()
+
+
+# -- a failing driver: seen everywhere, retried like a relay board -----------------------------
+
+
+def test_failing_relay_output_is_flagged_retried_and_recovers(tmp_path):
+    """GPIO line not exported: status bit (Modbus 0x1005), one event and one console line per
+    streak; retried after 1, 2, 4 ... s; once exported, the output takes the decided state."""
+    gpio = tmp_path / "gpio"
+    gpio.mkdir()
+    (gpio / "gpio5").mkdir()  # relay 1's line exported, relay 2's (gpio6) not
+    path = settings_file(tmp_path, power_up="closed")
+    meter = start(path, store=False, driver=GpioSysfsDriver((5, 6), root=str(gpio)))
+    b = MapBackend(meter)
+    statuses = []
+    for second in range(6):
+        if second == 3:  # the retry at the end of second 1 failed; export the line now
+            (gpio / "gpio6").mkdir()
+        snap = meter.step()
+        statuses.append(Status(snap.status))
+        if second == 0:
+            assert b.read_registers("input", 0x1005, 1) == [int(Status.RELAY_DRIVER_FAILED)]
+            assert snap.to_dict()["status"] == ["relay_driver_failed"]
+    failed = Status.RELAY_DRIVER_FAILED
+    assert statuses == [failed, failed, failed, Status(0), Status(0), Status(0)]
+    assert (gpio / "gpio6" / "value").read_text() == "1"  # power_up = "closed"
+    assert b.read_registers("input", 0x1005, 1) == [0]
+    texts = [e.text for e in meter.events if e.kind == "relay_driver"]
+    assert len(texts) == 2
+    assert texts[0].startswith("relay 2: cannot write ") and "retrying" in texts[0]
+    assert texts[1] == "relay 2: the driver works again (after 2 retries); the output is closed"
+
+
+def test_failing_command_is_retried_until_it_succeeds(tmp_path):
+    """A relay command that fails (exit 1) is run again; its success clears the flag."""
+    marker = tmp_path / "ok"
+    script = f"import os, sys; sys.exit(0 if os.path.exists({str(marker)!r}) else 1)"
+    driver = CommandDriver((sys.executable, "-c", script))
+    sup = SupervisedDriver(driver)
+    sup.set(0, True)
+    assert not sup.failing  # started: the outcome comes with a later poll
+    driver.wait(30)
+    news = sup.poll()
+    assert sup.failing and news == [f"relay 1: {sys.executable} exited with 1; the output may "
+                                    "not match: retrying (1, 2, 4 ... 60 s)"]
+    marker.touch()
+    assert sup.poll() == []  # 1 s: not yet due
+    assert sup.poll() == []  # 2 s: retried, running
+    driver.wait(30)
+    assert sup.poll() == ["relay 1: the driver works again (after 1 retry); the output is closed"]
+    assert not sup.failing
+
+
+def test_run_shows_a_failing_relay_driver_on_the_console(tmp_path):
+    import subprocess
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'[relays]\ndriver = "gpio"\ngpio_lines = [5, 6]\ngpio_root = "{tmp_path}"\n'
+                    '[relays.2]\npower_up = "closed"\n')
+    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", "--settings", str(path),
+                        "--seconds", "2", "--speed", "20", "--no-modbus", "--meter", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "relay driver" in x]
+    assert len(lines) == 2 and "relay 1: cannot write" in lines[0], r.stderr  # one per relay
+    assert "status relay_driver_failed" in r.stdout
+
+
+def test_events_carry_the_meter_clock_the_console_shows(tmp_path):
+    """A replay or `--speed 50` runs on the meter's clock: an event is stamped with the time
+    of the second it happened in, as that second's snapshot (the console, JSON) shows it."""
+    meter = start(settings_file(tmp_path), store=False)  # start_time 0: far from the wall
+    times = {}
+    for _ in range(10):
+        snap = meter.step()
+        times[snap.seq] = snap.time
+    alarms = [e for e in meter.events if e.kind.startswith("alarm")]
+    assert [e.second for e in alarms] == [1, 5, 9]
+    assert [e.time for e in alarms] == [times[1], times[5], times[9]]
+    assert next(e for e in meter.events if e.kind == "power_up").time == 0.0

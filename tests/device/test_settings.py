@@ -67,7 +67,7 @@ def test_bad_settings_name_key_value_and_allowed(data, key, fragment):
 
 
 def test_file_errors_are_settings_errors(tmp_path):
-    with pytest.raises(SettingsError, match="file not found"):
+    with pytest.raises(SettingsError, match="does not exist: check the path given to --settings"):
         load_settings(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("model = \n")

@@ -163,6 +163,7 @@ def test_writes_reach_the_real_meter_and_survive_a_restart(tmp_path):
     b.write_coils(0x1000, [True])
     meter.step()
     assert decode("uint32", b.read_registers("input", 0x1006, 2), "high-first") == 1
+    assert meter.wait_settings_saved()  # saved in a thread: no reply waits for the disk
     reloaded = load_settings(path)  # what the meter reads after a restart
     assert reloaded.meters[7].ct_ratio == 1234.0
     assert [m.pt_ratio for m in reloaded.mains] == [1.0, 1.2]

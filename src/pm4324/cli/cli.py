@@ -38,6 +38,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _seconds_into(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time from 0 seconds on, e.g. --at 5")
+    return value
+
+
 def _listen(text: str) -> tuple[str, int]:
     from pm4324.protocols.modbus.tcp import parse_listen
 
@@ -107,6 +117,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from pm4324.app import limit_blas_threads
     from pm4324.cli.display import render_table
     from pm4324.device.meter import Meter
     from pm4324.sources.recording import open_recording
@@ -114,6 +125,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
     if _harmonics_without_json(args):
         return 2
+    limit_blas_threads()
     settings = load_settings(args.settings)
     recording = open_recording(args.file)
     source = ReplaySource(recording, settings)
@@ -125,6 +137,7 @@ def _analyze(args: argparse.Namespace) -> int:
             continue
         readings += 1
         d = snap.to_dict(args.meter or _mapped_meters(settings), harmonics=args.harmonics)
+        d["relays"] = []  # a replay drives no relays: their state would mean nothing
         print(json.dumps(d) if args.json else render_table(d) + "\n", flush=True)
     if readings == 0:
         raise SourceError(f"{args.file}: no whole cycle found: the recording is shorter than one"
@@ -144,7 +157,8 @@ def _add_expected(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("expected", help="print a scenario's exact expected per-CT values")
     p.add_argument("--scenario", help="scenario TOML (default: the built-in building)")
     p.add_argument("--settings", help="settings TOML (default: the simulated building's)")
-    p.add_argument("--at", type=float, default=0.0, help="time into the scenario, seconds")
+    p.add_argument("--at", type=_seconds_into, default=0.0,
+                   help="time into the scenario, seconds (default 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_expected)
 
@@ -167,9 +181,19 @@ def _expected(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pm4324")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pm4324", description="A software PM-4324 power meter")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the meter does")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_analyze(sub)

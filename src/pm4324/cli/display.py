@@ -7,6 +7,7 @@ Missing values (None) print as "-".
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -33,17 +34,25 @@ def _pf(pf: Any, lead_lag: str | None) -> str:
     return f"{_unsigned_zero(pf, 3):>6.3f}{mark}"
 
 
-def _row(label: str, wiring: str, ct: str, d: dict[str, Any]) -> str:
+def digits_for(resolution_kwh: float | None) -> int:
+    """Decimals that show the resolution a meter gives (0.01 kWh -> 2), at most 4."""
+    if not resolution_kwh:
+        return 4
+    return max(0, min(4, math.ceil(-math.log10(resolution_kwh) - 1e-9)))
+
+
+def _row(label: str, wiring: str, ct: str, d: dict[str, Any], kwh: int = 4) -> str:
     flags = ",".join(d.get("flags") or [])
     return (f"{label:<6}{wiring:<10}{ct:>3} {_f(d.get('v_rms'), 8, 1)} {_f(d.get('i_rms'), 8, 2)}"
             f" {_f(d.get('p_w'), 9, 3, 1e3)} {_f(d.get('q_var'), 9, 3, 1e3)}"
             f" {_f(d.get('s_va'), 9, 3, 1e3)} {_pf(d.get('pf'), d.get('lead_lag'))}"
             f" {_f(d.get('thd_v_pct'), 6, 1)} {_f(d.get('thd_i_pct'), 6, 1)}"
-            f" {_f(d.get('kwh_import'), 11, 4)} {_f(d.get('kwh_export'), 11, 4)}  {flags}")
+            f" {_f(d.get('kwh_import'), 11, kwh)} {_f(d.get('kwh_export'), 11, kwh)}  {flags}")
 
 
-def render_table(d: dict[str, Any]) -> str:
-    """One screen: mains, then each Meter's CTs and total."""
+def render_table(d: dict[str, Any], energy_digits: int = 4) -> str:
+    """One screen: mains, then each Meter's CTs and total; energies with ``energy_digits``
+    decimals (what the meter resolves, for `read`)."""
     stamp = d.get("time")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
     relays = d.get("relays") or []
@@ -51,7 +60,8 @@ def render_table(d: dict[str, Any]) -> str:
     relay_txt = "  ".join(
         f"R{k + 1} {'-' if r is None else 'CLOSED' if r else 'open'}"
         + (f" ({modes[k]})" if k < len(modes) else "") for k, r in enumerate(relays))
-    lines = [f"{d.get('model') or '-'}  second {d.get('seq', '-')}  {when}  {relay_txt}"]
+    status = "  status " + ",".join(d["status"]) if d.get("status") else ""
+    lines = [f"{d.get('model') or '-'}  second {d.get('seq', '-')}  {when}  {relay_txt}{status}"]
     for a in d.get("alarms") or []:
         state = ("ACTIVE" if a["active"] else "ok") + (", unacknowledged" if a["unacked"] else "")
         value = "" if a.get("value") is None else f"  (value {a['value']:g})"
@@ -72,6 +82,6 @@ def render_table(d: dict[str, Any]) -> str:
             ct = 3 * (m - 1) + k
             if ct in cts:
                 lines.append(_row(str(m) if k == 1 else "", wiring if k == 1 else "", str(ct),
-                                  cts[ct]))
-        lines.append(_row("", "  total", "", meter))
+                                  cts[ct], energy_digits))
+        lines.append(_row("", "  total", "", meter, energy_digits))
     return "\n".join(lines)

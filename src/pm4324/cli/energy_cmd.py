@@ -17,7 +17,7 @@ RESET_REGISTER = 0x1013
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from pm4324.cli.read_cmd import parse_host_port
+    from pm4324.cli.read_cmd import TCP_PORT_HELP, parse_host_port
 
     p = subparsers.add_parser(
         "reset-energy",
@@ -31,8 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     which.add_argument("--all", action="store_true", help="every Meter and CT")
     p.add_argument("--settings", help="settings TOML of the meter (default: the built-in "
                    "building's)")
-    p.add_argument("--tcp", metavar="HOST[:PORT]", type=lambda s: parse_host_port(s, 5020),
-                   help="reset a running meter over Modbus TCP (port 5020 if not given)")
+    p.add_argument("--tcp", metavar="HOST[:PORT]", type=parse_host_port,
+                   help=f"reset a running meter over Modbus TCP ({TCP_PORT_HELP})")
     p.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     p.set_defaults(func=run)
     return p
@@ -62,7 +62,8 @@ def _over_modbus(args: argparse.Namespace, value: int) -> str:
     client = ModbusTcpClient(host, port=port, timeout=3, retries=1)
     try:
         if not client.connect():
-            raise _Failed(f"cannot connect to {host}:{port}")
+            raise _Failed(f"cannot connect to {host}:{port} (nothing answers there: is the "
+                          "meter running? the software meter listens on 127.0.0.1:5020)")
         try:
             rsp = client.write_register(RESET_REGISTER, value, device_id=args.unit)
         except ModbusException as exc:

@@ -16,10 +16,14 @@ from pm4324.client.modbus import (
     DEFAULT_TCP_PORT,
     ReadError,
     modbus_reader,
-    read_meter,
+    read_reading,
 )
 from pm4324.client.modbus import parse_host_port as _parse_host_port
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS
+
+#: every command that takes --tcp says the same (and uses the same default port)
+TCP_PORT_HELP = (f"port {DEFAULT_TCP_PORT}, the Modbus standard, if not given; the software "
+                 "meter listens on 127.0.0.1:5020")
 
 
 def parse_host_port(text: str, default_port: int = DEFAULT_TCP_PORT) -> tuple[str, int]:
@@ -58,8 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST[:PORT]", type=parse_host_port,
-                       help=f"Modbus TCP device (port {DEFAULT_TCP_PORT} if not given; "
-                       "the software meter listens on 127.0.0.1:5020)")
+                       help=f"Modbus TCP device ({TCP_PORT_HELP})")
     where.add_argument("--rtu", metavar="DEVICE", help="Modbus RTU serial device, e.g. /dev/ttyUSB0")
     where.add_argument("--canopen", metavar="INTERFACE:CHANNEL", type=_canopen_bus,
                        help="CANopen over python-can, e.g. socketcan:can0 or "
@@ -94,13 +97,13 @@ def _node_id(text: str) -> int:
     return int(text)
 
 
-def _show(d: dict[str, Any], as_json: bool) -> None:
+def _show(d: dict[str, Any], as_json: bool, kwh_resolution: float | None = None) -> None:
     if as_json:
         print(json.dumps(d))
     else:
-        from pm4324.cli.display import render_table
+        from pm4324.cli.display import digits_for, render_table
 
-        print(render_table(d))
+        print(render_table(d, energy_digits=digits_for(kwh_resolution)))
 
 
 def _has_values(d: Any) -> bool:
@@ -149,19 +152,37 @@ def run(args: argparse.Namespace) -> int:
         pymodbus_log.setLevel(logging.CRITICAL)  # we report errors ourselves, in one line
     try:
         if not client.connect():
-            print(f"pm4324 read: cannot connect to {where}", file=sys.stderr)
+            print(f"pm4324 read: {_why_not_connected(args, where)}", file=sys.stderr)
             return 2
         reader = modbus_reader(client, args.unit, where)
-        d = read_meter(reader, args.meter, args.word_order)
+        reading = read_reading(reader, args.meter, args.word_order)
     except ReadError as exc:
         print(f"pm4324 read: {exc}", file=sys.stderr)
         return 2
     finally:
         client.close()
         pymodbus_log.setLevel(level)
-    if d is None:
+    if reading is None:
         print(f"pm4324 read: {where} unit {args.unit} refused every request (exception "
               "responses): is it a PM-4324?", file=sys.stderr)
         return 1
-    _show(d, args.json)
+    _show(reading.values, args.json, reading.kwh_resolution)
     return 0
+
+
+def _why_not_connected(args: argparse.Namespace, where: str) -> str:
+    """pymodbus only says it failed: open the port ourselves to learn why."""
+    if args.tcp:
+        return (f"cannot connect to {where} (nothing answers there: is the meter running? "
+                "the software meter listens on 127.0.0.1:5020)")
+    import serial
+
+    from pm4324.cli.errors import serial_problem
+
+    fmt = args.data_format
+    try:
+        serial.Serial(args.rtu, baudrate=args.baud, bytesize=8, parity=fmt[0],
+                      stopbits=int(fmt[2])).close()
+    except Exception as exc:  # SerialException, termios.error, ValueError: all say why
+        return serial_problem(args.rtu, exc, f"{args.baud} {fmt}")
+    return f"cannot open {args.rtu} ({args.baud} {fmt})"

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from pm4324.client.plausible import implausible, summary
 from pm4324.config.settings import N_METERS, WORD_ORDERS, Wiring
 from pm4324.registers.codecs import CodecError, decode
 from pm4324.registers.image import MODEL_CODES
@@ -36,6 +40,19 @@ Reader = Callable[[str, int, int], list[Any] | None]
 
 class ReadError(Exception):
     """The device cannot be reached (connection refused, timeout, serial port error)."""
+
+
+class WordOrderError(ReadError):
+    """The values make no sense in the word order asked for, and do in the other one."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What `pm4324 read` shows: the keys of ``Snapshot.to_dict()``, and the resolution the
+    meter gave its energies (kWh: 0.01 from the integer registers, finer from floats)."""
+
+    values: dict[str, Any]
+    kwh_resolution: float | None
 
 
 # -- which registers to read -------------------------------------------------------------------
@@ -139,19 +156,33 @@ def _clean(x: float | None, digits: int = 12) -> float | None:
     return float(f"{x:.{digits}g}")
 
 
+def _resolution(p: Point, raw: float) -> float:
+    """The step between two values this point can give near ``raw`` (physical unit)."""
+    if p.type == "float32":
+        return float(np.spacing(np.float32(abs(raw)))) * abs(p.scale)
+    return abs(p.scale)
+
+
 class _Values:
     """Native values by source text, from the best point that answered."""
 
     def __init__(self, raw: dict[Point, Any]):
-        self._best: dict[str, tuple[tuple[bool, bool], Point, Any]] = {}
+        self._best: dict[str, tuple[tuple[bool, float], Point, Any]] = {}
         for p, value in raw.items():
             if value is None or p.type == "float32" and not math.isfinite(value):
                 continue
-            # prefer evidenced rows, then exact integers over floats (energies)
-            rank = (not p.evidenced, p.type == "float32")
+            # prefer evidenced rows, then the finer resolution: a float32 energy (1e-7
+            # relative) over the 0.01 kWh integer while the counter is below 2^17 kWh
+            rank = (not p.evidenced, _resolution(p, value))
             old = self._best.get(p.source.text)
             if old is None or rank < old[0]:
                 self._best[p.source.text] = (rank, p, value)
+
+    def energy_resolution(self) -> float | None:
+        """The coarsest resolution among the energies read (kWh), None without energies."""
+        steps = [rank[1] for source, (rank, p, _) in self._best.items()
+                 if "_energy." in source and p.unit.startswith("k")]
+        return max(steps) if steps else None
 
     def get(self, source: str) -> float | None:
         found = self._best.get(source)
@@ -160,8 +191,8 @@ class _Values:
         _, p, raw = found
         if p.type == "bit":
             return float(raw)
-        if p.type == "float32":
-            raw = float(f"{raw:.7g}")  # a float32 holds about 7 significant digits
+        if p.type == "float32":  # the shortest decimal that is this float32 (no noise digits)
+            raw = float(str(np.float32(raw)))
         return _clean(p.native(raw))
 
 
@@ -196,7 +227,10 @@ def _wiring(x: float | None) -> str | None:
 
 def snapshot_dict(raw: dict[Point, Any], meters: Sequence[int]) -> dict[str, Any]:
     """The keys of ``Snapshot.to_dict(meters)``; None where no register answered."""
-    v = _Values(raw)
+    return _snapshot_dict(_Values(raw), meters)
+
+
+def _snapshot_dict(v: _Values, meters: Sequence[int]) -> dict[str, Any]:
     code = v.get("setting:model")
     model = MODEL_NAMES.get(int(code)) if code is not None else None
     seq = v.get("snapshot.seq")
@@ -241,11 +275,43 @@ def read_meter(
     register_map: RegisterMap | None = None,
 ) -> dict[str, Any] | None:
     """Read and decode; None when the device refused every request."""
+    reading = read_reading(read, meters, word_order, register_map)
+    return None if reading is None else reading.values
+
+
+def read_reading(
+    read: Reader,
+    meters: Sequence[int] | None = None,
+    word_order: str = WORD_ORDERS[0],
+    register_map: RegisterMap | None = None,
+) -> Reading | None:
+    """Read and decode; None when the device refused every request. Raises WordOrderError
+    when the values are implausible in ``word_order`` and plausible in the other one."""
     chosen = list(meters or range(1, N_METERS + 1))
-    raw = read_points(read, wanted_points(register_map or load_map(), chosen), word_order)
+    points = wanted_points(register_map or load_map(), chosen)
+    answers: dict[tuple[str, int, int], list[Any] | None] = {}
+
+    def remembered(table: str, address: int, count: int) -> list[Any] | None:
+        key = (table, address, count)  # decoding twice must not read twice
+        if key not in answers:
+            answers[key] = read(table, address, count)
+        return answers[key]
+
+    raw = read_points(remembered, points, word_order)
     if all(value is None for value in raw.values()):
         return None
-    return snapshot_dict(raw, chosen)
+    values = _Values(raw)
+    d = _snapshot_dict(values, chosen)
+    wrong = implausible(d)
+    if wrong:
+        other = WORD_ORDERS[1 - WORD_ORDERS.index(word_order)]
+        d_other = snapshot_dict(read_points(remembered, points, other), chosen)
+        if not implausible(d_other):
+            raise WordOrderError(
+                f"with --word-order {word_order} the meter's values make no sense "
+                f"({'; '.join(wrong)}); with {other} they do ({summary(d_other)}): the meter "
+                f"seems to use {other}, so give --word-order {other}")
+    return Reading(d, values.energy_resolution())
 
 
 # -- the Modbus client -------------------------------------------------------------------------

@@ -74,6 +74,30 @@ class SettingsError(ValueError):
         super().__init__(f"{source}: {key} = {value!r}: {allowed}")
 
 
+class SettingsFileError(SettingsError):
+    """The settings file itself cannot be used (missing, a directory, unreadable, not TOML)."""
+
+    def __init__(self, path: str, problem: str):
+        ValueError.__init__(self, problem)
+        self.source, self.key, self.value, self.allowed = path, "", path, problem
+
+
+def file_problem(what: str, path: Path, exc: Exception, option: str) -> str:
+    """One plain sentence: which file, what is wrong with it, what to do."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{what} {path} does not exist: check the path given to {option}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{what} {path} is a directory: give {option} the path of a TOML file"
+    if isinstance(exc, PermissionError):
+        return f"{what} {path} cannot be read (permission denied): check its owner and mode"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{what} {path} is not a text file (not UTF-8): give {option} a TOML file"
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"{what} {path} is not valid TOML ({exc}): fix that line"
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{what} {path} cannot be read ({reason})"
+
+
 @dataclass(frozen=True)
 class MainSettings:
     """One main voltage input (PM-4324A has two)."""
@@ -510,10 +534,7 @@ def load_settings(path: str | Path | None) -> Settings:
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(str(p), "(file)", str(p), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(str(p), "(file)", str(p), f"cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(str(p), "(syntax)", str(exc), "must be valid TOML") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsFileError(str(p), file_problem("settings file", p, exc, "--settings")) \
+            from None
     return parse_settings(data, str(p))

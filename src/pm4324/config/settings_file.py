@@ -1,8 +1,10 @@
-"""Writing settings back to their TOML file, atomically.
+"""Settings as TOML data: the canonical table of a ``Settings``, a new file, atomic writes.
 
-Configuration written over Modbus or CANopen must survive a restart, and a crash in the
-middle of saving must never leave a half-written settings file: write a temporary file,
-fsync it, rename it over the old one, fsync the directory.
+``settings_table`` is the one description of which keys a ``Settings`` is made of; a new file
+(``settings_to_toml``) and the write-back into an operator's existing file
+(``config.settings_writeback``) both come from it, so they cannot disagree. A crash in the
+middle of saving must never leave a half-written file: write a temporary file with the
+old file's mode and owner, fsync it, rename it over the old one, fsync the directory.
 """
 
 from __future__ import annotations
@@ -10,108 +12,181 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import tomlkit
 
 from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
 from pm4324.config.settings import N_CTS, Calibration, Settings
 
+Path_ = tuple[str, ...]  # a key path, e.g. ("meters", "3", "ct_ratio") or ("alarms", "0", "relay")
 
-def _value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(float(v)) if isinstance(v, float) and not float(v).is_integer() else (
-            str(int(v)) if float(v).is_integer() else repr(v))
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    raise TypeError(type(v))
+
+def _plain(v: Any) -> Any:
+    """Whole floats as TOML integers (``ct_ratio = 250``), tuples as arrays."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def settings_table(s: Settings) -> dict[str, Any]:
+    """The TOML table of ``s``: every key of the main sections, and the optional ones
+    (calibration, relays, alarms, store, replay) only where they differ from the defaults."""
+    t: dict[str, Any] = {"model": s.model, "sample_rate_hz": _plain(s.sample_rate_hz)}
+    if s.ct_input != Settings().ct_input:
+        t["ct_input"] = s.ct_input  # the PM-4324P variant (docs/settings.md)
+    t["mains"] = {str(m): {"pt_ratio": _plain(x.pt_ratio),
+                           "nominal_voltage_v": _plain(x.nominal_voltage_v),
+                           "nominal_frequency_hz": _plain(x.nominal_frequency_hz)}
+                  for m, x in enumerate(s.mains, 1)}
+    t["meters"] = {}
+    for m, meter in enumerate(s.meters, 1):
+        row = {"wiring": meter.wiring.value, "ct_ratio": _plain(meter.ct_ratio)}
+        if meter.wiring.value == "1P2W-1CT":
+            row["circuit_phases"] = list(meter.circuit_phases)
+        t["meters"][str(m)] = row
+    cal: dict[str, Any] = {}
+    for kind, cals, count in (("voltage", s.calibration_v, 3 * s.n_mains),
+                              ("current", s.calibration_i, N_CTS)):
+        rows = {str(k): {"gain": _plain(c.gain), "offset": _plain(c.offset),
+                         "phase_deg": _plain(c.phase_deg)}
+                for k, c in enumerate(cals[:count], 1) if c != Calibration()}
+        if rows:
+            cal[kind] = rows
+    if cal:
+        t["calibration"] = cal
+    mb, co = s.modbus, s.canopen
+    t["modbus"] = {"address": mb.address, "baud": mb.baud, "data_format": mb.data_format,
+                   "word_order": mb.word_order, "tcp_listen": mb.tcp_listen,
+                   "tcp_enabled": mb.tcp_enabled, "serial_port": mb.serial_port}
+    t["canopen"] = {"node_id": co.node_id, "bitrate": co.bitrate, "interface": co.interface,
+                    "channel": co.channel}
+    relays = _relays_table(s)
+    if relays:
+        t["relays"] = relays
+    if s.alarms:
+        t["alarms"] = [_alarm_table(rule) for rule in s.alarms]
+    if s.store.path:
+        t["store"] = {"path": s.store.path}
+    if s.replay.inputs:
+        t["replay"] = {"primary": s.replay.primary,
+                       "inputs": {name: {"channel": ch.channel, "scale": _plain(ch.scale)}
+                                  for name, ch in s.replay.inputs.items()}}
+    return t
+
+
+def _relays_table(s: Settings) -> dict[str, Any]:
+    t: dict[str, Any] = {}
+    d = s.relays.driver
+    if d != DriverSettings():
+        t["driver"] = d.kind
+        if d.command:
+            t["command"] = list(d.command)
+        if d.gpio_lines:
+            t.update(gpio_lines=list(d.gpio_lines), gpio_active_low=d.gpio_active_low,
+                     gpio_root=d.gpio_root)
+    for k, relay in enumerate(s.relays.relays, 1):
+        if relay != RelaySettings():
+            t[str(k)] = {"mode": relay.mode, "power_up": relay.power_up,
+                         "combine": relay.combine}
+    return t
+
+
+def _alarm_table(rule: AlarmRule) -> dict[str, Any]:
+    t: dict[str, Any] = {"relay": rule.relay, "quantity": rule.quantity, "target": rule.target,
+                         "comparison": rule.comparison}
+    if rule.comparison == "outside":
+        t["band"] = _plain(rule.band)
+    else:
+        t["threshold"] = _plain(rule.threshold)
+    t.update(hysteresis=_plain(rule.hysteresis), on_delay_s=rule.on_delay_s,
+             off_delay_s=rule.off_delay_s, latch=rule.latch)
+    if rule.name != AlarmRule().name:
+        t["name"] = rule.name
+    return t
+
+
+def flatten(table: dict[str, Any], prefix: Path_ = ()) -> dict[Path_, Any]:
+    """Leaf values by key path; a list of tables ([[alarms]]) is indexed "0", "1", ...;
+    a replay input is one leaf (an inline table)."""
+    out: dict[Path_, Any] = {}
+    for key, value in table.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and prefix != ("replay", "inputs"):
+            out.update(flatten(value, path))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, row in enumerate(value):
+                out.update(flatten(row, (*path, str(i))))
+        else:
+            out[path] = value
+    return out
 
 
 def settings_to_toml(s: Settings) -> str:
-    lines = [
-        "# pm4324 settings (written by the meter after a configuration change;",
-        "# see src/pm4324/data/building-settings.toml for every key, with comments)",
-        f"model = {_value(s.model)}",
-        f"sample_rate_hz = {_value(s.sample_rate_hz)}",
-        f"ct_input = {_value(s.ct_input)}",
-    ]
-    for m, main in enumerate(s.mains, 1):
-        lines += ["", f"[mains.{m}]", f"pt_ratio = {_value(main.pt_ratio)}",
-                  f"nominal_voltage_v = {_value(main.nominal_voltage_v)}",
-                  f"nominal_frequency_hz = {_value(main.nominal_frequency_hz)}"]
-    for m, meter in enumerate(s.meters, 1):
-        lines += ["", f"[meters.{m}]", f"wiring = {_value(meter.wiring.value)}",
-                  f"ct_ratio = {_value(meter.ct_ratio)}"]
-        if meter.wiring.value == "1P2W-1CT":
-            lines.append(f"circuit_phases = {_value(list(meter.circuit_phases))}")
-    for kind, cals, count in (("voltage", s.calibration_v, 3 * s.n_mains),
-                              ("current", s.calibration_i, N_CTS)):
-        for k, cal in enumerate(cals[:count], 1):
-            if cal != Calibration():
-                lines += ["", f"[calibration.{kind}.{k}]", f"gain = {_value(cal.gain)}",
-                          f"offset = {_value(cal.offset)}", f"phase_deg = {_value(cal.phase_deg)}"]
-    mb, co = s.modbus, s.canopen
-    lines += ["", "[modbus]", f"address = {mb.address}", f"baud = {mb.baud}",
-              f"data_format = {_value(mb.data_format)}", f"word_order = {_value(mb.word_order)}",
-              f"tcp_listen = {_value(mb.tcp_listen)}", f"tcp_enabled = {_value(mb.tcp_enabled)}",
-              f"serial_port = {_value(mb.serial_port)}",
-              "", "[canopen]", f"node_id = {co.node_id}", f"bitrate = {co.bitrate}",
-              f"interface = {_value(co.interface)}", f"channel = {_value(co.channel)}"]
-    lines += _relay_lines(s)
-    if s.store.path:
-        lines += ["", "[store]", f"path = {_value(s.store.path)}"]
-    if s.replay.inputs:
-        lines += ["", "[replay]", f"primary = {_value(s.replay.primary)}", "", "[replay.inputs]"]
-        for name, ch in s.replay.inputs.items():
-            lines.append(f"{name} = {{ channel = {_value(ch.channel)}, scale = {_value(ch.scale)} }}")
-    return "\n".join(lines) + "\n"
+    """A new settings file for ``s`` (an existing file is edited in place instead)."""
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("pm4324 settings (written by the meter; see "
+                            "src/pm4324/data/building-settings.toml for every key)"))
+    for key, value in settings_table(s).items():
+        doc[key] = _toml_value(key, value)
+    return tomlkit.dumps(doc)
 
 
-def _relay_lines(s: Settings) -> list[str]:
-    """[relays] and [[alarms]], only where they differ from the defaults (a short file)."""
-    lines: list[str] = []
-    d = s.relays.driver
-    if d != DriverSettings():
-        lines += ["", "[relays]", f"driver = {_value(d.kind)}"]
-        if d.command:
-            lines.append(f"command = {_value(list(d.command))}")
-        if d.gpio_lines:
-            lines += [f"gpio_lines = {_value(list(d.gpio_lines))}",
-                      f"gpio_active_low = {_value(d.gpio_active_low)}",
-                      f"gpio_root = {_value(d.gpio_root)}"]
-    for k, relay in enumerate(s.relays.relays, 1):
-        if relay != RelaySettings():
-            lines += ["", f"[relays.{k}]", f"mode = {_value(relay.mode)}",
-                      f"power_up = {_value(relay.power_up)}", f"combine = {_value(relay.combine)}"]
-    for rule in s.alarms:
-        lines += ["", "[[alarms]]", f"relay = {rule.relay}", f"quantity = {_value(rule.quantity)}",
-                  f"target = {_value(rule.target)}", f"comparison = {_value(rule.comparison)}"]
-        if rule.comparison == "outside":
-            lines.append(f"band = {_value(list(rule.band))}")
+def _toml_value(key: str, value: Any) -> Any:
+    """Numbered tables ([meters.3]) without an empty [meters] header; replay inputs inline."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        aot = tomlkit.aot()
+        for row in value:
+            aot.append(tomlkit.item(row))
+        return aot
+    if not isinstance(value, dict):
+        return value
+    numbered = bool(value) and all(k.isdigit() for k in value)
+    table = tomlkit.table(is_super_table=numbered or None)
+    for k, v in value.items():
+        if key == "inputs" and isinstance(v, dict):
+            inline = tomlkit.inline_table()
+            inline.update(v)
+            table[k] = inline
         else:
-            lines.append(f"threshold = {_value(rule.threshold)}")
-        lines += [f"hysteresis = {_value(rule.hysteresis)}", f"on_delay_s = {rule.on_delay_s}",
-                  f"off_delay_s = {rule.off_delay_s}", f"latch = {_value(rule.latch)}"]
-        if rule.name != AlarmRule().name:
-            lines.append(f"name = {_value(rule.name)}")
-    return lines
+            table[k] = _toml_value(k, v)
+    return table
 
 
 def save_settings(s: Settings, path: Path) -> None:
+    """Write a new settings file for ``s``."""
     write_atomic(path, settings_to_toml(s))
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file, whole."""
-    directory = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=directory)
+    """Replace ``path`` with ``text`` so that a crash leaves the old or the new file, whole;
+    the new file keeps the old one's mode and owner (a new file gets 0644 less the umask)."""
+    target = path.resolve()
+    directory = target.parent
     try:
+        old = target.stat()
+    except FileNotFoundError:
+        old = None
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
+    try:
+        if old is not None:
+            os.fchmod(fd, old.st_mode & 0o7777)
+            if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(fd, old.st_uid, old.st_gid)
+                except PermissionError:  # not root: the file becomes ours, mode kept
+                    pass
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o644 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -8,9 +8,12 @@ reset the counters do not show, or the other way round. The table keeps the newe
 1 MB. `pm4324 events` reads it, also while the meter runs (SQLite WAL readers do not block
 the writer).
 
-Times are wall-clock Unix times of when the meter logged the event; ``boot`` counts
-power-ups of this meter (1 = first start) and ``second`` is the snapshot sequence number
-within that boot (-1 = before the first second), so events line up with `run --json`.
+Times are Unix times on the meter's clock, the one its snapshots show (``Meter.clock``):
+the wall clock at start plus the seconds measured, so with `run --speed 50` an event at
+second 100 is stamped 100 s after the start, as the console shows that second, and in a
+replay it is the recording's time. ``boot`` counts power-ups of this meter (1 = first start)
+and ``second`` is the snapshot sequence number within that boot (-1 = before the first
+second), so events line up with `run --json`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ KINDS = (
     "alarm_held",  # condition cleared, output latched until acknowledged
     "alarm_acknowledged",
     "settings",  # settings changed at run time (text: which keys)
+    "settings_refused",  # a settings write refused: the operator edited that key on disk
+    "settings_file",  # the settings file could not be saved, or an edit on disk was kept
     "energy_reset",
 )
 SCHEMA = """

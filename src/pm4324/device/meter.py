@@ -26,13 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
+from pm4324.config.settings_writeback import (
+    SettingsConflict,
+    SettingsWriter,
+    changes_between,
+    describe,
+)
 from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
-from pm4324.device.relays import RecordingDriver, RelayDriver, RelayDriverError, RelayModeError
+from pm4324.device.relays import RecordingDriver, RelayDriver, RelayModeError, SupervisedDriver
 from pm4324.device.store import Store, StoreError
 from pm4324.metering.engine import Engine, StepResult
-from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot
+from pm4324.snapshot import AlarmStatus, CtValues, MainValues, MeterValues, Snapshot, Status
 from pm4324.sources.base import SampleBlock, Source
 
 log = logging.getLogger(__name__)
@@ -55,9 +61,12 @@ class Meter:
         self._settings = settings
         self.source = source
         self.settings_path = settings_path
+        self._settings_file = SettingsWriter(Path(settings_path), settings) if settings_path \
+            else None
         self.engine = Engine(settings, harmonic_angles)  # angles: for JSON --harmonics
         self.store = store
-        self.driver = driver or RecordingDriver()  # the composition root picks a real one
+        # the composition root picks a real driver; every driver is retried until it works
+        self.driver = SupervisedDriver(driver or RecordingDriver())
         self.boot = store.boot if store else 1
         self.events: deque[Event] = deque(maxlen=RECENT_EVENTS)
         self._unsaved: deque[Event] = deque(maxlen=RECENT_EVENTS)  # not yet in the store
@@ -67,6 +76,9 @@ class Meter:
         self._listeners: list[Listener] = []
         self.seq = 0
         self.start_time = time.time() if start_time is None else start_time
+        self._last_end = self.start_time  # the meter's clock at the end of the last second
+        self._last_end_mono: float | None = None
+        self._speed = 0.0  # meter seconds per wall second while run() paces; 0 = not paced
         self.finished = False
         self._ahead: SampleBlock | None = None  # finite sources: the next block, read early
         restored = store.restored if store else None
@@ -114,16 +126,19 @@ class Meter:
             raise ValueError("model and sample rate change only with a restart")
         with self._lock:
             old = self._settings
+            changes, note = changes_between(old, new), ""
+            if self._settings_file is not None:  # refused here if the operator edited the key
+                try:
+                    note = self._settings_file.submit(old, new)
+                except SettingsConflict as exc:
+                    self._event("settings_refused", str(exc))
+                    raise
             self.engine.configure(new)
             self._settings = new
             for t in self.alarms.configure(new.alarms):
                 self._alarm_event(t)
             self._drive_relays("settings changed")
-            if self.settings_path:
-                from pm4324.config.settings_file import save_settings
-
-                save_settings(new, Path(self.settings_path))
-            self._event("settings", _changes(old, new))
+            self._event("settings", describe(changes) + (f"; {note}" if note else ""))
 
     def set_relay(self, index: int, closed: bool) -> None:
         """Manual control; raises RelayModeError when the relay is in alarm mode."""
@@ -154,9 +169,16 @@ class Meter:
                 self._alarm_event(t)
             self._drive_relays("alarm acknowledged")
 
+    def wait_settings_saved(self, timeout_s: float = 10.0) -> bool:
+        """Wait until settings changes are in the settings file (they are saved in a thread)."""
+        return self._settings_file is None or self._settings_file.flush(timeout_s)
+
     def close(self) -> None:
         """Save the last state and release the store (at a clean shutdown)."""
+        if self._settings_file is not None:
+            self._settings_file.close()
         with self._lock:
+            self._log_news()
             self._save()
             if self.store is not None:
                 self.store.close()
@@ -164,10 +186,20 @@ class Meter:
     # -- relays, alarms, events, store -----------------------------------------------------
 
     def _event(self, kind: str, text: str) -> None:
-        event = Event(time.time(), self.boot, self.seq - 1, kind, text)
+        event = Event(self.clock(), self.boot, self.seq - 1, kind, text)
         self.events.append(event)
         self._unsaved.append(event)
         log.info("%s: %s", kind, text)
+
+    def clock(self) -> float:
+        """The meter's clock, the one snapshots (and so the console and JSON) show: the end
+        of the last measured second, advanced at the run's speed between two seconds. With
+        `run --speed 50` it runs 50 times faster than the wall clock; in a replay it is the
+        recording's time. Events carry it, so the event log and the console agree."""
+        if self._last_end_mono is None or not self._speed:
+            return self._last_end
+        ahead = (time.monotonic() - self._last_end_mono) * self._speed
+        return self._last_end + min(max(ahead, 0.0), 1.0)
 
     def _switch(self, index: int, closed: bool, why: str, always: bool = False) -> None:
         if self._relays[index] == closed and not always:
@@ -175,11 +207,15 @@ class Meter:
         relays = list(self._relays)
         relays[index] = closed
         self._relays = (relays[0], relays[1])
-        try:
-            self.driver.set(index, closed)
-        except RelayDriverError as exc:
-            self._event("relay_driver", str(exc))
+        self.driver.set(index, closed)  # a failure is reported by poll(), once per streak
         self._event("relay", f"relay {index + 1} {'closed' if closed else 'open'} ({why})")
+        for problem in self.driver.poll_news():
+            self._event("relay_driver", problem)
+
+    def _log_news(self) -> None:
+        """What the settings writer found since the last second (a failed save, a merge)."""
+        for text in self._settings_file.poll_news() if self._settings_file else ():
+            self._event("settings_file", text)
 
     def _drive_relays(self, why: str) -> None:
         """Relays in alarm mode follow their rules."""
@@ -248,12 +284,14 @@ class Meter:
         with self._lock:
             self.ct_registers.add(r.ct_energy)
             self.meter_registers.add(r.meter_energy)
-            self.seq += 1  # events of this second carry its seq (seq - 1)
+            self.seq += 1  # events of this second carry its seq (seq - 1) and its end time
+            self._last_end, self._last_end_mono = end, time.monotonic()
             for t in self.alarms.update(ct, meter, main):
                 self._alarm_event(t)
             self._drive_relays("alarm")
             for problem in self.driver.poll():
                 self._event("relay_driver", problem)
+            self._log_news()
             self._save()  # on disk before anyone sees the second
             snap = Snapshot(
                 seq=self.seq - 1,
@@ -267,6 +305,7 @@ class Meter:
                 relays=self._relays,
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
+                status=self._status(),
             )
         self._snapshot = snap
         for listener in self._listeners:
@@ -275,6 +314,10 @@ class Meter:
             except Exception:  # one broken listener must not stop the meter
                 log.exception("snapshot listener failed")
         return snap
+
+    def _status(self) -> int:
+        """The meter status word (snapshot.Status) of this second."""
+        return int(Status.RELAY_DRIVER_FAILED) if self.driver.failing else 0
 
     async def run(self, speed: float = 1.0, seconds: float | None = None,
                   stop: asyncio.Event | None = None) -> None:
@@ -286,6 +329,7 @@ class Meter:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         paced = speed > 0 and (self.source.realtime or speed != 1.0)
+        self._speed = speed if paced else 0.0
         while not (stop is not None and stop.is_set()):
             if seconds is not None and self.seq >= seconds:
                 return
@@ -313,24 +357,6 @@ def _power_up_text(store: Store | None) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.time))
     return (f"boot {store.boot}; state from {store.path}, commit {r.seq} (boot {r.boot}, "
             f"second {r.second}, saved {when})")
-
-
-def _changes(old: Settings, new: Settings) -> str:
-    """The settings lines that differ, as "[section] key = value" (for the event log)."""
-    from pm4324.config.settings_file import settings_to_toml
-
-    def lines(s: Settings) -> set[str]:
-        out, section, n = set(), "", 0
-        for line in settings_to_toml(s).splitlines():
-            if line.startswith("["):
-                n += line == "[[alarms]]"
-                section = f"[alarms.{n}]" if line == "[[alarms]]" else line
-            elif line and not line.startswith("#"):
-                out.add(f"{section} {line}".strip())
-        return out
-
-    changed = sorted(lines(new) - lines(old)) or sorted(f"removed {x}" for x in lines(old) - lines(new))
-    return "; ".join(changed) or "no change"
 
 
 def _with_rate(settings: Settings, fs: float) -> Settings:

@@ -17,8 +17,12 @@ return at once: it is called from the one-second loop. Three drivers:
   ``echo N > /sys/class/gpio/export; echo out > /sys/class/gpio/gpioN/direction``); the
   driver only writes the value file, which never blocks. No gpiod library needed.
 
-A driver error never stops the meter: it raises ``RelayDriverError`` and the meter logs it as
-an event while the recorded state stays what the meter decided.
+A driver error never stops the meter. The meter drives every driver through
+``SupervisedDriver``, which does what a careful relay board's host does: it keeps the state
+each relay should have, retries a failed output after 1, 2, 4 … 60 s until it sticks, says
+so once when it fails and once when it works again (a console line and an event), and
+reports the failure in the meter status word (``Status.RELAY_DRIVER_FAILED``, Modbus input
+0x1005, CANopen 0x2800) until then. The recorded state stays what the meter decided.
 """
 
 from __future__ import annotations
@@ -42,13 +46,18 @@ class RelayModeError(ValueError):
     """A manual write to a relay that is in alarm mode (its rules own it)."""
 
 
+#: what a driver found out since the last poll: (relay index, None = the last switch of that
+#: relay took effect, or the text of why it failed)
+Outcome = tuple[int, str | None]
+
+
 class RelayDriver(Protocol):
     def set(self, index: int, closed: bool) -> None:
-        """Switch relay ``index`` (0 or 1); must not block."""
+        """Switch relay ``index`` (0 or 1); must not block; raises RelayDriverError."""
         ...
 
-    def poll(self) -> list[str]:
-        """Called once per second: problems found since the last call (for the event log)."""
+    def poll(self) -> list[Outcome]:
+        """Called once per second: outcomes of switches whose result came later (commands)."""
         ...
 
 
@@ -63,18 +72,20 @@ class RecordingDriver:
         self.states[index] = closed
         self.history.append((index, closed))
 
-    def poll(self) -> list[str]:
+    def poll(self) -> list[Outcome]:
         return []
 
 
 class CommandDriver:
     """Runs ``argv`` (with ``{relay}``/``{state}`` filled in) per change, without waiting."""
 
+    confirms_later = True  # a started command has not switched anything yet: poll() tells
+
     def __init__(self, argv: tuple[str, ...], timeout_s: float = 5.0):
         self.argv = argv
         self.timeout_s = timeout_s
         self._running: dict[int, tuple[subprocess.Popen, float]] = {}
-        self._problems: list[str] = []
+        self._outcomes: list[Outcome] = []
 
     def set(self, index: int, closed: bool) -> None:
         self._reap()
@@ -91,11 +102,11 @@ class CommandDriver:
             raise RelayDriverError(f"relay {index + 1}: cannot run {args[0]}: {exc}") from None
         self._running[index] = (proc, time.monotonic())
 
-    def poll(self) -> list[str]:
-        """Collect finished runs and kill overdue ones; the problems since the last poll."""
+    def poll(self) -> list[Outcome]:
+        """Collect finished runs and kill overdue ones; their outcomes since the last poll."""
         self._reap()
-        problems, self._problems = self._problems, []
-        return problems
+        outcomes, self._outcomes = self._outcomes, []
+        return outcomes
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -110,9 +121,7 @@ class CommandDriver:
             else:
                 problem = f"relay {index + 1}: {self.argv[0]} exited with {code}" if code else ""
             del self._running[index]
-            if problem:
-                log.error("relay driver: %s", problem)
-                self._problems.append(problem)
+            self._outcomes.append((index, problem or None))
 
     def wait(self, timeout_s: float) -> None:
         """Wait for the runs in flight (at shutdown, and in tests)."""
@@ -142,8 +151,73 @@ class GpioSysfsDriver:
             raise RelayDriverError(f"relay {index + 1}: cannot write {self.paths[index]}: "
                                    f"{exc.strerror or exc}") from None
 
-    def poll(self) -> list[str]:
+    def poll(self) -> list[Outcome]:
         return []
+
+
+class SupervisedDriver:
+    """Any driver, retried until each relay has the state the meter decided.
+
+    ``poll()`` (once per meter second) returns the lines worth an event and a console line:
+    the first failure of a streak and the recovery, never one per retry.
+    """
+
+    MAX_BACKOFF = 60  # seconds between retries, at most
+
+    def __init__(self, inner: RelayDriver):
+        self.inner = inner
+        self._wanted: dict[int, bool] = {}
+        self._failing: dict[int, list[int]] = {}  # relay -> [retries so far, seconds to next]
+        self._news: list[str] = []
+
+    @property
+    def failing(self) -> bool:
+        """A relay output has not taken its state (yet): Status.RELAY_DRIVER_FAILED."""
+        return bool(self._failing)
+
+    def set(self, index: int, closed: bool) -> None:
+        self._wanted[index] = closed
+        self._try(index)
+
+    def poll(self) -> list[str]:
+        for index, problem in self.inner.poll():
+            self._outcome(index, problem)
+        for index, retry in list(self._failing.items()):
+            retry[1] -= 1
+            if retry[1] <= 0:
+                retry[0] += 1
+                retry[1] = min(self.MAX_BACKOFF, 2 ** retry[0])
+                self._try(index)
+        return self.poll_news()
+
+    def poll_news(self) -> list[str]:
+        """The failure and recovery lines found so far, without polling the driver."""
+        news, self._news = self._news, []
+        return news
+
+    def _try(self, index: int) -> None:
+        try:
+            self.inner.set(index, self._wanted[index])
+        except RelayDriverError as exc:
+            self._outcome(index, str(exc))
+            return
+        if not getattr(self.inner, "confirms_later", False):
+            self._outcome(index, None)
+
+    def _outcome(self, index: int, problem: str | None) -> None:
+        if problem is None:
+            retry = self._failing.pop(index, None)
+            if retry is not None:
+                self._report(f"relay {index + 1}: the driver works again (after {retry[0]} "
+                             f"retr{'y' if retry[0] == 1 else 'ies'}); the output is "
+                             f"{'closed' if self._wanted[index] else 'open'}")
+        elif index not in self._failing:
+            self._failing[index] = [0, 2]  # the next poll ends this second: retry after it
+            self._report(f"{problem}; the output may not match: retrying (1, 2, 4 ... 60 s)")
+
+    def _report(self, text: str) -> None:
+        log.warning("relay driver: %s", text)
+        self._news.append(text)
 
 
 def make_driver(settings: DriverSettings) -> RelayDriver:

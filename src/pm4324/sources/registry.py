@@ -28,7 +28,10 @@ def source_class(name: str) -> type[Source]:
     """The Source subclass registered under ``name``."""
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
-        raise SourceError(f"no sample source named {name!r}; installed: {', '.join(available())}")
+        installed = available()
+        have = (f"the installed ones are {', '.join(installed)}" if installed else
+                "no ADC plug-in is installed (docs/adc-plugins.md says how to install one)")
+        raise SourceError(f"--source {name}: no sample source of that name; {have}")
     target = matches[0].value
     module, _, attr = target.partition(":")
     try:

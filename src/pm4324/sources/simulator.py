@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from pm4324.config.settings import CT_INPUTS, N_CTS, N_METERS, PHASES, Settings
+from pm4324.config.settings import CT_INPUTS, N_CTS, N_METERS, PHASES, Settings, file_problem
 from pm4324.metering.wiring import meter_wiring
 from pm4324.sources.base import SampleBlock, Source, SourceError
 
@@ -195,7 +195,9 @@ def _num(src: str, table: dict, key: str, default: float, lo: float, hi: float,
     return float(v)
 
 
-def _check_keys(src: str, table: dict, allowed: set[str], prefix: str) -> None:
+def _check_keys(src: str, table: Any, allowed: set[str], prefix: str) -> None:
+    if not isinstance(table, dict):
+        raise ScenarioError(src, prefix.rstrip(".") or "(file)", table, "must be a table")
     for k in table:
         if k not in allowed:
             raise ScenarioError(src, prefix + k, table[k], "is not a known scenario key; known: "
@@ -208,6 +210,11 @@ def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
     raw_mains = data.get("mains", {})
     if not isinstance(raw_mains, dict):
         raise ScenarioError(src, "mains", raw_mains, "must be tables [mains.1] and [mains.2]")
+    _check_keys(src, raw_mains, {"1", "2"}, "mains.")
+    for name, value in (("loads", data.get("loads", [])), ("ct_errors", data.get("ct_errors", {}))):
+        if not isinstance(value, list if name == "loads" else dict):
+            raise ScenarioError(src, name, value, "must be [[loads]] tables" if name == "loads"
+                                else "must be tables [ct_errors.N]")
     for m in (1, 2):
         t = raw_mains.get(str(m), {})
         p = f"mains.{m}."
@@ -290,10 +297,8 @@ def load_scenario(path: str | Path | None) -> Scenario:
     p = Path(path) if path else Path(__file__).resolve().parent.parent / "data" / "building.toml"
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(str(p), "(file)", str(p), "file not found") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ScenarioError(str(p), "(file)", str(p), f"is not valid TOML: {exc}") from None
+        raise SourceError(file_problem("scenario file", p, exc, "--scenario")) from None
     return parse_scenario(data, str(p))
 
 

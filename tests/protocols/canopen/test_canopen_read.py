@@ -8,9 +8,9 @@ import math
 import pytest
 from canopen_helpers import NODE, factory
 
-from pm4324.cli import read_cmd
 from pm4324.cli.cli import main
 from pm4324.client.canopen import parse_canopen, read_canopen
+from pm4324.client.modbus import read_meter
 from pm4324.protocols.canopen import CanopenServer
 
 modbus_reader = factory.backend_reader
@@ -34,7 +34,7 @@ def same(a, b, path="d"):
 
 def test_canopen_and_modbus_agree(server, settings, meter):
     got = read_canopen("virtual", settings.canopen.channel, NODE)
-    want = read_cmd.read_meter(modbus_reader(server.backend))
+    want = read_meter(modbus_reader(server.backend))
     same(got, want)
     assert got["seq"] == meter.snapshot.seq and got["relays"] == [False, True]
 
@@ -60,7 +60,7 @@ def test_a_real_meter_agrees_in_the_same_second(channel):
         for _ in range(2):
             snap = meter.step()
         got = read_canopen("virtual", channel, 9, [1, 8])
-        want = read_cmd.read_meter(modbus_reader(node.backend), [1, 8])
+        want = read_meter(modbus_reader(node.backend), [1, 8])
     same(got, want)
     assert got["seq"] == snap.seq == 1
     assert got["cts"][0]["p_w"] == pytest.approx(snap.ct.p_w[0], rel=1e-6)
@@ -133,3 +133,30 @@ def test_a_node_refusing_every_object_is_exit_1(server, settings, monkeypatch, c
     assert main(["read", "--canopen", f"virtual:{settings.canopen.channel}", "--node",
                  str(NODE)]) == 1
     assert "refused every object" in capsys.readouterr().err
+
+
+def test_a_failing_relay_driver_shows_in_the_canopen_status(channel, tmp_path):
+    """Status.RELAY_DRIVER_FAILED reaches a CANopen master (python-canopen) as it reaches
+    Modbus: the meter status object, decoded by the master into "status"."""
+    from dataclasses import replace
+
+    from pm4324.config.settings import CanopenSettings, Settings
+    from pm4324.device.meter import Meter
+    from pm4324.device.relays import GpioSysfsDriver
+    from pm4324.sources.simulator import SimulatorSource, load_scenario
+
+    settings = replace(Settings(), canopen=CanopenSettings(node_id=9, interface="virtual",
+                                                           channel=channel))
+    driver = GpioSysfsDriver((5, 6), root=str(tmp_path))  # neither line exported
+    meter = Meter(settings, SimulatorSource(load_scenario(None), settings), start_time=0.0,
+                  driver=driver)
+    with CanopenServer(meter, settings):
+        meter.step()
+        got = read_canopen("virtual", channel, 9, [1])
+        for n in (5, 6):
+            (tmp_path / f"gpio{n}").mkdir()
+        for _ in range(3):  # retried after 1 s, then it works
+            meter.step()
+        again = read_canopen("virtual", channel, 9, [1])
+    assert got["status"] == ["relay_driver_failed"]
+    assert again["status"] == []

@@ -248,16 +248,24 @@ def test_event_timer_repeats_without_snapshots(server, master, log):
     assert np.median(gaps) == pytest.approx(0.100, abs=0.02)
 
 
-def test_inhibit_time_spaces_transmissions(server, master, meter, log):
-    master.sdo[0x1800][1].raw = 0xC0000000 | (0x180 + NODE)  # invalidate to change it
-    master.sdo[0x1800][3].raw = 3000  # 300 ms
-    master.sdo[0x1800][1].raw = 0x40000000 | (0x180 + NODE)
+def test_inhibit_time_holds_back_transmissions(server, master, meter, log):
+    tpdo1 = 0x180 + NODE
+    master.sdo[0x1800][1].raw = 0xC0000000 | tpdo1  # invalidate to change it
+    master.sdo[0x1800][3].raw = 65535  # 6.5 s: longer than this test waits
+    master.sdo[0x1800][1].raw = 0x40000000 | tpdo1
     start(master, log)
-    first = log.count(0x180 + NODE, 1)[0]
+    log.count(tpdo1, 1)  # entering operational
+    mark = log.mark()
     publish(meter, 8)
     publish(meter, 9)
-    frames = log.count(0x180 + NODE, 2)
-    assert frames[1].t - first.t >= 0.29
+    log.none(tpdo1, mark)  # the new snapshots wait for the inhibit time
+    master.sdo[0x1800][1].raw = 0xC0000000 | tpdo1
+    master.sdo[0x1800][3].raw = 0
+    master.sdo[0x1800][1].raw = 0x40000000 | tpdo1
+    mark = log.mark()
+    publish(meter, 10)
+    assert struct.unpack_from("<i", log.count(tpdo1, 1, mark)[0].data)[0] == \
+        kw_raw(meter.snapshot.ct.p_w[0])
 
 
 def test_sync_cyclic_and_acyclic(server, master, meter, log):
@@ -320,8 +328,8 @@ def test_mapping_rules(server, master):
     aborts(master, Abort.VALUE_RANGE, master.sdo.download, 0x1801, 1,
            struct.pack("<I", 0x605))  # an SDO identifier
     master.sdo[0x1A01][0].raw = 2
-    master.sdo[0x1801][1].raw = 0x281 + NODE
-    assert master.sdo[0x1801][1].raw == 0x40000281 + NODE  # RTR not supported: bit 30 reads 1
+    master.sdo[0x1801][1].raw = 0x2F0 + NODE  # a free CAN-ID (0x281 + NODE is TPDO6's)
+    assert master.sdo[0x1801][1].raw == 0x400002F0 + NODE  # RTR not supported: bit 30 reads 1
     aborts(master, Abort.DEVICE_STATE, master.sdo.download, 0x1801, 1,
            struct.pack("<I", 0x290 + NODE))  # the CAN-ID of a valid PDO
 

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+# -- LSS (CiA 305)
+
+LSS_MASTER_ID = 0x7E5  # master -> slaves
+LSS_SLAVE_ID = 0x7E4  # slave -> master
+
 # -- COB-ID function codes (predefined connection set, CiA 301 §7.3.3) -------------------------
 
 NMT_ID = 0x000
@@ -97,6 +102,7 @@ class Emcy(IntEnum):
     HARDWARE = 0x5000  # the ADC delivered invalid samples
     SOFTWARE = 0x6100  # internal software error
     PDO_LENGTH = 0x8210  # RPDO not processed due to length error
+    LIFE_GUARD = 0x8130  # life guard error: the master's node guarding stopped
 
 
 class ErrorBit(IntEnum):

@@ -1,13 +1,21 @@
 """EDS (CiA 306) writer, and the object table of docs/canopen.md, from the object dictionary.
 
-``python -m pm4324.protocols.canopen.eds`` writes docs/pm4324.eds and refreshes the generated
-table in docs/canopen.md; a test fails when either committed file is stale. The output does
-not depend on the settings or the clock: the same register table gives the same bytes.
+``python -m pm4324.protocols.canopen.eds`` writes one EDS per model (docs/pm4324-cps.eds,
+docs/pm4324a-cps.eds: the identity 0x1008 / 0x1018 of each) and refreshes the generated table
+in docs/canopen.md; a test fails when a committed file is stale. The output does not depend
+on the settings or the clock: the same register table gives the same bytes.
 
-Besides the CiA 306 keys, each manufacturer entry carries ``Unit``, ``Factor`` (value in
-Unit = raw x Factor) and ``Description``; tools that do not know them ignore them
-(python-canopen reads all three). ``[DummyUsage]`` lists all seven Dummy000x keys, which
-python-canopen's importer requires.
+Written for the strictest of the tools masters use, so that lely's ``dcfchk`` (dcf-tools),
+oresat's ``eds-validate`` (eds-utils) and python-canopen all accept it without a warning:
+
+* only keys CiA 306 defines. Unit, scale (value = raw x factor) and description of an entry
+  go to ``;`` comment lines just above its section, where every tool skips them;
+* at most one ``=`` in a line (eds-utils splits each line on every ``=``); comment lines
+  have none;
+* no REAL32 limit or default other than 0: lely reads them as IEEE-754 bit patterns
+  (``0x3F800000``), python-canopen as decimals (``1.0``), and only ``0`` means the same in
+  both. The node still checks a write against the entry's range;
+* ``[DummyUsage]`` lists all seven Dummy000x keys, which python-canopen's importer requires.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pm4324.protocols.canopen.od import (
     DEFAULT_EVENT_TIMER_MS,
     N_RPDO,
     N_TPDO,
+    PRODUCT_CODES,
     REVISION,
     VENDOR_ID,
     default_dictionary,
@@ -28,47 +37,57 @@ from pm4324.protocols.canopen.od import (
 from pm4324.protocols.canopen.pdo import DUMMY_BITS
 
 COMMAND = "python -m pm4324.protocols.canopen.eds"
-EDS_PATH, DOC_PATH = "docs/pm4324.eds", "docs/canopen.md"
-EDS_DATE = "01-01-2025"  # bump by hand with FileVersion when the EDS changes meaning
-FILE_VERSION = 1
+EDS_PATHS = {"PM-4324": "docs/pm4324-cps.eds", "PM-4324A": "docs/pm4324a-cps.eds"}
+DOC_PATH = "docs/canopen.md"
+EDS_DATE = "12-04-2026"  # bump by hand with FileVersion when the EDS changes meaning
+FILE_VERSION = 2
 BITRATES_KBIT = (10, 20, 50, 125, 250, 500, 800, 1000)
 SUPPORTED_KBIT = (125, 250, 500, 1000)  # settings.CAN_BITRATES
 MANDATORY = (0x1000, 0x1001, 0x1018)
+LSS_SUPPORTED = True
 TABLE_START, TABLE_END = "<!-- od-table:start (generated) -->", "<!-- od-table:end -->"
 PDO_RANGES = ((0x1400, 0x1600 + N_RPDO), (0x1800, 0x1A00 + N_TPDO))
 
 
 def _clean(text: str) -> str:
-    """An EDS value on one line; ';' would start a comment in many parsers."""
-    return " ".join(text.replace(";", ",").split())
+    """An EDS value on one line: no ';' or ' #' (comment starts), no '=' (eds-utils)."""
+    text = text.replace(" = ", " is ").replace("=", ":").replace(";", ",").replace("#", "no. ")
+    return " ".join(text.split())
 
 
 def _value(e: Entry, value: int | float | str) -> str:
     if e.data_type is DataType.VISIBLE_STRING:
         return _clean(str(value))
     if e.data_type is DataType.REAL32:
-        return repr(float(value))
+        return "0"  # the only REAL32 value lely and python-canopen read alike
     width = 2 * (e.size or 4)
     text = f"0x{int(value) & (1 << 4 * width) - 1:0{width}X}" if value >= 0 else str(int(value))
     return f"$NODEID+{text}" if e.node_relative else text
 
 
-def _entry_lines(section: str, e: Entry, name: str) -> list[str]:
-    lines = [f"[{section}]", f"ParameterName={_clean(name)}", "ObjectType=0x7",
-             f"DataType=0x{int(e.data_type):04X}", f"AccessType={e.access}"]
-    if e.default is not None:
-        lines.append(f"DefaultValue={_value(e, e.default)}")
-    if e.low is not None:
-        lines.append(f"LowLimit={_value(e, e.low)}")
-    if e.high is not None:
-        lines.append(f"HighLimit={_value(e, e.high)}")
-    lines.append(f"PDOMapping={int(e.pdo)}")
-    if e.unit:
-        lines.append(f"Unit={_clean(e.unit)}")
-    if e.factor is not None and e.factor != 1:
-        lines.append(f"Factor={e.factor:g}")
+def _comments(e: Entry) -> list[str]:
+    """What CiA 306 has no key for (unit, scale, description), as ';' comment lines."""
+    lines = []
     if e.description:
-        lines.append(f"Description={_clean(e.description)}")
+        lines.append(f";{_clean(e.description)}")
+    scale = f" x {e.factor:g}" if e.factor is not None and e.factor != 1 else ""
+    if e.unit:
+        lines.append(f";Unit: {_clean(e.unit)}" + (f" (value in unit: raw{scale})" if scale else ""))
+    return lines
+
+
+def _written(e: Entry, value: int | float | None) -> bool:
+    """Whether a default or limit goes into the EDS (REAL32: only 0, see above)."""
+    return value is not None and (e.data_type is not DataType.REAL32 or value == 0)
+
+
+def _entry_lines(section: str, e: Entry, name: str) -> list[str]:
+    lines = [*_comments(e), f"[{section}]", f"ParameterName={_clean(name)}", "ObjectType=0x7",
+             f"DataType=0x{int(e.data_type):04X}", f"AccessType={e.access}"]
+    for key, value in (("DefaultValue", e.default), ("LowLimit", e.low), ("HighLimit", e.high)):
+        if _written(e, value):
+            lines.append(f"{key}={_value(e, value)}")
+    lines.append(f"PDOMapping={int(e.pdo)}")
     return lines + [""]
 
 
@@ -89,37 +108,42 @@ def _list(section: str, indices: list[int]) -> list[str]:
     return lines + [""]
 
 
-COMMENTS = (
-    "PM-4324-CPS (ICP DAS PM-4324 / PM-4324A, CANopen) as emulated by the pm4324 software meter.",
-    "Generated from the register table map.csv by `" + COMMAND + "`; do not edit.",
-    "0x3200 kW (INTEGER32, W) and 0x3201 kWh (INTEGER32, 0.01 kWh): sub n = 4(m-1)+k,",
-    "k = 1..3 CT 3(m-1)+k, k = 4 Meter m total. TPDO n maps 0x3200:n and 0x3201:n.",
-    "TPDO n > 4: CAN-ID = TPDO((n-1) mod 4) of node-ID $NODEID + (n-1) div 4, wrapping 127 -> 1;",
-    "the DefaultValue $NODEID+ offsets below are exact for node-IDs 1..120.",
-    f"Event-driven TPDOs (type 254) on each snapshot, event timer {DEFAULT_EVENT_TIMER_MS} ms.",
-    "0x2000.. objects carry the raw numbers of the Modbus registers of the same name.",
-)
+def _comment_lines(product: str) -> tuple[str, ...]:
+    return (
+        f"{product} (ICP DAS PM-4324 / PM-4324A, CANopen) as emulated by the pm4324 software meter.",
+        "Generated from the register table map.csv by `" + COMMAND + "`, do not edit.",
+        "0x3200 kW (INTEGER32, W) and 0x3201 kWh (INTEGER32, 0.01 kWh): sub n is 4(m-1)+k,",
+        "k 1..3 is CT 3(m-1)+k, k 4 is Meter m total. TPDO n maps 0x3200:n and 0x3201:n.",
+        "TPDO n > 4: CAN-ID of TPDO((n-1) mod 4) of node-ID $NODEID + (n-1) div 4, wrapping 127 -> 1,",
+        "the DefaultValue $NODEID+ offsets below are exact for node-IDs 1..120.",
+        f"Event-driven TPDOs (type 254) on each snapshot, event timer {DEFAULT_EVENT_TIMER_MS} ms.",
+        "0x2000.. objects carry the raw numbers of the Modbus registers of the same name.",
+        "0x1018:4 serial number: per meter instance (from its .meter-id file), 0 here.",
+    )
 
 
-def render_eds(d: Dictionary) -> str:
-    """The EDS text of a dictionary."""
+def render_eds(d: Dictionary, model: str = "PM-4324") -> str:
+    """The EDS text of a dictionary, for ``model`` (its name and product code)."""
+    product = f"{model}-CPS"
+    comments = _comment_lines(product)
     lines = [
-        "[FileInfo]", "FileName=pm4324.eds", f"FileVersion={FILE_VERSION}", "FileRevision=0",
-        "EDSVersion=4.0",
-        "Description=PM-4324-CPS multi-circuit power meter (pm4324 software emulation)",
+        "[FileInfo]", f"FileName={Path(EDS_PATHS[model]).name}",
+        f"FileVersion={FILE_VERSION}", "FileRevision=0", "EDSVersion=4.0",
+        f"Description={product} multi-circuit power meter (pm4324 software emulation)",
         "CreationTime=12:00PM", f"CreationDate={EDS_DATE}", "CreatedBy=pm4324",
         "ModificationTime=12:00PM", f"ModificationDate={EDS_DATE}", "ModifiedBy=pm4324", "",
         "[DeviceInfo]", "VendorName=ICP DAS (emulated by pm4324)",
-        f"VendorNumber=0x{VENDOR_ID:08X}", "ProductName=PM-4324-CPS", "ProductNumber=4324",
-        f"RevisionNumber=0x{REVISION:08X}", "OrderCode=PM-4324-CPS",
+        f"VendorNumber=0x{VENDOR_ID:08X}", f"ProductName={product}",
+        f"ProductNumber={PRODUCT_CODES[model]}",
+        f"RevisionNumber=0x{REVISION:08X}", f"OrderCode={product}",
         *(f"BaudRate_{k}={int(k in SUPPORTED_KBIT)}" for k in BITRATES_KBIT),
         "SimpleBootUpMaster=0", "SimpleBootUpSlave=1", "Granularity=8",
         "DynamicChannelsSupported=0", "GroupMessaging=0", f"NrOfRXPDO={N_RPDO}",
-        f"NrOfTXPDO={N_TPDO}", "LSS_Supported=0", "",
+        f"NrOfTXPDO={N_TPDO}", f"LSS_Supported={int(LSS_SUPPORTED)}", "",
         "[DummyUsage]",
         *(f"Dummy{i:04d}={int(i in DUMMY_BITS)}" for i in range(1, 8)), "",
-        "[Comments]", f"Lines={len(COMMENTS)}",
-        *(f"Line{i}={_clean(text)}" for i, text in enumerate(COMMENTS, start=1)), "",
+        "[Comments]", f"Lines={len(comments)}",
+        *(f"Line{i}={_clean(text)}" for i, text in enumerate(comments, start=1)), "",
     ]
     indices = [o.index for o in d]
     lines += _list("MandatoryObjects", [i for i in indices if i in MANDATORY])
@@ -154,7 +178,7 @@ def render_table(d: Dictionary) -> str:
         elif e.kind in ("kw", "kwh"):
             origin = f"`{e.source.field}` of CT/Meter (evidenced object)" if e.source else ""
         else:
-            origin = "CiA 301" if obj.index < 0x2000 else "settings [canopen]"
+            origin = "CiA 301" if obj.index < 0x2000 else "settings [canopen] or LSS"
         kind = "ARRAY" if obj.object_type == ARRAY else "RECORD" if obj.entries[0].sub == 0 and \
             obj.object_type != VAR else ""
         type_name = e.data_type.name + (f" {kind}" if kind else "")
@@ -173,13 +197,13 @@ def render_doc(current: str, d: Dictionary) -> str:
 
 
 def outputs(root: Path) -> dict[str, str]:
-    d = default_dictionary()
     doc = (root / DOC_PATH).read_text(encoding="utf-8")
-    return {EDS_PATH: render_eds(d), DOC_PATH: render_doc(doc, d)}
+    files = {path: render_eds(default_dictionary(model), model) for model, path in EDS_PATHS.items()}
+    return {**files, DOC_PATH: render_doc(doc, default_dictionary())}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write docs/pm4324.eds and the table of "
+    parser = argparse.ArgumentParser(description="Write the EDS of each model and the table of "
                                      "docs/canopen.md from the register table.")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[4],
                         help="repository root (default: the one this package is in)")

@@ -8,36 +8,35 @@ rules) and has no EMCY from the application. Those are what a real master relies
 node implements the services itself (sdo.py, pdo.py, emcy.py), and python-canopen's
 ``RemoteNode`` serves as the independent master in the tests.
 
-Threads: one receives frames (NMT, SYNC, SDO, RPDO) and answers them; one runs the timers
-(heartbeat, event-driven TPDOs, SDO timeout) and reacts to new snapshots. Both work under
-one lock. The meter's snapshot listener only records the snapshot and wakes the timer
-thread, so the device loop never waits for the bus. Writes that change the meter (settings,
-relays, energy reset) are run in the device loop's own thread when the server was started
-from it (``await start()``), as the Modbus servers' writes are.
+The bus, the threads and the hand-over to the device loop are in bus.py.
 
 NMT: boot-up message, then pre-operational. SDO works in pre-operational and operational;
-PDOs (TPDO and RPDO) only in operational; in stopped only NMT and the heartbeat. EMCY is
-sent in pre-operational and operational. Reset communication restores 0x1000..0x1FFF to
-their power-on values; reset node does the same (the manufacturer objects are the meter's
-live values and persisted settings, which a reset does not change); both send a boot-up.
+PDOs (TPDO and RPDO) only in operational; in stopped only NMT, the heartbeat and node
+guarding. EMCY is sent in pre-operational and operational. Reset communication restores
+0x1000..0x1FFF to their power-on values (the defaults, or what 0x1010 saved: comm.py); reset
+node does the same (the manufacturer objects are the meter's live values and persisted
+settings, which a reset does not change); both send a boot-up, with the node-ID an LSS
+master configured, if it did. LSS (lss.py) works in every state; a node without a node-ID
+(LSS node-ID 0xFF) does nothing else.
+
+Every write into the dictionary, by SDO download or RPDO, goes through ``write``: one place
+for the checks a write must pass.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
-import threading
 import time
-from typing import Any
 
 import can
 
 from pm4324.config.settings import Settings
+from pm4324.protocols.canopen.bus import BusNode, CanopenBusError
 from pm4324.protocols.canopen.codes import (
-    COB_EXTENDED,
-    COB_RESERVED_BITS,
+    EMCY_BASE,
     HEARTBEAT_BASE,
+    LSS_MASTER_ID,
+    LSS_SLAVE_ID,
     NMT_ID,
     SDO_RX_BASE,
     SDO_TX_BASE,
@@ -47,169 +46,118 @@ from pm4324.protocols.canopen.codes import (
     NmtCommand,
     NmtState,
     SdoAbort,
-    restricted_can_id,
 )
-from pm4324.protocols.canopen.emcy import DEVICE, RPDO, Condition, EmcyProducer, conditions
+from pm4324.protocols.canopen.comm import CommObjects, Identity, NodeGuard
+from pm4324.protocols.canopen.emcy import DEVICE, NODE, RPDO, Condition, EmcyProducer, conditions
+from pm4324.protocols.canopen.lss import UNCONFIGURED, LssSlave
 from pm4324.protocols.canopen.objects import Entry, decode, encode
-from pm4324.protocols.canopen.od import PRODUCT_CODES, build_dictionary, default_dictionary
+from pm4324.protocols.canopen.od import (
+    ERROR_HISTORY,
+    NODE_ID_INDEX,
+    PRODUCT_CODES,
+    REVISION,
+    VENDOR_ID,
+    build_dictionary,
+    default_dictionary,
+)
 from pm4324.protocols.canopen.pdo import Pdo, PdoTable
 from pm4324.protocols.canopen.sdo import SdoServer
+from pm4324.protocols.canopen.storage import ParameterFile, start_values
 from pm4324.protocols.canopen.values import Sample, Values
 from pm4324.registers.backend import MeterControl
-from pm4324.registers.image import FIRMWARE_VERSION, MapBackend
+from pm4324.registers.image import MapBackend
 from pm4324.registers.table import load_map
 from pm4324.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-RX_POLL_S = 0.1  # the receive thread checks for stop this often
-MAX_IDLE_S = 1.0  # the timer thread wakes at least this often
-CALL_TIMEOUT_S = 2.0  # a write waits this long for the device loop
+#: python-can interfaces whose bit rate is not set when python-can opens them
+RATE_SET_ELSEWHERE = frozenset({"socketcan", "virtual", "udp_multicast"})
 
 
-class CanopenBusError(OSError):
-    """The configured python-can bus cannot be opened (the message says which and why)."""
-
-
-class CanopenServer:
+class CanopenServer(BusNode):
     """A CANopen slave for one meter on one python-can bus."""
 
     def __init__(self, control: MeterControl, settings: Settings, *, bus: can.BusABC | None = None,
-                 backend: MapBackend | None = None, sdo_timeout_s: float = 1.0):
+                 backend: MapBackend | None = None, sdo_timeout_s: float = 1.0,
+                 serial_number: int = 0, parameters: ParameterFile | None = None):
+        """``serial_number``: 0x1018:4 (``storage.node_files``); ``parameters``: where 0x1010
+        and LSS store (None: nothing is stored)."""
         co = settings.canopen
         if not 1 <= co.node_id <= 127:
             raise ValueError(f"CANopen node-ID {co.node_id}: must be 1..127")
+        super().__init__(settings, bus)
         self.control = control
-        self.settings = settings
-        self.node_id = co.node_id
-        self._bus = bus
-        self._own_bus = bus is None
-        self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self.parameters = parameters
+        self.node_id, self.bitrate = start_values(co, parameters)
         self._latest: Snapshot | None = control.snapshot
         self._handled: Snapshot | None = None
-        self._started = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         if backend is None:  # our listener first: TPDOs of 0x3200/0x3201 need no image
             control.add_listener(self._on_snapshot)
         self.backend = backend or MapBackend(control)
         rm = self.backend.register_map
         self.dictionary = default_dictionary(settings.model) if rm is load_map() \
             else build_dictionary(rm, settings.model)
-        self.values = Values(control, self.backend, co, self._call_in_loop)
+        self.values = Values(control, self.backend, self._call_in_loop)
         self.sdo = SdoServer(self, sdo_timeout_s)
         self.sdo.on_error = self._internal_error
         self.pdos = PdoTable(self.dictionary, self.node_id)
-        self.emcy = EmcyProducer()
+        self.emcy = EmcyProducer(ERROR_HISTORY)
+        identity = Identity(VENDOR_ID, PRODUCT_CODES[settings.model], REVISION, serial_number)
+        self.comm = CommObjects(self.dictionary, self.pdos, self.emcy, identity,
+                                f"{settings.model}-CPS", parameters)
+        self.lss = LssSlave(self)
         self.state = NmtState.INITIALISING
-        self.heartbeat_ms = 0
-        self.sync_cob_id = 0
         self._next_heartbeat: float | None = None
-        self.frames_sent = 0
-        self.send_errors = 0
+        self.guard = NodeGuard(self.comm)
         self._reset_communication()
         if backend is not None:
             control.add_listener(self._on_snapshot)
 
-    # -- life cycle ------------------------------------------------------------------------
+    @property
+    def heartbeat_ms(self) -> int:
+        return self.comm.heartbeat_ms
 
-    async def start(self) -> None:
-        """Open the bus, send the boot-up message and serve (from the device loop)."""
-        self._loop = asyncio.get_running_loop()
-        self.open()
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self.close)
-
-    def open(self) -> None:
-        """Thread-based start (tests, scripts): meter writes run in the node's threads."""
-        if self._started:
-            return
-        if self._bus is None:
-            co = self.settings.canopen
-            try:
-                self._bus = can.Bus(interface=co.interface, channel=co.channel or None,
-                                    bitrate=co.bitrate)
-            except (can.CanError, OSError, ValueError, ImportError) as exc:
-                raise CanopenBusError(f"CANopen: cannot open {co.interface}:{co.channel}: "
-                                      f"{exc}") from exc
-        self._stop.clear()
-        self._started = True
-        with self._lock:
-            self._boot()
-        for target, name in ((self._rx_loop, "rx"), (self._timer_loop, "timers")):
-            t = threading.Thread(target=target, name=f"canopen-{self.node_id}-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def close(self) -> None:
-        if not self._started:
-            return
-        self._stop.set()
-        self._wake.set()
-        for t in self._threads:
-            t.join(timeout=5.0)
-        self._threads.clear()
-        self._started = False
-        if self._own_bus and self._bus is not None:
-            self._bus.shutdown()
-            self._bus = None
-
-    def __enter__(self) -> CanopenServer:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def _call_in_loop(self, fn, *args):
-        """Run ``fn(*args)`` in the device loop's thread (if started there) and return its result."""
-        loop = self._loop
-        if loop is None or loop.is_closed() or _in_thread_of(loop):
-            return fn(*args)
-        future: concurrent.futures.Future = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to the waiting thread
-                future.set_exception(exc)
-
-        loop.call_soon_threadsafe(run)
-        return future.result(timeout=CALL_TIMEOUT_S)
-
-    # -- sending ---------------------------------------------------------------------------
-
-    def _send(self, cob_id: int, data: bytes) -> None:
-        msg = can.Message(arbitration_id=cob_id, data=data, is_extended_id=False)
-        try:
-            assert self._bus is not None
-            self._bus.send(msg)
-            self.frames_sent += 1
-        except (can.CanError, OSError) as exc:
-            self.send_errors += 1
-            log.warning("CANopen: cannot send 0x%03X: %s", cob_id, exc)
+    # -- EMCY ------------------------------------------------------------------------------
 
     def _send_emcy(self, frame: bytes | None) -> None:
         if frame is not None and self.state in (NmtState.PRE_OPERATIONAL, NmtState.OPERATIONAL):
-            self._send(0x80 + self.node_id, frame)
+            self.emcy.queue(frame)
+            self._flush_emcy(time.monotonic())
+            self._wake.set()  # the timer thread sends what the inhibit time holds back
+
+    def _flush_emcy(self, now: float) -> None:
+        for frame in self.emcy.take(now):
+            self._send(EMCY_BASE + self.node_id, frame)
 
     # -- NMT -------------------------------------------------------------------------------
 
     def _reset_communication(self) -> None:
-        d = self.dictionary
-        self.heartbeat_ms = d.entry(0x1017, 0).default
-        self.sync_cob_id = d.entry(0x1005, 0).default
-        self.pdos.reset()
+        pending = self.lss.pending_node_id
+        if pending is not None and pending != self.node_id:  # LSS: the new node-ID from now on
+            log.info("CANopen: node-ID %d -> %d (LSS)", self.node_id, pending)
+            self.node_id = self.pdos.node_id = pending
+        self.lss.pending_node_id = None
         self.sdo.reset()
         self.emcy.reset()
+        self.guard.reset()
         self._handled = None  # re-evaluate EMCY conditions on the newest snapshot
+        if self.node_id == UNCONFIGURED:
+            return
+        self.comm.reset()
+        if self.comm.saved_invalid:
+            log.warning("CANopen node %d: saved parameters %s not loaded (%s): defaults used",
+                        self.node_id, self.comm.storage.path if self.comm.storage else "",
+                        self.comm.saved_invalid)
 
     def _boot(self) -> None:
-        """Initialisation done: boot-up message, then pre-operational."""
+        """Initialisation done: boot-up message, then pre-operational (without a node-ID:
+        nothing but LSS)."""
         self.state = NmtState.INITIALISING
+        self._next_heartbeat = None
+        if self.node_id == UNCONFIGURED:
+            log.info("CANopen: no node-ID, waiting for an LSS master")
+            return
         self._send(HEARTBEAT_BASE + self.node_id, b"\x00")
         self._set_state(NmtState.PRE_OPERATIONAL, announce=False)
 
@@ -246,31 +194,28 @@ class CanopenServer:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def _rx_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                assert self._bus is not None
-                msg = self._bus.recv(RX_POLL_S)
-            except Exception as exc:  # a broken datagram or driver error: log, go on
-                log.warning("CANopen: receive failed: %s", exc)
-                self._stop.wait(RX_POLL_S)
-                continue
-            if msg is not None:
-                self.handle(msg)
-
     def handle(self, msg: can.Message) -> None:
         """Process one received frame (never raises)."""
-        if msg.is_error_frame or msg.is_extended_id or msg.is_remote_frame or msg.is_fd:
+        if msg.is_error_frame or msg.is_extended_id or msg.is_fd:
             return
         cob, data = msg.arbitration_id, bytes(msg.data)
         with self._lock:
             try:
-                self._dispatch(cob, data)
+                if not msg.is_remote_frame:
+                    self._dispatch(cob, data)
+                elif cob == HEARTBEAT_BASE + self.node_id and self.node_id != UNCONFIGURED:
+                    self._on_guarding()
             except Exception as exc:
                 self._internal_error(exc)
 
     def _dispatch(self, cob: int, data: bytes) -> None:
-        if cob == NMT_ID:
+        if cob == LSS_MASTER_ID:
+            reply = self.lss.handle(data)
+            if reply is not None:
+                self._send(LSS_SLAVE_ID, reply)
+        elif self.node_id == UNCONFIGURED:
+            return
+        elif cob == NMT_ID:
             self._on_nmt(data)
         elif self.state == NmtState.STOPPED:
             return
@@ -278,11 +223,52 @@ class CanopenServer:
             reply = self.sdo.handle(data)
             if reply is not None:
                 self._send(SDO_TX_BASE + self.node_id, reply)
-        elif cob == self.sync_cob_id & 0x7FF and len(data) <= 1:
+        elif cob == self.comm.sync_cob_id & 0x7FF and len(data) <= 1:
             if self.state == NmtState.OPERATIONAL:
                 self._on_sync()
         elif self.state == NmtState.OPERATIONAL and (p := self.pdos.rpdo_for(cob)) is not None:
             self._on_rpdo(p, data)
+
+    # -- node guarding and LSS ---------------------------------------------------------------
+
+    def _on_guarding(self) -> None:
+        """A master's guarding request (RTR on 0x700 + node-ID): state with the toggle bit."""
+        self._send(HEARTBEAT_BASE + self.node_id, self.guard.reply(self.state, time.monotonic()))
+        self._send_emcy(self.emcy.clear(Emcy.LIFE_GUARD, NODE, 0))
+
+    def lss_address(self) -> tuple[int, int, int, int]:
+        return self.comm.identity.as_tuple()
+
+    def lss_store(self, node_id: int, bitrate: int) -> int:
+        if self.parameters is None:
+            return 1
+        try:
+            self.parameters.put("lss", {"node_id": node_id, "bitrate": bitrate})
+        except OSError as exc:
+            log.error("CANopen: LSS store configuration failed: %s", exc)
+            return 2
+        return 0
+
+    def lss_start(self) -> None:
+        self._reset_communication()
+        self._boot()
+
+    def lss_activate_bitrate(self, bitrate: int, delay_ms: int) -> None:
+        """Take the new bit rate at once. A bus of our own whose interface takes the bit
+        rate from python-can (pcan, kvaser, slcan...) is opened again with it; on socketcan
+        the rate is the interface's (``ip link``), and virtual buses have none."""
+        old, self.bitrate = self.bitrate, bitrate
+        interface = self.settings.canopen.interface
+        if self._own_bus and self._bus is not None and interface not in RATE_SET_ELSEWHERE:
+            try:
+                bus = self._open_bus(bitrate)
+            except CanopenBusError as exc:
+                log.error("%s: staying at %d bit/s", exc, old)
+                self.bitrate = old
+                return
+            self._bus, stale = bus, self._bus
+            stale.shutdown()
+        log.info("CANopen node %d: bit rate %d -> %d (LSS)", self.node_id, old, bitrate)
 
     def _internal_error(self, exc: BaseException) -> None:
         """Log (once until it clears) and announce EMCY 0x6100; the node goes on."""
@@ -348,24 +334,8 @@ class CanopenServer:
         self._latest = snap
         self._wake.set()
 
-    def _timer_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                deadline = self._next_deadline()
-            timeout = MAX_IDLE_S if deadline is None else deadline - time.monotonic()
-            if timeout > 0:
-                self._wake.wait(min(timeout, MAX_IDLE_S))
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            with self._lock:
-                try:
-                    self._tick(time.monotonic())
-                except Exception as exc:
-                    self._internal_error(exc)
-
     def _next_deadline(self) -> float | None:
-        times = [self._next_heartbeat, self.sdo.deadline]
+        times = [self._next_heartbeat, self.sdo.deadline, self.emcy.due(), self.guard.deadline()]
         if self.state == NmtState.OPERATIONAL:
             times += [p.due() for p in self.pdos.tpdo]
         times = [t for t in times if t is not None]
@@ -385,6 +355,10 @@ class CanopenServer:
             self._next_heartbeat = max(self._next_heartbeat + period, now) if period else None
         if (timeout := self.sdo.poll(now)) is not None:
             self._send(SDO_TX_BASE + self.node_id, timeout)
+        if self.guard.lost(now):  # the master stopped guarding: life guard event
+            self._send_emcy(self.emcy.raise_(
+                Condition(Emcy.LIFE_GUARD, ErrorBit.COMMUNICATION, NODE, 0)))
+        self._flush_emcy(now)
         if self.state == NmtState.OPERATIONAL:
             sample = None
             for p in self.pdos.tpdo:
@@ -411,33 +385,15 @@ class CanopenServer:
         return self._read(entry, None)
 
     def _read(self, entry: Entry, sample: Sample | None) -> bytes:
+        if entry.kind == "canopen":  # the active node-ID and bit rate (LSS may change them)
+            return encode(entry.data_type,
+                          self.node_id if entry.index == NODE_ID_INDEX else self.bitrate)
         if entry.kind not in ("comm", "const"):
             return self.values.read(entry, sample)
-        return encode(entry.data_type, self._comm_value(entry))
-
-    def _comm_value(self, e: Entry) -> int | str:
-        index, sub = e.index, e.sub
-        found = self.pdos.find(index)
-        if found is not None and (found[1] or sub > 0):
-            return self.pdos.read(found[0], found[1], sub)
-        if index == 0x1001:
-            return self.emcy.register
-        if index == 0x1017:
-            return self.heartbeat_ms
-        if index == 0x1005:
-            return self.sync_cob_id
-        if index == 0x1008:
-            return f"{self.settings.model}-CPS"
-        if index == 0x100A:
-            return FIRMWARE_VERSION
-        if index == 0x1018 and sub == 2:
-            return PRODUCT_CODES[self.settings.model]
-        if index == 0x1018 and sub == 4:
-            return self.node_id  # serial number: the node-ID (one emulated meter per node)
-        return e.default + self.node_id if e.node_relative else e.default
+        return encode(entry.data_type, self.comm.read(entry))
 
     def write(self, entry: Entry, data: bytes) -> None:
-        """Decode, check and apply one write (SDO download or RPDO)."""
+        """Decode, check and apply one write: every SDO download and RPDO entry comes here."""
         if not entry.writable:
             raise SdoAbort(Abort.READ_ONLY, f"{entry.name} is read-only")
         size = entry.size
@@ -447,23 +403,7 @@ class CanopenServer:
         if entry.kind != "comm":
             self.values.write(entry, value)
             return
-        found = self.pdos.find(entry.index)
-        if found is not None:
-            self.pdos.write(found[0], found[1], entry.sub, value)
-        elif entry.index == 0x1017:
-            self.heartbeat_ms = value
+        self.comm.write(entry, value)
+        if entry.index == 0x1017:
             self._next_heartbeat = time.monotonic() + value / 1000 if value else None
-        elif entry.index == 0x1005:
-            if value & (0x4000_0000 | COB_EXTENDED | COB_RESERVED_BITS) or restricted_can_id(value & 0x7FF):
-                raise SdoAbort(Abort.VALUE_RANGE, f"SYNC COB-ID 0x{value:08X} (consumer only)")
-            self.sync_cob_id = value
-        else:
-            raise SdoAbort(Abort.READ_ONLY, f"{entry.name} is read-only")
         self._wake.set()
-
-
-def _in_thread_of(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False

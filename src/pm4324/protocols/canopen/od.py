@@ -58,6 +58,12 @@ DEVICE_TYPE = 0x0000_0000  # no CiA device profile
 VENDOR_ID = 0x0000_0000  # ICP DAS's CiA vendor-ID is unknown to us [?]: 0 = "not assigned"
 REVISION = 0x0001_0000  # major 1 (this CANopen behaviour), minor 0
 PRODUCT_CODES = {"PM-4324": 4324, "PM-4324A": 43240}  # as the Modbus model code
+ERROR_HISTORY = 8  # entries of 0x1003
+#: 0x1010/0x1011 sub-indices: (sub, name, what reading 0x1010 answers: bit 0 saves on command,
+#: bit 1 saves by itself). 1 and 2: the communication objects, saved on command; 3: the
+#: application objects (0x2000..), which the settings file already saves on every change
+STORE_SUBS = ((1, "Save all parameters", 1), (2, "Save communication parameters", 1),
+              (3, "Save application parameters", 2))
 
 #: fixed places of the register table's quantities. Measured: (base index, fields in order)
 MAIN_FIELDS = ("v_ln", "v_ll", "thd_v_pct", "frequency_hz", "flags")
@@ -160,13 +166,30 @@ def communication_objects(model: str = "PM-4324") -> list[Obj]:
         _var(0x1008, "Manufacturer device name", vs, "ro", f"{model}-CPS"),
         _var(0x1009, "Manufacturer hardware version", vs, "ro", "software emulation"),
         _var(0x100A, "Manufacturer software version", vs, "ro", "1.00"),
+        _record(0x1003, "Pre-defined error field", [
+            _comm(0x1003, n, f"Standard error field {n}", u32, "ro", 0,
+                  description="error code (bits 0-15), where (bits 16-23: 1 main, 2 CT, 3 device, "
+                  "4 RPDO, 5 node) and its number (bits 24-31), newest first")
+            for n in range(1, ERROR_HISTORY + 1)
+        ], object_type=ARRAY, sub0_access="rw", sub0_default=0),
+        _var(0x100C, "Guard time", u16, "rw", 0, unit="ms"),
+        _var(0x100D, "Life time factor", u8, "rw", 0),
+        _record(0x1010, "Store parameters", [
+            _comm(0x1010, s, name, u32, "rw", capability)
+            for s, name, capability in STORE_SUBS
+        ], object_type=ARRAY),
+        _record(0x1011, "Restore default parameters", [
+            _comm(0x1011, s, name, u32, "rw", int(s != 3))
+            for s, name, _ in STORE_SUBS
+        ], object_type=ARRAY),
         _var(0x1014, "COB-ID EMCY", u32, "ro", EMCY_BASE, node_relative=True),
+        _var(0x1015, "Inhibit time EMCY", u16, "rw", 0, unit="100 us"),
         _var(0x1017, "Producer heartbeat time", u16, "rw", DEFAULT_HEARTBEAT_MS, unit="ms"),
         _record(0x1018, "Identity object", [
             _comm(0x1018, 1, "Vendor-ID", u32, "ro", VENDOR_ID),
             _comm(0x1018, 2, "Product code", u32, "ro", PRODUCT_CODES.get(model, 4324)),
             _comm(0x1018, 3, "Revision number", u32, "ro", REVISION),
-            _comm(0x1018, 4, "Serial number", u32, "ro", 0, node_relative=True),
+            _comm(0x1018, 4, "Serial number", u32, "ro", 0),
         ]),
         _record(0x1200, "SDO server parameter", [
             _comm(0x1200, 1, "COB-ID client to server", u32, "ro", SDO_RX_BASE, node_relative=True),
@@ -293,10 +316,11 @@ def _canopen_setting_objects() -> list[Obj]:
     return [
         Obj(NODE_ID_INDEX, "canopen_node_id", VAR, (Entry(
             NODE_ID_INDEX, 0, "canopen_node_id", DataType.UNSIGNED8, "ro", "canopen",
-            description="Node-ID 1..127 (settings file [canopen] node_id; read at start)"),)),
+            description="Active node-ID 1..127: settings file [canopen] node_id, or as an LSS "
+            "master stored it"),)),
         Obj(BITRATE_INDEX, "canopen_bitrate", VAR, (Entry(
             BITRATE_INDEX, 0, "canopen_bitrate", DataType.UNSIGNED32, "ro", "canopen", unit="bit/s",
-            description="Bit rate (settings file [canopen] bitrate; read at start)"),)),
+            description="Active bit rate: settings file [canopen] bitrate, or as an LSS master set it"),)),
     ]
 
 

@@ -3,9 +3,10 @@
 Configuration rules (checked on every SDO write, with these abort codes):
 
 * COB-ID (sub 1): bits 11..29 must be 0 (11-bit identifiers only) and a valid PDO may not
-  use a restricted CAN-ID (NMT, SYNC, SDO, heartbeat...): 0x06090030. The CAN-ID of a valid
-  PDO cannot change: invalidate it first (bit 31 = 1), else 0x08000022. A PDO with no mapped
-  object cannot be made valid: 0x06040043. RTR is not supported: bit 30 always reads 1.
+  use a restricted CAN-ID (NMT, SYNC, SDO, heartbeat...) nor the CAN-ID of another valid PDO
+  of this node: 0x06090030. The CAN-ID of a valid PDO cannot change: invalidate it first
+  (bit 31 = 1), else 0x08000022. A PDO with no mapped object cannot be made valid:
+  0x06040043. RTR is not supported: bit 30 always reads 1.
 * transmission type (sub 2): 0 (synchronous acyclic), 1..240 (every n-th SYNC), 254/255
   (event-driven); 241..253 (RTR types) are refused with 0x06090030.
 * inhibit time (sub 3, 100 us) only while the PDO is invalid, else 0x08000022; event timer
@@ -16,6 +17,10 @@ Configuration rules (checked on every SDO write, with these abort codes):
   0x06090011, an object that cannot be mapped this way (or with another length) 0x06040041;
   a count above 8 or more than 64 bits: 0x06040042. Dummy entries 0x0002..0x0007 (INTEGER8
   .. UNSIGNED32) fill a TPDO with zeros and skip bytes of an RPDO.
+
+The parameters are saved (0x1010) as plain numbers and restored through the same checks,
+in the same order as a master configures them, so a saved file cannot make a PDO invalid.
+A saved CAN-ID that was the default of the saved node-ID follows a new node-ID (LSS).
 
 Event-driven TPDO timing (types 254/255): a new snapshot is the application event; the PDO
 is sent once the inhibit time since its last transmission has passed. The event timer (when
@@ -41,7 +46,13 @@ from pm4324.protocols.canopen.codes import (
     restricted_can_id,
 )
 from pm4324.protocols.canopen.objects import Dictionary, Entry
-from pm4324.protocols.canopen.od import MAX_MAPPED, N_RPDO, N_TPDO, tpdo_default_can_id
+from pm4324.protocols.canopen.od import (
+    MAX_MAPPED,
+    N_RPDO,
+    N_TPDO,
+    rpdo_default_can_id,
+    tpdo_default_can_id,
+)
 
 DUMMY_BITS = {0x0002: 8, 0x0003: 16, 0x0004: 32, 0x0005: 8, 0x0006: 16, 0x0007: 32}
 EVENT_TYPES = (254, 255)
@@ -187,6 +198,9 @@ class PdoTable:
             raise SdoAbort(Abort.DEVICE_STATE, "the CAN-ID of a valid PDO cannot change")
         if valid and restricted_can_id(can_id):
             raise SdoAbort(Abort.VALUE_RANGE, f"CAN-ID 0x{can_id:03X} is restricted")
+        if valid and any(q is not pdo and q.valid and q.can_id == can_id
+                         for q in self.tpdo + self.rpdo):
+            raise SdoAbort(Abort.VALUE_RANGE, f"CAN-ID 0x{can_id:03X} is used by another PDO")
         if valid and pdo.n_mapped == 0:
             raise SdoAbort(Abort.INCOMPATIBLE, "a PDO without mapped objects cannot be valid")
         was_valid = pdo.valid
@@ -214,6 +228,40 @@ class PdoTable:
         if value:
             self.resolve(value, pdo.tx)
         pdo.mapping[sub - 1] = value
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def saved(self) -> list[dict[str, int | bool | list[int]]]:
+        return [{"tx": p.tx, "number": p.number, "cob_id": p.cob_id, "trans_type": p.trans_type,
+                 "inhibit_100us": p.inhibit_100us, "event_timer_ms": p.event_timer_ms,
+                 "mapping": p.mapping[: p.n_mapped]} for p in self.tpdo + self.rpdo]
+
+    def restore(self, saved: list[dict], saved_node_id: int) -> None:
+        """Apply saved parameters with the checks of SDO writes (SdoAbort if one fails)."""
+        valid: list[tuple[Pdo, int]] = []
+        for item in saved:
+            p = (self.tpdo if item["tx"] else self.rpdo)[int(item["number"]) - 1]
+            cob = int(item["cob_id"])
+            if cob & 0x7FF == self._default_can_id(p, saved_node_id):
+                cob = cob & ~0x7FF | self._default_can_id(p, self.node_id)
+            self._write_cob_id(p, cob | COB_INVALID)
+            self.write(p, False, 2, int(item["trans_type"]))
+            if p.tx:
+                self.write(p, False, 3, int(item["inhibit_100us"]))
+                self.write(p, False, 5, int(item["event_timer_ms"]))
+            self._write_mapping(p, 0, 0)
+            mapping = [int(m) for m in item["mapping"]]
+            for sub, value in enumerate(mapping, start=1):
+                self._write_mapping(p, sub, value)
+            self._write_mapping(p, 0, len(mapping))
+            valid.append((p, cob))
+        for p, cob in valid:  # all invalid first, so no CAN-ID meets its old owner
+            self._write_cob_id(p, cob)
+
+    @staticmethod
+    def _default_can_id(p: Pdo, node_id: int) -> int:
+        return tpdo_default_can_id(p.number, node_id) if p.tx else \
+            rpdo_default_can_id(p.number, node_id)
 
     def resolve(self, value: int, tx: bool) -> Entry | int:
         """The entry a mapping value names (or, for a dummy, its length in bytes)."""

@@ -25,7 +25,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pm4324.config.settings import CanopenSettings
 from pm4324.protocols.canopen.codes import Abort, SdoAbort
 from pm4324.protocols.canopen.objects import Entry, encode
 from pm4324.registers.backend import AccessError, ExceptionCode, MeterControl
@@ -79,11 +78,9 @@ class Sample:
 class Values:
     """Reads and writes of the manufacturer entries (0x2000..0x3FFF)."""
 
-    def __init__(self, control: MeterControl, backend: MapBackend, canopen: CanopenSettings,
-                 call: Caller = _direct):
+    def __init__(self, control: MeterControl, backend: MapBackend, call: Caller = _direct):
         self.control = control
         self._backend = backend
-        self._canopen = canopen
         self._call = call
 
     def image(self) -> RegisterImage:
@@ -107,9 +104,6 @@ class Values:
                 return NO_DATA
             value = float(getattr(getattr(snap, src.group), src.field)[src.index - 1])
             return kw_raw(value) if entry.kind == "kw" else kwh_raw(value)
-        if entry.kind == "canopen":
-            return self._canopen.node_id if entry.sub == 0 and entry.index == 0x2030 \
-                else self._canopen.bitrate
         raise SdoAbort(Abort.GENERAL, f"{entry.name}: no value source")
 
     def read(self, entry: Entry, sample: Sample | None = None) -> bytes:
