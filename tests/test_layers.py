@@ -1,5 +1,6 @@
 """Data flows one way: source -> metering -> device -> registers -> protocols, and
-snapshot -> history / web / mqtt -> billing.
+snapshot -> history / web / mqtt -> billing. ``security`` (roles, the guard, the audit log)
+sits beside config: every interface may ask it, it asks nobody.
 
 A module may import only from its own layer, from ``config`` (shared settings), and from the
 layers before it. This walks every module's imports (static, via ast) so a shortcut backwards
@@ -17,17 +18,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pm4324"
 
 # layer -> the layers it may import besides itself, config and snapshot (shared by every layer).
 # Services (history, hub, web, mqtt, billing) never import metering or protocols.
-SERVICES = {"snapshot", "registers", "client", "history"}
+SERVICES = {"snapshot", "registers", "client", "history", "security"}
 ALL = {"sources", "metering", "device", "registers", "protocols", "client", "history", "hub",
-       "web", "mqtt", "billing", "fleet", "cli", "app"}
+       "web", "mqtt", "billing", "fleet", "cli", "app", "security"}
 ALLOWED = {
     "config": set(),
     "snapshot": set(),
+    "security": set(),
     "sources": set(),
     "metering": set(),
     "device": {"sources", "metering"},
-    "registers": {"device"},
-    "protocols": {"registers", "device"},
+    "registers": {"device", "security"},
+    "protocols": {"registers", "device", "security"},
     # the CANopen master builds its object dictionary with the slave's own EDS generator
     "client": {"registers", "protocols"},
     "history": set(),

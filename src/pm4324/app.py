@@ -14,21 +14,25 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from pm4324.cli.display import render_table
-from pm4324.cli.errors import listen_problem, serial_problem
+from pm4324.cli.listeners import ServerStartError, plan_tcp, start_servers
 from pm4324.cli.precompile import kernels_cached
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
+from pm4324.registers.backend import AccessError, ExceptionCode
+from pm4324.registers.map_backend import MapBackend
+from pm4324.security.audit import DAY_S, AuditLog, audit_path_for
+from pm4324.security.guard import Guard
+from pm4324.security.roles import Right
 from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
 
-
-class ServerStartError(Exception):
-    """A protocol server could not start (the message is one sentence for the user)."""
+RELAY_COILS, ALARM_ACK = 0x1000, 0x1026  # coil of relay 1; holding 'alarm_ack' (map.csv)
 
 
 def _printer(args: argparse.Namespace, on_closed: Callable[[], None]):
@@ -91,6 +95,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         source = source_class(args.source)(settings)
     else:
         source = SimulatorSource(load_scenario(args.scenario), settings)
+    plan = plan_tcp(settings, args)  # refuses an exposed listener before anything is opened
     try:
         store = open_store(settings, settings_path, args.reset_store)
     except StoreError as exc:
@@ -112,9 +117,18 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    servers: list = []
     try:
-        await _start_servers(meter, settings, args, servers)
+        audit = open_audit(settings, settings_path)
+    except Exception:
+        meter.close()
+        raise
+    meter.add_listener(lambda _snap: audit.flush())  # once a second, in the device loop
+    servers: list = []
+    mqtt = None
+    try:
+        backend = MapBackend(meter, guard=Guard(settings.security, audit))
+        await start_servers(meter, settings, args, backend, plan, servers)
+        mqtt = _start_mqtt(meter, settings, store, backend, stop)
         await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
     except ServerStartError as exc:
         print(f"pm4324: error: {exc}", file=sys.stderr)
@@ -122,55 +136,81 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     finally:
         for server in servers:
             await server.stop()
+        if mqtt is not None:
+            stop.set()
+            await mqtt
         meter.close()  # the energy registers are saved whatever stopped the meter
+        audit.close()
     return 0
 
 
-async def _start_servers(meter: Meter, settings: Settings, args: argparse.Namespace,
-                         servers: list) -> None:
-    """Modbus TCP by default, RTU when a serial port is given (see docs/modbus.md); each
-    started server is appended to ``servers`` (so the caller stops those that did start)."""
-    try:
-        from pm4324.protocols.modbus.rtu import RtuServer
-        from pm4324.protocols.modbus.tcp import TcpServer, parse_listen
-        from pm4324.registers.image import MapBackend
-    except ImportError:
-        return
-    backend = MapBackend(meter)
-    mb = settings.modbus
-    if mb.tcp_enabled and not args.no_modbus:
-        host, port = args.listen or parse_listen(mb.tcp_listen)
-        tcp = TcpServer(backend, unit_id=mb.address, host=host, port=port)
-        try:
-            await tcp.start()
-        except OSError as exc:
-            raise ServerStartError(listen_problem(host, port, exc)) from None
-        print(f"Modbus TCP on {host}:{tcp.port} (unit {mb.address})", file=sys.stderr, flush=True)
-        servers.append(tcp)
-    port_name = args.rtu or mb.serial_port
-    if port_name:
-        rtu = RtuServer(backend, port_name, address=mb.address, baud=mb.baud,
-                        data_format=mb.data_format)
-        try:
-            await rtu.start()
-        except Exception as exc:  # pyserial: SerialException / ValueError around an OSError
-            await rtu.stop()
-            raise ServerStartError(serial_problem(port_name, exc, f"{mb.baud} {mb.data_format}"
-                                                  )) from None
-        print(f"Modbus RTU on {port_name} {mb.baud} {mb.data_format} (unit {mb.address})",
-              file=sys.stderr, flush=True)
-        servers.append(rtu)
-    if settings.canopen.interface:  # CANopen (PM-4324-CPS): docs/canopen.md
-        from pm4324.protocols.canopen import CanopenBusError, CanopenServer
-        from pm4324.protocols.canopen.storage import node_files
+def _start_mqtt(meter: Meter, settings: Settings, store: Store, backend: MapBackend,
+                stop: asyncio.Event):
+    """The MQTT publisher task when ``[mqtt] url`` is set (docs/mqtt.md), else None."""
+    if not settings.mqtt.enabled:
+        return None
+    from importlib.metadata import version
 
-        co = settings.canopen
-        parameters, serial = node_files(settings, meter.settings_path)
-        node = CanopenServer(meter, settings, serial_number=serial, parameters=parameters)
+    from pm4324.mqtt.publisher import MqttPublisher
+    from pm4324.security.identities import Identities
+
+    # A command acts with the role [security.mqtt_accounts] gives this connection's broker
+    # account; the broker's ACL decides who may publish on the command topics.
+    account = settings.mqtt.credentials[0] or ""
+    client = Identities(settings.security).mqtt_client(account, settings.mqtt.host)
+
+    def command(kind: str, number: int | None, closed: bool | None) -> None:
         try:
-            await node.start()
-        except CanopenBusError as exc:
-            raise ServerStartError(str(exc)) from None
-        print(f"CANopen node {node.node_id} on {co.interface}:{co.channel} ({node.bitrate} bit/s, "
-              f"serial number 0x{serial:08X})", file=sys.stderr, flush=True)
-        servers.append(node)
+            if kind == "relay":
+                backend.write_coils(RELAY_COILS + int(number or 1) - 1, [bool(closed)], client)
+            else:
+                backend.write_registers(ALARM_ACK, [number or 3], client)
+        except AccessError as exc:
+            if exc.code is ExceptionCode.ILLEGAL_FUNCTION:  # the guard refused: no right
+                raise ValueError(f"broker account {account or '(anonymous)'!r} has no role that "
+                                 f"allows this ([security.mqtt_accounts]): {exc}") from None
+            raise ValueError(str(exc)) from None
+
+    buffer = settings.mqtt.buffer_path or str(store.path.with_name("mqtt-buffer.db"))
+    # relays are switches (and commands are listened to) only when the policy allows them
+    allowed = Right.RELAYS in backend.guard.rights(client)
+    publisher = MqttPublisher(settings.mqtt, meter_id=store.restored.meter_id,
+                              model=settings.model, sw_version=version("pm4324"), buffer_path=buffer,
+                              command=command if allowed else None)
+    meter.add_listener(lambda snap: publisher.offer({**snap.to_dict(), **snap.alarms_dict()}))
+    print(f"MQTT to {settings.mqtt.host}:{settings.mqtt.port} as {publisher.root}",
+          file=sys.stderr, flush=True)
+
+    async def run() -> None:
+        try:
+            await publisher.run(stop)
+        except Exception as exc:  # a bug: say it in one line, the meter goes on measuring
+            print(f"MQTT: stopped publishing: {exc!r}", file=sys.stderr, flush=True)
+            raise
+        finally:
+            publisher.close()
+
+    return asyncio.create_task(run())
+
+
+def audit_location(settings: Settings, settings_path: str | None) -> Path:
+    """``[security] audit_path`` (relative to the settings file's directory), else beside
+    the state file."""
+    sec = settings.security
+    if not sec.audit_path:
+        return audit_path_for(store_location(settings, settings_path)[0])
+    path = Path(sec.audit_path).expanduser()
+    home = Path(settings_path).resolve().parent if settings_path else Path.cwd()
+    return path if path.is_absolute() else home / path
+
+
+def open_audit(settings: Settings, settings_path: str | None) -> AuditLog:
+    """The audit log of this meter (docs/security.md): beside the state file by default."""
+    sec = settings.security
+    path = audit_location(settings, settings_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Audit log {path}", file=sys.stderr, flush=True)
+    return AuditLog(path, max_entries=sec.audit_max_entries,
+                    max_age_s=sec.audit_max_age_days * DAY_S)
+
+

@@ -74,9 +74,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                    help="Modbus TCP address (default from settings: 127.0.0.1:5020)")
     p.add_argument("--no-modbus", action="store_true", help="do not start the Modbus TCP server")
+    p.add_argument("--allow-exposed-writes", action="store_true",
+                   help="allow plain Modbus TCP on every interface although other hosts may write"
+                   " (docs/security.md)")
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
     p.add_argument("--reset-store", action="store_true",
                    help="start a new state file with zero energy (the old one is kept aside)")
+    p.add_argument("--mqtt", type=_mqtt_url, metavar="URL",
+                   help="publish to this MQTT broker (mqtt://HOST[:PORT]; overrides [mqtt] url; "
+                   "docs/mqtt.md)")
     p.set_defaults(func=_run)
 
 
@@ -88,6 +94,14 @@ def _harmonics_without_json(args: argparse.Namespace) -> bool:
     return False
 
 
+def _mqtt_url(text: str) -> str:
+    from pm4324.config.mqtt_settings import url_problem
+
+    if problem := url_problem(text):
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
+
+
 def _run(args: argparse.Namespace) -> int:
     from pm4324.app import run_meter
 
@@ -95,6 +109,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     settings_path = args.settings or _default_settings_path()
     settings = load_settings(settings_path)
+    if args.mqtt:
+        from dataclasses import replace
+
+        settings = replace(settings, mqtt=replace(settings.mqtt, url=args.mqtt))
     try:  # uvloop where installed: Modbus TCP with one client 12k -> 21k req/s (docs/benchmarks.md)
         from uvloop import run as run_loop
     except ImportError:
@@ -198,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_analyze(sub)
     _add_expected(sub)
-    for module in ("read_cmd", "registers_cmd", "events_cmd", "energy_cmd"):
+    for module in ("read_cmd", "registers_cmd", "export_cmd", "events_cmd", "energy_cmd",
+                   "audit_cmd", "certs_cmd", "token_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:

@@ -68,6 +68,10 @@ def _over_modbus(args: argparse.Namespace, value: int) -> str:
             rsp = client.write_register(RESET_REGISTER, value, device_id=args.unit)
         except ModbusException as exc:
             raise _Failed(f"{host}:{port}: {exc}") from None
+        if rsp.isError() and getattr(rsp, "exception_code", None) == 1:
+            raise _Failed(f"{host}:{port} refused the reset (exception 01): energy reset is not"
+                          " permitted to this client; see docs/security.md ([security]"
+                          " energy_reset, or a certificate with the role energy-reset)")
         if rsp.isError():
             raise _Failed(f"{host}:{port} refused the reset: {rsp}")
     finally:

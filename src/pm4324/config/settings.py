@@ -24,6 +24,8 @@ from pm4324.config.alarm_settings import (
     read_relays,
     read_store,
 )
+from pm4324.config.mqtt_settings import MqttSettings, read_mqtt
+from pm4324.config.security_settings import SecuritySettings, read_security
 
 N_METERS = 8
 CTS_PER_METER = 3
@@ -64,6 +66,12 @@ class Wiring(str, Enum):
     @classmethod
     def from_code(cls, code: int) -> Wiring:
         return list(Wiring)[code]
+
+    @property
+    def used_cts(self) -> tuple[bool, bool, bool]:
+        """Which of the Meter's CTs (a, b, c) this wiring measures with."""
+        return {"3P3W-2CT": (True, False, True),
+                "1P3W-2CT": (True, True, False)}.get(self.value, (True, True, True))
 
 
 class SettingsError(ValueError):
@@ -140,6 +148,10 @@ class ModbusSettings:
     tcp_listen: str = "127.0.0.1:5020"
     tcp_enabled: bool = True
     serial_port: str = ""
+    # a second TCP listener whose 32-bit values use this word order, whatever word_order says
+    # (for a master that needs the other order without changing it for everyone); "" = off
+    tcp_listen_other_order: str = ""
+    other_word_order: str = "high-first"
 
     @property
     def parity(self) -> str:
@@ -191,6 +203,8 @@ class Settings:
     alarms: tuple[AlarmRule, ...] = ()
     store: StoreSettings = StoreSettings()
     ct_input: str = "clip-on"  # a key of CT_INPUTS; "333mV" = the PM-4324P variant [ours]
+    mqtt: MqttSettings = MqttSettings()
+    security: SecuritySettings = SecuritySettings()
     source_path: str = "<defaults>"
 
     @property
@@ -455,6 +469,8 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         tcp_listen=_listen(mb, "tcp_listen", "127.0.0.1:5020"),
         tcp_enabled=mb.flag("tcp_enabled", True),
         serial_port=mb.text("serial_port", ""),
+        tcp_listen_other_order=_listen(mb, "tcp_listen_other_order", "", optional=True),
+        other_word_order=mb.choice("other_word_order", "high-first", WORD_ORDERS),
     )
     mb.finish()
 
@@ -471,6 +487,8 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     relays = read_relays(r.sub("relays"))
     alarms = read_alarms(r, n_mains)
     store = read_store(r.sub("store"))
+    mqtt = read_mqtt(r.sub("mqtt"))
+    security = read_security(r.sub("security"))
     r.finish()
     settings = Settings(
         model=model,
@@ -486,14 +504,18 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         alarms=alarms,
         store=store,
         ct_input=ct_input,
+        mqtt=mqtt,
+        security=security,
         source_path=source,
     )
     validate(settings)
     return settings
 
 
-def _listen(r: _Reader, name: str, default: str) -> str:
+def _listen(r: _Reader, name: str, default: str, optional: bool = False) -> str:
     value = r.text(name, default)
+    if optional and not value:
+        return value
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise r.error(name, value, 'must be "HOST:PORT", e.g. "127.0.0.1:5020"')

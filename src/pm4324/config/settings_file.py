@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
 from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
+from pm4324.config.mqtt_settings import MqttSettings
+from pm4324.config.security_settings import security_lines
 from pm4324.config.settings import N_CTS, Calibration, Settings
 
 Path_ = tuple[str, ...]  # a key path, e.g. ("meters", "3", "ct_ratio") or ("alarms", "0", "relay")
@@ -60,7 +64,9 @@ def settings_table(s: Settings) -> dict[str, Any]:
     mb, co = s.modbus, s.canopen
     t["modbus"] = {"address": mb.address, "baud": mb.baud, "data_format": mb.data_format,
                    "word_order": mb.word_order, "tcp_listen": mb.tcp_listen,
-                   "tcp_enabled": mb.tcp_enabled, "serial_port": mb.serial_port}
+                   "tcp_enabled": mb.tcp_enabled, "serial_port": mb.serial_port,
+                   "tcp_listen_other_order": mb.tcp_listen_other_order,
+                   "other_word_order": mb.other_word_order}
     t["canopen"] = {"node_id": co.node_id, "bitrate": co.bitrate, "interface": co.interface,
                     "channel": co.channel}
     relays = _relays_table(s)
@@ -70,6 +76,12 @@ def settings_table(s: Settings) -> dict[str, Any]:
         t["alarms"] = [_alarm_table(rule) for rule in s.alarms]
     if s.store.path:
         t["store"] = {"path": s.store.path}
+    security = security_lines(s.security)
+    if security:
+        t["security"] = tomllib.loads("\n".join(security))["security"]
+    if s.mqtt != MqttSettings():
+        t["mqtt"] = {f.name: getattr(s.mqtt, f.name) for f in fields(MqttSettings)
+                     if getattr(s.mqtt, f.name) != getattr(MqttSettings(), f.name)}
     if s.replay.inputs:
         t["replay"] = {"primary": s.replay.primary,
                        "inputs": {name: {"channel": ch.channel, "scale": _plain(ch.scale)}

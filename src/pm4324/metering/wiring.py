@@ -37,10 +37,6 @@ _ROWS: dict[Wiring, tuple[tuple[float, float, float], ...]] = {
     Wiring.W3P3W_2CT: ((1, -1, 0), (0, 0, 0), (0, -1, 1)),
     Wiring.W1P3W_2CT: ((1, 0, 0), (0, 1, 0), (0, 0, 0)),
 }
-_USED: dict[Wiring, tuple[bool, bool, bool]] = {
-    Wiring.W3P3W_2CT: (True, False, True),
-    Wiring.W1P3W_2CT: (True, True, False),
-}
 # Phasors of a balanced positive-sequence set, to size each element's nominal voltage.
 _BALANCED = np.exp(-2j * np.pi / 3 * np.arange(3))
 
@@ -66,5 +62,5 @@ def meter_wiring(meter: MeterSettings) -> MeterWiring:
             rows[k, PHASES.index(phase)] = 1.0
     else:
         rows = np.array(_ROWS[meter.wiring], dtype=np.float64)
-    used = np.array(_USED.get(meter.wiring, (True, True, True)))
+    used = np.array(meter.wiring.used_cts)
     return MeterWiring(meter.wiring, rows, used)

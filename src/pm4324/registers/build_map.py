@@ -17,7 +17,8 @@ Layout (details and evidence in docs/registers.md):
   communication settings (read-only)
 * holding 0x1020..0x1026: relay modes, power-up states, any/all, alarm acknowledge [ours];
   holding 0x1100 + 0x10*(k-1): alarm rule slot k = 1..16 [ours]; input 0x1080/0x1081:
-  alarm outputs and unacknowledged latches, one bit per slot [ours]
+  alarm outputs and unacknowledged latches, one bit per slot [ours]; input 0x1082/0x1084:
+  audit entries dropped and writes refused (uint32) [ours]
 """
 
 from __future__ import annotations
@@ -242,6 +243,11 @@ def _alarms(r: _Rows) -> None:
     r.add("alarm_ack", "holding", 0x1026, "uint16", "", "command:alarm_ack", "ours",
           "Acknowledge latched alarms: write 1 = relay 1's rules, 2 = relay 2's, 3 = all; "
           "0 = no action; reads 0", access="RW", lo=0, hi=3)
+    r.add("audit_dropped", "input", 0x1082, "uint32", "", "security:audit_dropped", "ours",
+          "Audit log entries lost (evicted for size before their age, or queue full) since the "
+          "log was created (docs/security.md)")
+    r.add("writes_refused", "input", 0x1084, "uint32", "", "security:writes_refused", "ours",
+          "Write requests refused by the write policy or the client's role since power-up")
     for state, text in (("active", "with their output on (raised, or latched)"),
                         ("unacked", "latched and not yet acknowledged")):
         r.add(f"alarm_{state}", "input", 0x1080 + (state == "unacked"), "uint16", "",

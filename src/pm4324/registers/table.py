@@ -100,6 +100,7 @@ NUMBERED = {"meters": N_METERS, "mains": 2, "relays": 2, "alarms": MAX_ALARMS}
 CONSTS = ("firmware_bcd", "reserved")
 COMMANDS = ("energy_reset", "alarm_ack")
 ALARM_STATES = ("active", "unacked")  # alarm:<state> = bit mask over the rule slots
+SECURITY_COUNTERS = ("audit_dropped", "writes_refused")  # security:<counter> (security/guard.py)
 N_RELAYS = 2
 MAX_BITS, MAX_REGISTERS = 2000, 125  # per read request (Modbus spec; ICP DAS template [S])
 
@@ -113,7 +114,8 @@ class Source:
     """What one point serves (parsed from the ``source`` column)."""
 
     text: str
-    kind: str  # "measured", "snapshot", "setting", "relay", "command", "alarm" or "const"
+    kind: str  # "measured", "snapshot", "setting", "relay", "command", "alarm", "security"
+    #            or "const"
     group: str = ""  # ct, meter, main, ct_energy, meter_energy | meters, mains, modbus, model,
     #                  ct_input, relays, alarms
     field: str = ""
@@ -157,6 +159,8 @@ def parse_source(text: str) -> Source:
         return Source(text, "const", field=rest)
     if kind == "alarm" and rest in ALARM_STATES:
         return Source(text, "alarm", field=rest)
+    if kind == "security" and rest in SECURITY_COUNTERS:
+        return Source(text, "security", field=rest)
     raise ValueError("is not a known source")
 
 

@@ -516,7 +516,7 @@ def test_refused_now_is_device_state(server, master, monkeypatch):
     """The register backend's "not now" (exception 02: a relay in alarm mode) is 0x08000022."""
     from pm4324.registers.backend import AccessError, ExceptionCode
 
-    def alarm_mode(address, values):
+    def alarm_mode(address, values, *client):
         raise AccessError(ExceptionCode.ILLEGAL_DATA_ADDRESS, "relay 1 is in alarm mode")
 
     monkeypatch.setattr(server.backend, "write_coils", alarm_mode)

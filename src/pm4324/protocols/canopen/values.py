@@ -31,6 +31,7 @@ from pm4324.registers.backend import AccessError, ExceptionCode, MeterControl
 from pm4324.registers.codecs import decode as decode_words
 from pm4324.registers.codecs import encode as encode_words
 from pm4324.registers.image import MapBackend, RegisterImage
+from pm4324.security.roles import CANOPEN, Client
 from pm4324.snapshot import Snapshot
 
 INT32_MAX = 2**31 - 1
@@ -82,6 +83,9 @@ class Values:
         self.control = control
         self._backend = backend
         self._call = call
+        # who the guard sees writing: the bus (CAN frames carry no sender)
+        bus = control.settings.canopen
+        self._writer = backend.for_client(Client(CANOPEN, f"{bus.interface}:{bus.channel}"))
 
     def image(self) -> RegisterImage:
         """The image of the newest snapshot (rebuilt if settings or relays changed)."""
@@ -122,11 +126,12 @@ class Values:
         entry.check_range(value)
         try:
             if p.table == "coil":
-                self._call(self._backend.write_coils, p.address, [bool(value)])
+                self._call(self._writer.write_coils, p.address, [bool(value)])
             else:
                 words = encode_words(p.type, value, self.control.settings.modbus.word_order)
-                self._call(self._backend.write_registers, p.address, words)
-        except AccessError as exc:  # 03: a value refused; 02: not now (alarm mode, no main 2)
+                self._call(self._writer.write_registers, p.address, words)
+        except AccessError as exc:  # 03: a value refused; 02: not now (alarm mode, no main 2);
+            # 01: the write policy refused it (docs/security.md) -> 0x08000020
             code = Abort.VALUE_RANGE if exc.code is ExceptionCode.ILLEGAL_DATA_VALUE \
                 else Abort.DEVICE_STATE if exc.code is ExceptionCode.ILLEGAL_DATA_ADDRESS \
                 else Abort.CANNOT_STORE

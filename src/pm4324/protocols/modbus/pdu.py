@@ -37,6 +37,7 @@ from pm4324.registers.backend import (
 __all__ = [
     "FC_NAMES",
     "GATEWAY_TARGET_FAILED",
+    "SERVER_BUSY",
     "MAX_PDU",
     "WRITE_FUNCTIONS",
     "exception_pdu",
@@ -52,6 +53,7 @@ MAX_WRITE_BITS = 1968
 MAX_READ_REGISTERS = 125
 MAX_WRITE_REGISTERS = 123
 GATEWAY_TARGET_FAILED = 0x0B  # exception code: "gateway target device failed to respond"
+SERVER_BUSY = 0x06  # exception code: "server device busy" (a client over its request rate)
 
 FC_NAMES = {
     0x01: "read coils",

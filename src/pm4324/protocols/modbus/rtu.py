@@ -49,6 +49,7 @@ import serial
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, ModbusSettings
 from pm4324.protocols.modbus.pdu import WRITE_FUNCTIONS, handle_pdu, request_pdu_length
 from pm4324.registers.backend import RegisterBackend
+from pm4324.security.roles import MODBUS_RTU, Client
 
 __all__ = [
     "RtuFramer",
@@ -214,17 +215,19 @@ class RtuFramer:
         self._discarding = True
 
 
-def serve_rtu_frame(backend: RegisterBackend, address: int, unit: int, pdu: bytes) -> bytes | None:
+def serve_rtu_frame(backend: RegisterBackend, address: int, unit: int, pdu: bytes,
+                    broadcast_backend: RegisterBackend | None = None) -> bytes | None:
     """The response ADU (with CRC) to one received frame, or None for silence.
 
-    Silence for another unit id, for every broadcast (writes are executed first; broadcast
+    Silence for another unit id, for every broadcast (writes are executed first, through
+    ``broadcast_backend`` when given: the guard never lets a broadcast reset energy; broadcast
     reads are ignored without touching the backend) and when ``handle_pdu`` has no answer.
     """
     if unit == address:
         rsp = handle_pdu(backend, pdu)
         return None if rsp is None else with_crc(bytes((address,)) + rsp)
     if unit == BROADCAST and pdu and pdu[0] in WRITE_FUNCTIONS:
-        handle_pdu(backend, pdu)
+        handle_pdu(broadcast_backend or backend, pdu)
     return None
 
 
@@ -274,6 +277,11 @@ class RtuServer:
         self._kwargs = serial_kwargs(baud, data_format)
         self.backend = backend
         self.port = port
+        # what the guard sees: this line, and whether a frame was a broadcast
+        for_client = getattr(backend, "for_client", None)
+        client = Client(MODBUS_RTU, port)
+        self._unicast = for_client(client) if for_client else backend
+        self._broadcast = for_client(replace(client, broadcast=True)) if for_client else backend
         self.address = address
         self.baud = baud
         self.data_format = data_format
@@ -377,7 +385,7 @@ class RtuServer:
     def _serve(self, frames: list[tuple[int, bytes]]) -> None:
         for unit, pdu in frames:
             self.requests += 1
-            rsp = serve_rtu_frame(self.backend, self.address, unit, pdu)
+            rsp = serve_rtu_frame(self._unicast, self.address, unit, pdu, self._broadcast)
             if rsp is not None and self._serial is not None:
                 try:
                     self._serial.write(rsp)

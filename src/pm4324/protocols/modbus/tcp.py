@@ -25,21 +25,32 @@ connection is closed at once; a client that stops reading fills our write buffer
 ``write_high_water`` bytes, then we stop reading its requests, and if it does not drain for
 ``idle_timeout_s`` it is aborted. Nothing a client does blocks the others: the loop never
 waits on one socket.
+
+Security (docs/security.md): each connection knows its ``Client`` (address; for TLS, the
+certificate's subject and role, see tls.py) and serves its requests through
+``backend.for_client(client, word_order)``, so every write reaches the guard with its sender
+and a listener may serve its own word order. ``access`` (access.py) admits client networks
+and limits connections and requests per client address; ``ssl_context`` makes the listener
+a Modbus/TCP Security one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 from typing import cast
 
+from pm4324.protocols.modbus.access import SourceControl
 from pm4324.protocols.modbus.pdu import (
     GATEWAY_TARGET_FAILED,
+    SERVER_BUSY,
     exception_pdu,
     handle_pdu,
     request_pdu_length,
 )
+from pm4324.protocols.modbus.tls import HANDSHAKE_TIMEOUT_S, client_of
 from pm4324.registers.backend import RegisterBackend
 
 __all__ = ["TcpServer", "parse_listen"]
@@ -62,7 +73,8 @@ def parse_listen(text: str) -> tuple[str, int]:
 class _Connection(asyncio.Protocol):
     """One client connection; all the work happens in ``data_received``."""
 
-    __slots__ = ("_server", "_transport", "_rest", "_last_rx", "_timer", "_stalled_since")
+    __slots__ = ("_server", "_transport", "_rest", "_last_rx", "_timer", "_stalled_since",
+                 "_backend", "_host")
 
     def __init__(self, server: TcpServer):
         self._server = server
@@ -71,6 +83,8 @@ class _Connection(asyncio.Protocol):
         self._last_rx = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._stalled_since: float | None = None
+        self._backend: RegisterBackend = server.backend
+        self._host: str | None = None  # set once admitted by ``server.access``
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # No isinstance check: uvloop's transports do not subclass asyncio.Transport.
@@ -82,15 +96,29 @@ class _Connection(asyncio.Protocol):
                         server.max_connections, transport.get_extra_info("peername"))
             transport.abort()
             return
+        client = client_of(transport)
+        loop = server._loop
+        if server.access is not None:
+            if not server.access.open(client.host, loop.time()):
+                log.warning("Modbus TCP: %s not admitted (allow-list or per-client connection"
+                            " limit)", client.describe())
+                transport.abort()
+                return
+            self._host = client.host
+        for_client = getattr(server.backend, "for_client", None)
+        if for_client is not None:
+            self._backend = for_client(client, server.word_order)
         self._transport = transport
         server._connections.add(self)
         transport.set_write_buffer_limits(high=server.write_high_water)
-        loop = server._loop
         self._last_rx = loop.time()
         self._timer = loop.call_at(self._last_rx + server.idle_timeout_s, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
+        if self._host is not None and self._server.access is not None:
+            self._server.access.close(self._host)
+            self._host = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -149,7 +177,7 @@ class _Connection(asyncio.Protocol):
             if pid != 0 or request_pdu_length(pdu) not in (None, len(pdu)):
                 server.bad_frames += 1
                 continue
-            rsp = server._respond(unit, pdu)
+            rsp = server._respond(unit, pdu, self._backend, self._host)
             if rsp is not None:
                 out.append(_MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
         if pos < end_all:
@@ -175,6 +203,9 @@ class TcpServer:
         max_connections: int = 128,
         idle_timeout_s: float = 60.0,
         write_high_water: int = 64 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+        word_order: str | None = None,
+        access: SourceControl | None = None,
     ):
         if not 1 <= unit_id <= 247:
             raise ValueError(f"unit_id {unit_id!r}: allowed 1..247")
@@ -187,6 +218,9 @@ class TcpServer:
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
         self.write_high_water = write_high_water
+        self.ssl_context = ssl_context
+        self.word_order = word_order  # None: the meter's word order setting
+        self.access = access
         self.refused = 0
         self.timed_out = 0
         self.bad_frames = 0
@@ -211,9 +245,12 @@ class TcpServer:
             return
         self._loop = asyncio.get_running_loop()
         self._server = await self._loop.create_server(
-            lambda: _Connection(self), self.host, self._port, reuse_address=True, backlog=256
+            lambda: _Connection(self), self.host, self._port, reuse_address=True, backlog=256,
+            ssl=self.ssl_context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.ssl_context else None,
         )
-        log.info("Modbus TCP unit %d listening on %s:%d", self.unit_id, self.host, self.port)
+        log.info("Modbus %s unit %d listening on %s:%d", "TLS" if self.ssl_context else "TCP",
+                 self.unit_id, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop listening and drop every connection."""
@@ -240,9 +277,15 @@ class TcpServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _respond(self, unit: int, pdu: bytes) -> bytes | None:
+    def _respond(self, unit: int, pdu: bytes, backend: RegisterBackend,
+                 host: str | None) -> bytes | None:
+        """One request of a connection: ``backend`` is the client's view, ``host`` its address
+        as admitted by ``access`` (None: not rate-limited)."""
         if unit == self.unit_id or unit in _DEVICE_ITSELF:
-            return handle_pdu(self.backend, pdu)
+            if host is not None and self.access is not None \
+                    and not self.access.request(host, self._loop.time()):
+                return exception_pdu(pdu[0], SERVER_BUSY) if 0 < pdu[0] < 0x80 else None
+            return handle_pdu(backend, pdu)
         fc = pdu[0]
         if fc == 0 or fc >= 0x80:
             return None
