@@ -15,8 +15,8 @@ $(BIN)/pm4324: pyproject.toml
 
 setup: $(BIN)/pm4324
 
-run: setup  ## run the meter on the simulated building (Ctrl-C to stop)
-	$(BIN)/pm4324 run $(ARGS)
+run: setup  ## run the meter on the simulated building, dashboard at http://127.0.0.1:8080/ (Ctrl-C to stop)
+	$(BIN)/pm4324 run --http 127.0.0.1:8080 $(ARGS)
 
 test: setup  ## lint, then the whole test suite
 	$(BIN)/ruff check src tests $(wildcard bench examples)

@@ -128,6 +128,8 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     try:
         backend = MapBackend(meter, guard=Guard(settings.security, audit))
         await start_servers(meter, settings, args, backend, plan, servers)
+        if args.http:
+            servers.append(await _start_web(meter, args, backend.guard))
         mqtt = _start_mqtt(meter, settings, store, backend, stop)
         await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
     except ServerStartError as exc:
@@ -142,6 +144,36 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         meter.close()  # the energy registers are saved whatever stopped the meter
         audit.close()
     return 0
+
+
+async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard):
+    """The dashboard, the HTTP API and /metrics (docs/web.md); writes need a token of
+    ``[security.tokens]`` whose role the guard allows (the same guard as Modbus and MQTT)."""
+    from pm4324.web.server import WebServer
+
+    host, port = args.http
+    web = WebServer(meter, host, port, guard=guard)
+    try:
+        await web.start()
+    except OSError as exc:
+        raise ServerStartError(str(exc)) from None
+    tokens = len(meter.settings.security.tokens)
+    writes = f"writes with one of {tokens} token(s)" if tokens else "read-only: no [security.tokens]"
+    print(f"Dashboard and HTTP API on {web.url} ({writes})", file=sys.stderr, flush=True)
+    if not _loopback(host):
+        print(f"  {host} is not loopback: every live value, the settings and the event log can be "
+              "read from the network without a credential (plain HTTP: tokens travel in clear; "
+              "put a TLS proxy in front, docs/web.md)", file=sys.stderr, flush=True)
+    return web
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _start_mqtt(meter: Meter, settings: Settings, store: Store, backend: MapBackend,

@@ -170,6 +170,12 @@ class Snapshot:
     duration_s: float = 0.0  # total length of the whole cycles this snapshot covers
     alarms: AlarmStatus = AlarmStatus()
     status: int = 0  # Status bits at the time of this second
+    # Per main, the samples of the second's last whole cycles in primary V and A at the
+    # settings' sample rate: rows va, vb, vc, then the main's CTs (the web's waveform view).
+    waveforms: tuple[np.ndarray, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "waveforms", tuple(_frozen(w) for w in self.waveforms))
 
     # -- JSON view (keys are stable and documented in docs/json.md) ----------------------------
 

@@ -222,3 +222,33 @@ def test_node_red_flow_decodes_in_node(meter, tmp_path):
             assert msg["payload"] is None  # NaN prints as null in JSON
         else:
             assert msg["payload"] == pytest.approx(want, rel=2e-7, abs=1e-9), msg["topic"]
+
+
+def test_grafana_dashboard_queries_metrics_that_metrics_serves():
+    """Every family a panel queries, and every label its legend names, is on a real
+    /metrics page (rendered by the web server's exporter, parsed by prometheus_client)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from snapshot_factory import make_snapshot
+
+    from pm4324.registers.exports.grafana import METRICS, dashboard
+    from pm4324.web.metrics import render
+
+    page = render([("local", make_snapshot())])
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    board = dashboard()
+    assert board["templating"]["list"][1]["query"] == "label_values(pm4324_up, meter)"
+    used = set()
+    for panel in board["panels"]:
+        assert panel["datasource"]["type"] == "prometheus" and panel["targets"]
+        for target in panel["targets"]:
+            name = re.search(r"(pm4324_\w+)\{", target["expr"]).group(1)
+            used.add(name)
+            assert name in labels, f"{panel['title']}: {name} is not on /metrics"
+            for label in re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]):
+                assert label in labels[name], f"{panel['title']}: no label {label} on {name}"
+            for label in re.findall(r'(\w+)=~?"', target["expr"]):
+                assert label in labels[name], f"{panel['title']}: no label {label} on {name}"
+    assert used == set(METRICS)

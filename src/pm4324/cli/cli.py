@@ -78,6 +78,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="allow plain Modbus TCP on every interface although other hosts may write"
                    " (docs/security.md)")
     p.add_argument("--rtu", metavar="DEVICE", help="serve Modbus RTU on this serial device")
+    p.add_argument("--http", type=_listen, nargs="?", const=("127.0.0.1", 8080), metavar="HOST:PORT",
+                   help="serve the dashboard, the HTTP API and /metrics (bare: 127.0.0.1:8080)")
     p.add_argument("--reset-store", action="store_true",
                    help="start a new state file with zero energy (the old one is kept aside)")
     p.add_argument("--mqtt", type=_mqtt_url, metavar="URL",

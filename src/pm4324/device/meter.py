@@ -305,6 +305,7 @@ class Meter:
                 relays=self._relays,
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
+                waveforms=r.waveforms,
                 status=self._status(),
             )
         self._snapshot = snap

@@ -52,6 +52,8 @@ from pm4324.metering.step_kernels import (
 )
 from pm4324.metering.wiring import meter_wiring
 
+WAVE_CYCLES = 2  # the last whole cycles of each step kept as samples (the web's waveform view)
+
 
 @dataclass
 class StepResult:
@@ -63,6 +65,9 @@ class StepResult:
     main: dict[str, np.ndarray]
     ct_energy: np.ndarray  # (24, 7) increments in Wh, varh, VAh
     meter_energy: np.ndarray  # (8, 7)
+    # per main: the last WAVE_CYCLES whole cycles' samples in primary V and A, rows va, vb, vc
+    # then the main's CTs (shape (3 + CTs, n)); empty (3 + CTs, 0) when no cycle ended
+    waveforms: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -365,6 +370,7 @@ class _Collector:
         self.meter_energy = np.zeros((N_METERS, N_ENERGY))
         self.flags_ct = np.zeros(n, dtype=np.int64)
         self.flags_main = np.zeros(engine.n_mains, dtype=np.int64)
+        self.waves = [np.zeros((3 + N_CTS // engine.n_mains, 0)) for _ in range(engine.n_mains)]
 
     def add_main(self, ms: _MainState, bounds: np.ndarray, synced: bool,
                  clip: np.ndarray) -> None:
@@ -408,6 +414,7 @@ class _Collector:
                          self.ih2[rows], self.ph_h2[m])
         if e.harmonic_angles:
             turned_phasors(spec, weight, self.v_turned[m], self.i_turned[rows])
+        self.waves[m] = _last_cycles(ms.store, bounds, el)
         self.duration[m] += seconds
         self.cycles[m] += bounds.size - 1
         self.sync[m] &= synced
@@ -437,7 +444,16 @@ class _Collector:
                       flags=self.flags_main),
             ct_energy=self.ct_energy,
             meter_energy=self.meter_energy,
+            waveforms=tuple(self.waves),
         )
+
+
+def _last_cycles(store: np.ndarray, bounds: np.ndarray, el: _Elements) -> np.ndarray:
+    """A copy of the samples of the last WAVE_CYCLES whole cycles, scaled to primary V and A."""
+    k = min(WAVE_CYCLES, bounds.size - 1)
+    lo, hi = math.ceil(bounds[-1 - k]), math.floor(bounds[-1]) + 1
+    scale = np.r_[np.full(3, el.pt), np.sqrt(el.ct2)]
+    return store[: scale.size, lo:hi] * scale[:, None]
 
 
 def _gain_offset(cals: tuple) -> tuple[np.ndarray, np.ndarray] | None:

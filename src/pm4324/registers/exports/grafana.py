@@ -1,4 +1,4 @@
-"""A Grafana dashboard over the meter's Prometheus metrics (``/metrics`` of the web server).
+"""A Grafana dashboard over the meter's Prometheus metrics (``/metrics``, docs/web.md).
 
 One row per concern (mains, Meters, CTs, energy, status), every panel a PromQL query on the
 ``pm4324_`` families, with a ``meter`` variable so one dashboard serves ``run`` (meter
