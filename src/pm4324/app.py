@@ -32,6 +32,11 @@ from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
 from pm4324.sources.simulator import SimulatorSource, load_scenario
 
+# The meter's step and Modbus writes run in worker threads (Python code, holding the GIL for
+# milliseconds); a waiting thread takes the GIL back after this interval instead of Python's
+# default 5 ms, so the protocol loop answers a read within about this long of its arrival
+# (docs/benchmarks.md, "Modbus TCP under attack").
+GIL_SWITCH_INTERVAL_S = 0.0005
 RELAY_COILS, ALARM_ACK = 0x1000, 0x1026  # coil of relay 1; holding 'alarm_ack' (map.csv)
 
 
@@ -111,6 +116,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     except BaseException:
         store.close()
         raise
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     meter.add_listener(_printer(args, lambda: loop.call_soon_threadsafe(stop.set)))

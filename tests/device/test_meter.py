@@ -12,7 +12,7 @@ from pm4324.cli.cli import _default_settings_path
 from pm4324.config.settings import load_settings
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.meter import Meter
-from pm4324.snapshot import Flag
+from pm4324.snapshot import Flag, Status
 from pm4324.sources.simulator import SimulatorSource, load_scenario, parse_scenario
 
 
@@ -122,3 +122,17 @@ def test_run_paces_and_stops():
     meter.add_listener(seen.append)
     asyncio.run(asyncio.wait_for(meter.run(speed=50, seconds=3), timeout=30))
     assert [s.seq for s in seen] == [0, 1, 2]
+
+
+def test_nominal_voltage_outside_the_inputs_sets_the_status_bit_and_logs_events():
+    settings = load_settings(_default_settings_path())
+    meter = Meter(settings, SimulatorSource(load_scenario(None), settings), start_time=0.0)
+    assert not Status.VOLTAGE_RANGE & meter.step().status
+    meter.apply_settings(settings.with_main(1, pt_ratio=0.01))  # 230 V nominal -> 23 kV
+    snap = meter.step()
+    assert Status.VOLTAGE_RANGE & snap.status and "voltage_range" in snap.to_dict()["status"]
+    assert [e.kind for e in meter.events][-2:] == ["settings", "voltage_range"]
+    assert "main 1: nominal 230 V / PT ratio 0.01" in meter.events[-1].text
+    meter.apply_settings(settings)
+    assert not Status.VOLTAGE_RANGE & meter.step().status
+    assert meter.events[-1].kind == "voltage_range" and "within" in meter.events[-1].text

@@ -12,6 +12,7 @@ from pm4324.config.settings import (
     Wiring,
     load_settings,
     parse_settings,
+    voltage_range_warnings,
 )
 from pm4324.config.settings_file import save_settings, settings_to_toml
 
@@ -48,7 +49,7 @@ def test_building_settings_load():
         ({"canopen": {"node_id": 128}}, "canopen.node_id", "1 to 127"),
         ({"canopen": {"bitrate": 100000}}, "canopen.bitrate", "125000"),
         ({"mains": {"1": {"nominal_frequency_hz": 55}}}, "mains.1.nominal_frequency_hz", "50, 60"),
-        ({"mains": {"1": {"nominal_voltage_v": 11000}}}, "mains.1.nominal_voltage_v", "10 to 500 V"),
+        ({"mains": {"1": {"nominal_voltage_v": 600000}}}, "mains.1.nominal_voltage_v", "500000"),
         ({"model": "PM-4324", "mains": {"2": {}}}, "mains.2", "only PM-4324A"),
         ({"modbus": {"tcp_listen": "5020"}}, "modbus.tcp_listen", "HOST:PORT"),
         ({"colour": "red"}, "colour", "not a known setting"),
@@ -90,3 +91,13 @@ def test_runtime_change_is_validated():
         Settings().with_meter(1, ct_ratio=70000.0)
     with pytest.raises(SettingsError):
         Settings().with_main(1, pt_ratio=0.0)
+
+
+@pytest.mark.parametrize("pt_ratio", [0.01, 655.35])
+def test_nominal_voltage_outside_the_inputs_is_a_warning_not_an_error(pt_ratio):
+    """230 V over PT 0.01 is 23 kV at the terminals, over 655.35 it is 0.35 V: both load."""
+    s = parse_settings({"mains": {"1": {"pt_ratio": pt_ratio}}}, "x.toml")
+    assert s.mains[0].pt_ratio == pt_ratio
+    [warning] = voltage_range_warnings(s)
+    assert warning.startswith("main 1: nominal 230 V / PT ratio") and "10..500 V" in warning
+    assert voltage_range_warnings(Settings()) == []

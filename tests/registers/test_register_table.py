@@ -75,7 +75,9 @@ def test_relay_coils_as_the_manual(regmap):
     r1, r2 = regmap.at("coil", 0x1000), regmap.at("coil", 0x1001)
     assert (r1.source.text, r2.source.text) == ("relay:1", "relay:2")
     assert r1.evidence == r2.evidence == "M" and r1.writable
-    assert regmap.at("coil", 0x1010) is None  # meaning unknown: not served
+    m1, m2 = regmap.at("coil", 0x1010), regmap.at("coil", 0x1011)  # label lost in the manual
+    assert (m1.source.text, m2.source.text) == ("setting:relays.1.mode", "setting:relays.2.mode")
+    assert m1.writable and m2.writable and m1.evidence == "ours"
 
 
 # Rows read for Meter 8 in the v1.00 manual (device reference 4.4.3)

@@ -60,7 +60,6 @@ def test_writing_back_the_same_values_changes_nothing(meter):
         (0x1012, [2]),  # word order 2
         (0x1013, [10]),  # reset 10
         (0x1000, [200, 300, 0]),  # one bad value in a block: nothing applied
-        (0x1008, [2, 1]),  # PT 0.02: 230 V nominal would be 11,500 V at the terminals
     ],
 )
 def test_out_of_range_is_exception_03_and_changes_nothing(meter, address, values):
@@ -80,10 +79,35 @@ def test_read_only_or_unmapped_is_exception_02_and_changes_nothing(meter, addres
     assert refused(MapBackend(meter), meter, address, values) == ADDRESS
 
 
-def test_second_pt_ratio_on_a_pm4324_is_exception_02():
+@pytest.mark.parametrize("value", [0, 1, 100, 65535])  # 0 is below the row's range
+def test_second_pt_ratio_on_a_pm4324_is_exception_02_whatever_the_value(value):
     s = Settings(model="PM-4324", mains=(Settings().mains[0],))
     meter = FakeMeter(s, make_snapshot(s))
-    assert refused(MapBackend(meter), meter, 0x1009, [100]) == ADDRESS
+    assert refused(MapBackend(meter), meter, 0x1009, [value]) == ADDRESS
+
+
+@pytest.mark.parametrize(("raw", "ratio"), [(1, 0.01), (65535, 655.35)])
+def test_pt_ratio_takes_the_ends_of_its_range(meter, raw, ratio):
+    """230 V / 0.01 is 23 kV at the terminals: taken as a real meter does (a warning, not 03)."""
+    b = MapBackend(meter)
+    b.write_registers(0x1008, [raw, raw])
+    assert [m.pt_ratio for m in meter.settings.mains] == [ratio, ratio]
+    assert b.read_registers("holding", 0x1008, 2) == [raw, raw]
+
+
+def test_relay_mode_coils_are_the_relay_mode_setting(meter):
+    b = MapBackend(meter)
+    assert b.read_bits("coil", 0x1010, 2) == [False, False]
+    b.write_coils(0x1011, [True])
+    assert [r.mode for r in meter.settings.relays.relays] == ["manual", "alarm"]
+    assert b.read_bits("coil", 0x1010, 2) == [False, True]
+    assert b.read_registers("holding", 0x1020, 2) == [0, 1]  # relayK_mode: the same setting
+    with pytest.raises(AccessError) as info:
+        b.write_coils(0x1001, [True])  # relay 2 now follows its rules
+    assert info.value.code == ADDRESS
+    b.write_coils(0x1010, [False, False])
+    assert [r.mode for r in meter.settings.relays.relays] == ["manual", "manual"]
+    assert len(meter.applied) == 2  # the write of an unchanged mode is no settings change
 
 
 def test_half_of_a_32_bit_setting_is_exception_02():
@@ -137,7 +161,7 @@ def test_relay_coils(meter):
     assert meter.relays == (False, True) and b.read_bits("coil", 0x1000, 2) == [False, True]
     b.write_coils(0x1000, [True, False])
     assert meter.relays == (True, False) and b.read_bits("coil", 0x1000, 2) == [True, False]
-    for address, values in [(0x1001, [True, True]), (0x1010, [True])]:
+    for address, values in [(0x1001, [True, True]), (0x1012, [True])]:
         with pytest.raises(AccessError) as info:
             b.write_coils(address, values)
         assert info.value.code == ADDRESS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_live_meter, stop_live_meter  # noqa: E402
+from web_helpers import CHROMIUM, CHROMIUM_ARGS, start_live_meter, stop_live_meter  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SHOTS = (  # (file, path, theme, viewport)

@@ -9,8 +9,8 @@ import threading
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from web_helpers import SETTINGS
 
-from conftest import SETTINGS
 from pm4324.config.settings import load_settings
 from pm4324.device.meter import Meter
 from pm4324.sources.simulator import SimulatorSource, load_scenario

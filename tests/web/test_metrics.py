@@ -13,8 +13,7 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import which
+from web_helpers import which
 
 NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 

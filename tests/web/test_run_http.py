@@ -11,8 +11,7 @@ import subprocess
 import sys
 
 import httpx
-
-from conftest import SETTINGS
+from web_helpers import SETTINGS
 
 
 def _settings(tmp_path):

@@ -6,7 +6,9 @@ alarm rules and the relays they drive, **commits the registers to the state stor
 only then publishes one immutable ``Snapshot`` to every listener: whatever a listener shows
 (a JSON line, a Modbus register) is already on disk. ``Meter.run()`` paces that loop against
 the wall clock (or N times faster), so a snapshot is out a few milliseconds after its second
-ends.
+ends, and runs each step in a worker thread: the protocol servers' event loop never waits for
+the metering, and a finished snapshot is handed over by one reference assignment (listeners
+are called in that thread; settings changes reach the engine between two steps).
 
 With a store, the meter starts from the store's newest record (energy registers, manual
 relay states for ``power_up = "last"``, unacknowledged alarm latches) and logs a power-up
@@ -21,11 +23,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
+from pm4324.config.settings import N_CTS, N_METERS, Settings, validate, voltage_range_warnings
 from pm4324.config.settings_writeback import (
     SettingsConflict,
     SettingsWriter,
@@ -64,6 +67,7 @@ class Meter:
         self._settings_file = SettingsWriter(Path(settings_path), settings) if settings_path \
             else None
         self.engine = Engine(settings, harmonic_angles)  # angles: for JSON --harmonics
+        self._engine_settings: Settings | None = None  # for the engine at the next step
         self.store = store
         # the composition root picks a real driver; every driver is retried until it works
         self.driver = SupervisedDriver(driver or RecordingDriver())
@@ -88,6 +92,8 @@ class Meter:
         for kind, text in store.notes if store else ():
             self._event(kind, text)
         self._event("power_up", _power_up_text(store))
+        self._voltage_warnings: list[str] = []
+        self._check_voltage_range(settings)
         self._relays = (False, False)
         for k, relay in enumerate(settings.relays.relays):
             if relay.mode == "alarm":
@@ -133,12 +139,13 @@ class Meter:
                 except SettingsConflict as exc:
                     self._event("settings_refused", str(exc))
                     raise
-            self.engine.configure(new)
+            self._engine_settings = new  # the step thread configures its engine between steps
             self._settings = new
             for t in self.alarms.configure(new.alarms):
                 self._alarm_event(t)
             self._drive_relays("settings changed")
             self._event("settings", describe(changes) + (f"; {note}" if note else ""))
+            self._check_voltage_range(new)
 
     def set_relay(self, index: int, closed: bool) -> None:
         """Manual control; raises RelayModeError when the relay is in alarm mode."""
@@ -190,6 +197,19 @@ class Meter:
         self.events.append(event)
         self._unsaved.append(event)
         log.info("%s: %s", kind, text)
+
+    def _check_voltage_range(self, settings: Settings) -> None:
+        """Warn (log, event, Status.VOLTAGE_RANGE) when a nominal voltage leaves the inputs'
+        range, and log an event when it is back: such settings are accepted, not refused."""
+        warnings = voltage_range_warnings(settings)
+        if warnings == self._voltage_warnings:
+            return
+        for text in warnings:
+            log.warning("%s", text)
+            self._event("voltage_range", text)
+        if not warnings:
+            self._event("voltage_range", "every main's nominal voltage is within the inputs' range")
+        self._voltage_warnings = warnings
 
     def clock(self) -> float:
         """The meter's clock, the one snapshots (and so the console and JSON) show: the end
@@ -260,6 +280,10 @@ class Meter:
         A finite (not real-time) source is read one block ahead, so its last block is known
         to be the last and the engine reports every whole cycle in it.
         """
+        with self._lock:
+            configure, self._engine_settings = self._engine_settings, None
+        if configure is not None:
+            self.engine.configure(configure)
         if self._ahead is not None:
             block, self._ahead = self._ahead, None
         else:
@@ -318,15 +342,24 @@ class Meter:
 
     def _status(self) -> int:
         """The meter status word (snapshot.Status) of this second."""
-        return int(Status.RELAY_DRIVER_FAILED) if self.driver.failing else 0
+        status = Status.RELAY_DRIVER_FAILED if self.driver.failing else Status(0)
+        if self._voltage_warnings:
+            status |= Status.VOLTAGE_RANGE
+        return int(status)
 
     async def run(self, speed: float = 1.0, seconds: float | None = None,
                   stop: asyncio.Event | None = None) -> None:
         """Run until the source ends, ``seconds`` have been measured, or ``stop`` is set.
 
         Real-time sources are paced so second k is published at start + (k+1)/speed; a
-        finite (replay) source runs as fast as it can unless a speed is given.
+        finite (replay) source runs as fast as it can unless a speed is given. Each step runs
+        in one worker thread, so the loop keeps serving while the second is measured.
         """
+        with ThreadPoolExecutor(1, thread_name_prefix="meter-step") as worker:
+            await self._run(worker, speed, seconds, stop)
+
+    async def _run(self, worker: ThreadPoolExecutor, speed: float, seconds: float | None,
+                   stop: asyncio.Event | None) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         paced = speed > 0 and (self.source.realtime or speed != 1.0)
@@ -346,9 +379,8 @@ class Meter:
                             return
                         except TimeoutError:
                             pass
-            if self.step() is None:
+            if await loop.run_in_executor(worker, self.step) is None:
                 return
-            await asyncio.sleep(0)  # servers and signals get a turn even when running behind
 
 
 def _power_up_text(store: Store | None) -> str:

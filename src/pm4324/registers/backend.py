@@ -85,5 +85,6 @@ class MeterControl(Protocol):
         ...
 
     def add_listener(self, callback: Callable[[Snapshot], None]) -> None:
-        """Call ``callback(snapshot)`` after each new snapshot, in the device loop's thread."""
+        """Call ``callback(snapshot)`` after each new snapshot, in the thread that measured
+        it (``Meter.run``'s worker thread, not the protocols' event loop)."""
         ...

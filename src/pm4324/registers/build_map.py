@@ -6,7 +6,8 @@ edit the CSV and this script together.
 
 Layout (details and evidence in docs/registers.md):
 
-* coils 0x1000/0x1001: relays 1 and 2 [M]
+* coils 0x1000/0x1001: relays 1 and 2 [M]; 0x1010/0x1011: relay alarm mode [M address, ours
+  meaning]
 * input 0x1000..0x100B: identity and snapshot stamp [ours; type code values from the
   concentrator manual]; 0x1010 / 0x1030: main 1 / main 2 voltages, frequency, THD [ours]
 * input 0x1000 + 0x100*m (Meter m = 1..8): phases a/b/c at +0x00/+0x12/+0x24 and the Meter
@@ -80,6 +81,15 @@ def _coils(r: _Rows) -> None:
               f"Relay {k} (DO{k - 1}) state, and manual control: 0 = open, 1 = closed "
               "(writable in manual mode only)",
               access="RW")
+    # The manual's coil table has a second R/W pair, 0 = OFF / 1 = ON, whose label the scrape
+    # lost; of the candidates the reference names, alarm-mode enable is the one that is a
+    # two-state switch (the power-up state has three), so that is what they serve.
+    for k in (1, 2):
+        r.add(f"relay{k}_alarm_mode", "coil", 0x100F + k, "bit", "", f"setting:relays.{k}.mode",
+              "ours", f"Relay {k} alarm mode, the same setting as holding relay{k}_mode: "
+              f"0 = OFF (manual, coil 0x{0x0FFF + k:04X} switches the relay), 1 = ON (alarm, its "
+              "rules switch it). Address, R/W and 0/1 from the manual [M]; the meaning is ours, "
+              "the closest documented one (label lost)", access="RW")
 
 
 def _device(r: _Rows) -> None:

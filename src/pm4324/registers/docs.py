@@ -52,7 +52,8 @@ CONVENTIONS = f"""\
 * **Addresses** are the 0-based on-wire (PDU) addresses, in hex. The manual's 5-digit
   numbers are 00001 + address (coils), 10001 + address (discrete inputs), 30001 + address
   (input registers) and 40001 + address (holding registers), e.g. coil 0x1000 = 04097.
-* **Function codes**: 01, 02, 03, 04, 05, 06, 15 and 16 only. A read may ask for at most
+* **Function codes**: 01, 02, 03, 04, 05, 06, 15 (0x0F), 16 (0x10) and 43/14 (0x2B/0x0E, read
+  device identification); any other gets exception 01. A read may ask for at most
   {MAX_REGISTERS} registers or {MAX_BITS} bits (else exception 03).
 * **32-bit values** (float32, uint32, int32) take two registers. By default the **low word
   is sent first**, each word high byte first: 230.5 = 0x43668000 is sent as `0x8000 0x4366`
@@ -70,8 +71,12 @@ CONVENTIONS = f"""\
   quality flags read `no_data` (32) until the first second.
 * **Writes** must cover whole writable points. A request that touches an unmapped or
   read-only register, or only one half of a 32-bit point, gets exception 02; a value outside
-  the row's range (or one the settings refuse, such as a PT ratio that puts the nominal
-  voltage outside the 10..500 V input range) gets exception 03. Either way nothing changes.
+  the row's range (or one the settings refuse, such as an alarm band whose low end is above
+  its high end) gets exception 03. Either way nothing changes. A register the model lacks
+  (`pt_ratio_main2` on a PM-4324) gets exception 02 whatever the value.
+* **PT ratio** (holding 0x1008/0x1009): every value of 0.01..655.35 is taken, as on the real
+  meter. If the nominal voltage divided by it lies outside the inputs' 10..500 V, the meter
+  still takes it, logs a `voltage_range` event and sets bit 16 of `meter_status` (0x1005).
   A valid multi-register write is applied as one settings change and saved to the settings
   file, so it survives a restart.
 * **Energy reset** (holding 0x1013): write 1..8 to zero the energies of that Meter and of its
@@ -86,15 +91,18 @@ CONVENTIONS = f"""\
 * **Relays** (coils 0x1000/0x1001) read the relay state. They can be written only while the
   relay is in manual mode (`relayK_mode` = 0, holding 0x1020/0x1021): in alarm mode the relay
   follows its rules and the coil is read-only, so a write gets exception 02 and changes
-  nothing. See docs/relays-and-alarms.md for power-up states and rule behaviour.
+  nothing. Coils 0x1010/0x1011 are the same mode as a switch (0 = OFF = manual, 1 = ON =
+  alarm): the manual lists them as R/W 0 = OFF / 1 = ON with their label lost, and of the
+  meanings the device reference suggests, alarm-mode enable is the one with two states.
+  See docs/relays-and-alarms.md for power-up states and rule behaviour.
 * **Alarm rules** (holding 0x1100 + 0x10·(k−1), slot k = 1..{MAX_ALARMS}): codes as in the
   table below. Write a whole slot (16 registers) in one FC 16 request: the request is checked
   as one settings change (e.g. band low < high), applied, and saved to the settings file.
   A slot with relay 0 is free. **Acknowledge** (holding 0x1026): 1 = relay 1's latched
   alarms, 2 = relay 2's, 3 = all; reads 0. **Alarm status** (input 0x1080 / 0x1081): bit
   k−1 = rule k is on / latched and unacknowledged.
-* **Not served**: the harmonic spectra (orders 0..50 per CT) have no registers; the manual's
-  second coil pair 0x1010/0x1011 (meaning unknown) and all discrete inputs answer exception 02.
+* **Not served**: the harmonic spectra (orders 0..50 per CT) have no registers; all discrete
+  inputs answer exception 02.
 * **Communication settings** (holding 0x1014..0x1016) are read-only: like the DIP switches of
   the real meter they are read at start-up, from the settings file.
 """
@@ -183,7 +191,8 @@ def _run_title(run: list[Point]) -> str:
     if groups == {"alarms"}:
         return f"Alarm rules 1–{MAX_ALARMS} ({span})"
     if groups == {"relays"}:
-        return f"Relay modes and alarm acknowledge ({span})"
+        acknowledge = any(p.source.kind == "command" for p in run)
+        return f"Relay modes{' and alarm acknowledge' if acknowledge else ''} ({span})"
     return f"{'Settings' if kinds <= {'setting', 'command'} else 'Device'} ({span})"
 
 

@@ -50,11 +50,6 @@ def _with_setting(s: Settings, src: Source, value: float) -> Settings:
         phases = phases if wiring is Wiring.W1P2W_1CT else ("a", "b", "c")
         return s.with_meter(src.index, wiring=wiring, circuit_phases=phases)
     if src.group == "mains":
-        if src.index > s.n_mains:
-            raise _address_error(f"{s.model} has no main {src.index}")
-        terminal = s.mains[src.index - 1].nominal_voltage_v / value
-        if not 10 <= terminal <= 500:  # the same rule the settings file enforces
-            raise _value_error(f"PT ratio {value:g} puts the nominal at {terminal:g} V terminal")
         return s.with_main(src.index, pt_ratio=value)
     return replace(s, modbus=replace(s.modbus, word_order=WORD_ORDERS[int(value)]))
 
@@ -97,7 +92,7 @@ class MapBackend:
 
     @property
     def image(self) -> RegisterImage:
-        """The image the next request will be served from."""
+        """The image of the newest snapshot (built now if its listener has not yet)."""
         return self._current()
 
     def for_client(self, client: Client, word_order: str | None = None) -> ClientSession:
@@ -108,17 +103,29 @@ class MapBackend:
         audit = self.guard.audit
         return (audit.dropped if audit is not None else 0, self.guard.refused)
 
-    def _current(self, order: str | None = None) -> RegisterImage:
-        """The newest image; rebuilt first if the snapshot, settings or relays moved on."""
+    def _current(self, order: str | None = None, newest_snapshot: bool = True) -> RegisterImage:
+        """The newest image; rebuilt first if the settings or relays moved on, or (with
+        ``newest_snapshot``) the snapshot.
+
+        Modbus reads pass False: the listener builds a new snapshot's image in the meter's
+        thread, and until it swaps it in, the previous second is served (whole) rather than
+        the protocol loop building the image itself. Likewise a read does not wait while
+        another thread rebuilds the image (a write does so before it is answered, so no
+        completed write is missing from what the read gets).
+        """
         if order is not None and order != self._control.settings.modbus.word_order:
             return self._current_other(order)
         image = self._image
-        if self._fresh(image):
+        if self._fresh(image, newest_snapshot):
             return image
-        with self._lock:
-            if not self._fresh(self._image):
-                self._image = self._build(self._control.snapshot)
+        if not self._lock.acquire(blocking=newest_snapshot):
+            return image  # being rebuilt right now, by a writer or the listener
+        try:
+            if not self._fresh(self._image, newest_snapshot):
+                self._image = self._build(self._control.snapshot, previous=self._image)
             return self._image
+        finally:
+            self._lock.release()
 
     def _current_other(self, order: str) -> RegisterImage:
         image = self._other.get(order)
@@ -127,23 +134,24 @@ class MapBackend:
         with self._lock:
             image = self._other.get(order)
             if image is None or not self._fresh(image):
-                image = self._build(self._control.snapshot, order)
+                image = self._build(self._control.snapshot, order, previous=image)
                 self._other[order] = image
             return image
 
-    def _fresh(self, image: RegisterImage) -> bool:
+    def _fresh(self, image: RegisterImage, newest_snapshot: bool = True) -> bool:
         c = self._control
         return (
-            image.snapshot is c.snapshot
+            (not newest_snapshot or image.snapshot is c.snapshot)
             and image.settings is c.settings
             and image.relays == tuple(c.relays)
             and _alarm_bits(image.alarms) == _alarm_bits(c.alarm_status)
         )  # not the security counters: a storm of refusals must not cost a rebuild each
 
-    def _build(self, snapshot: Snapshot | None, order: str | None = None) -> RegisterImage:
+    def _build(self, snapshot: Snapshot | None, order: str | None = None,
+               previous: RegisterImage | None = None) -> RegisterImage:
         c = self._control
         return build_image(self._map, snapshot, c.settings, c.relays, c.alarm_status, order,
-                           self._counters())
+                           self._counters(), previous)
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         image = self._build(snapshot)
@@ -155,13 +163,13 @@ class MapBackend:
     def read_bits(self, table: BitTable, address: int, count: int) -> list[bool]:
         if not 1 <= count <= MAX_BITS:
             raise _value_error(f"quantity {count} is outside 1..{MAX_BITS}")
-        return self._current().read(table, address, count)
+        return self._current(newest_snapshot=False).read(table, address, count)
 
     def read_registers(self, table: RegisterTableName, address: int, count: int,
                        word_order: str | None = None) -> list[int]:
         if not 1 <= count <= MAX_REGISTERS:
             raise _value_error(f"quantity {count} is outside 1..{MAX_REGISTERS}")
-        return self._current(word_order).read(table, address, count)
+        return self._current(word_order, newest_snapshot=False).read(table, address, count)
 
     def _covered(self, table: str, address: int, count: int) -> list[Point]:
         """The writable points exactly covered by [address, address + count)."""
@@ -187,22 +195,40 @@ class MapBackend:
 
     def write_coils(self, address: int, values: list[bool], client: Client = IN_PROCESS) -> None:
         points = self._covered("coil", address, len(values))
+        relays = [p for p in points if p.source.kind == "relay"]
+        modes = [p for p in points if p.source.kind == "setting"]  # relayK_alarm_mode
         with self._write_lock:
-            relays = self._control.relays
+            state, settings = self._control.relays, self._control.settings
             writes = [Write(Right.RELAYS, f"coil 0x{p.address:04X} {p.name}",
-                            str(int(relays[p.source.index - 1])),
-                            str(int(values[p.address - address]))) for p in points]
+                            str(int(state[p.source.index - 1])),
+                            str(int(values[p.address - address]))) for p in relays]
+            writes += [Write(Right.SETTINGS, f"coil 0x{p.address:04X} {p.name}",
+                             str(int(alarm_codes.alarm_mode(settings, p.source.index))),
+                             str(int(values[p.address - address]))) for p in modes]
             self._authorize(client, writes)
-            for p in points:
+            if modes:
+                self._write_relay_modes(address, values, modes)
+            for p in relays:
                 if alarm_codes.alarm_mode(self._control.settings, p.source.index):
                     raise _address_error(f"{p.name}: relay {p.source.index} is in alarm mode")
             try:
-                for p in points:
+                for p in relays:
                     self._control.set_relay(p.source.index - 1, bool(values[p.address - address]))
             except RelayModeError as exc:  # the mode changed under us (another interface)
                 raise _address_error(str(exc)) from None
             self.guard.accepted(client, writes)
             self._current()  # rebuild now, so the next read shows the new state
+
+    def _write_relay_modes(self, address: int, values: list[bool], points: list[Point]) -> None:
+        settings = new = self._control.settings
+        try:
+            for p in points:
+                mode = float(bool(values[p.address - address]))  # the code: 0 manual, 1 alarm
+                new = alarm_codes.with_changes(new, "relays", p.source.index, {"mode": mode})
+            if new != settings:
+                self._control.apply_settings(new)
+        except SettingsError as exc:
+            raise _value_error(str(exc)) from None
 
     def write_registers(self, address: int, values: list[int], client: Client = IN_PROCESS,
                         word_order: str | None = None) -> None:
@@ -237,7 +263,11 @@ class MapBackend:
         return writes
 
     def _write_settings(self, raws: list[tuple[Point, int | float]]) -> None:
+        settings = self._control.settings
         for p, raw in raws:
+            if p.source.group == "mains" and p.source.index > settings.n_mains:
+                # checked before the value, so every write to it gets the same code
+                raise _address_error(f"{p.name}: {settings.model} has no main {p.source.index}")
             if not p.minimum <= raw <= p.maximum:  # type: ignore[operator]
                 raise _value_error(f"{p.name} = {raw}: must be {p.minimum}..{p.maximum}")
         settings = self._control.settings

@@ -190,8 +190,8 @@ def test_abort_codes(server, master):
 
 
 def test_settings_rejected_by_the_meter_are_value_range(server, master, meter):
-    # PT ratio 0.01 puts 230 V nominal at 23 kV on the terminals: the settings refuse it
-    aborts(master, Abort.VALUE_RANGE, master.sdo.download, 0x2022, 1, struct.pack("<H", 1))
+    # "outside" with the slot's empty band (0, 0): the settings refuse a band without width
+    aborts(master, Abort.VALUE_RANGE, master.sdo.download, 0x2054, 1, struct.pack("<H", 2))
     assert meter.applied == []
 
 

@@ -262,7 +262,7 @@ def _place(src: Source, point: Point) -> tuple[int | None, int, str]:
 def _chosen_points(register_map: RegisterMap) -> dict[tuple, list[Point]]:
     """Table rows grouped by what they carry; the first of each group is the one served.
 
-    Settings, relays and commands: one entry per source (the writable row first). Measured
+    Settings, relays and commands: one entry per source (the writable register first). Measured
     values: one per source and register type (float32 and the uint32 energy counters both).
     """
     groups: dict[tuple, list[Point]] = defaultdict(list)
@@ -273,7 +273,9 @@ def _chosen_points(register_map: RegisterMap) -> dict[tuple, list[Point]]:
         key = (s.text, p.type, p.scale) if s.kind in ("measured", "snapshot") else (s.text,)
         groups[key].append(p)
     for points in groups.values():
-        points.sort(key=lambda p: (not p.writable, p.type == "float32", not p.evidenced))
+        # a register row before a coil carrying the same setting (relayK_mode, 0x1010/0x1011)
+        points.sort(key=lambda p: (not p.writable, p.type == "float32", not p.evidenced,
+                                   p.type == "bit"))
     return groups
 
 
