@@ -50,7 +50,7 @@ def _printer(args: argparse.Namespace, on_closed: Callable[[], None]):
         nonlocal closed
         if closed:
             return
-        d = {**snap.to_dict(args.meter), **snap.alarms_dict()}
+        d = {**snap.to_dict(args.meter, harmonics=args.harmonics), **snap.alarms_dict()}
         try:
             if args.json:
                 print(json.dumps(d), flush=True)
@@ -147,7 +147,8 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         return 2
     try:
         meter = Meter(settings, source, settings_path=settings_path, store=store,
-                      driver=make_driver(settings.relays.driver))
+                      driver=make_driver(settings.relays.driver),
+                      harmonic_angles=args.harmonics)
     except BaseException:
         store.close()
         if history is not None:

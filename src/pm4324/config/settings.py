@@ -44,6 +44,10 @@ PHASES = ("a", "b", "c")
 # meter's input (the real mA secondary is hidden behind the input stage). The current input
 # unit is therefore "secondary amperes, 1.0 = rated", and CT ratio = rated primary amperes.
 CT_SECONDARY_RATED_A = 1.0
+# CT input types [ours]: "clip-on" (PM-4324/PM-4324A: the factory mA clip-on CTs, modelled as
+# above) or "333mV" (the PM-4324P variant: any CT with a 333 mV secondary at its rated current,
+# input in volts). Value: the input at rated current, in the input's unit (A or V).
+CT_INPUTS = {"clip-on": CT_SECONDARY_RATED_A, "333mV": 0.333}
 
 
 class Wiring(str, Enum):
@@ -201,6 +205,7 @@ class Settings:
     relays: RelayConfig = RelayConfig()
     alarms: tuple[AlarmRule, ...] = ()
     store: StoreSettings = StoreSettings()
+    ct_input: str = "clip-on"  # a key of CT_INPUTS; "333mV" = the PM-4324P variant [ours]
     history: HistorySettings = HistorySettings()
     mqtt: MqttSettings = MqttSettings()
     security: SecuritySettings = SecuritySettings()
@@ -209,6 +214,11 @@ class Settings:
     @property
     def n_mains(self) -> int:
         return 2 if self.model == "PM-4324A" else 1
+
+    def amperes_per_input(self, meter: int) -> float:
+        """Primary amperes per unit of a CT input of 0-based Meter ``meter``: its rated
+        current over the input at rated current (1 A clip-on, 0.333 V for 333 mV CTs)."""
+        return self.meters[meter].rated_current_a / CT_INPUTS[self.ct_input]
 
     def main_of_ct(self, ct: int) -> int:
         """0-based main index serving 1-based CT number ``ct``."""
@@ -344,10 +354,14 @@ def _read_main(r: _Reader, default: MainSettings) -> MainSettings:
     return replace(main, nominal_frequency_hz=float(main.nominal_frequency_hz))
 
 
-def _read_meter(r: _Reader) -> MeterSettings:
+def _read_meter(r: _Reader, ct_input: str) -> MeterSettings:
     wiring = Wiring(r.choice("wiring", "3P4W-3CT", tuple(w.value for w in Wiring)))
     if "ct_type_a" in r.table and "ct_ratio" in r.table:
         raise r.error("ct_ratio", r.table["ct_ratio"], "give either ct_type_a or ct_ratio, not both")
+    if ct_input == "333mV" and "ct_type_a" in r.table:
+        raise r.error("ct_type_a", r.table["ct_type_a"],
+                      'names a factory clip-on CT; with ct_input = "333mV" give the CT\'s rated'
+                      " primary current (the amperes at which it gives 333 mV) as ct_ratio")
     if "ct_ratio" in r.table:
         ct_ratio = r.number("ct_ratio", 100, 1, 65535)
     else:
@@ -431,6 +445,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     model = r.choice("model", "PM-4324A", MODELS)
     n_mains = 2 if model == "PM-4324A" else 1
     fs = r.number("sample_rate_hz", 12800.0, 1000.0, 200_000.0)
+    ct_input = r.choice("ct_input", "clip-on", tuple(CT_INPUTS))
 
     main_tables = _numbered_tables(r, "mains", 2)
     if n_mains == 1 and 2 in main_tables:
@@ -442,7 +457,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
 
     meter_tables = _numbered_tables(r, "meters", N_METERS)
     meters = tuple(
-        _read_meter(meter_tables[m]) if m in meter_tables else MeterSettings()
+        _read_meter(meter_tables[m], ct_input) if m in meter_tables else MeterSettings()
         for m in range(1, N_METERS + 1)
     )
 
@@ -502,6 +517,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         relays=relays,
         alarms=alarms,
         store=store,
+        ct_input=ct_input,
         history=history,
         mqtt=mqtt,
         security=security,
@@ -534,6 +550,8 @@ def validate(s: Settings) -> None:
         if meter.wiring is not Wiring.W1P2W_1CT and tuple(meter.circuit_phases) != PHASES:
             raise SettingsError(src, f"meters.{m}.circuit_phases", list(meter.circuit_phases),
                                 "applies only to wiring 1P2W-1CT")
+    if s.ct_input not in CT_INPUTS:
+        raise SettingsError(src, "ct_input", s.ct_input, _allowed(tuple(CT_INPUTS)))
     if len(s.mains) != s.n_mains:
         raise SettingsError(src, "mains", len(s.mains), f"{s.model} has {s.n_mains} main(s)")
     problem = alarm_problem(s.relays, s.alarms, s.n_mains)

@@ -40,6 +40,8 @@ def settings_table(s: Settings) -> dict[str, Any]:
     """The TOML table of ``s``: every key of the main sections, and the optional ones
     (calibration, relays, alarms, store, replay) only where they differ from the defaults."""
     t: dict[str, Any] = {"model": s.model, "sample_rate_hz": _plain(s.sample_rate_hz)}
+    if s.ct_input != Settings().ct_input:
+        t["ct_input"] = s.ct_input  # the PM-4324P variant (docs/settings.md)
     t["mains"] = {str(m): {"pt_ratio": _plain(x.pt_ratio),
                            "nominal_voltage_v": _plain(x.nominal_voltage_v),
                            "nominal_frequency_hz": _plain(x.nominal_frequency_hz)}

@@ -55,7 +55,7 @@ class Meter:
 
     def __init__(self, settings: Settings, source: Source, *, settings_path: str | None = None,
                  start_time: float | None = None, store: Store | None = None,
-                 driver: RelayDriver | None = None):
+                 driver: RelayDriver | None = None, harmonic_angles: bool = False):
         if source.n_mains != settings.n_mains:
             raise ValueError(f"source has {source.n_mains} main(s), {settings.model} has "
                              f"{settings.n_mains}")
@@ -66,7 +66,7 @@ class Meter:
         self.settings_path = settings_path
         self._settings_file = SettingsWriter(Path(settings_path), settings) if settings_path \
             else None
-        self.engine = Engine(settings)
+        self.engine = Engine(settings, harmonic_angles)  # angles: for JSON --harmonics
         self._engine_settings: Settings | None = None  # for the engine at the next step
         self.store = store
         # the composition root picks a real driver; every driver is retried until it works
@@ -297,11 +297,14 @@ class Meter:
             final = self._ahead is None
         result = self.engine.step(block.voltages, block.currents, block.start,
                                   (self.source.full_scale_v, self.source.full_scale_i), final)
-        return self._publish(result)
+        return self._publish(result, block.start + block.n)
 
-    def _publish(self, r: StepResult) -> Snapshot:
+    def _publish(self, r: StepResult, end_sample: int) -> Snapshot:
+        """``end_sample``: samples read so far; the second's time stamp is their duration
+        (a block's own length would drift wherever a second is not a whole number of
+        samples, and would stamp a recording's last partial block as a whole second)."""
         ct, meter, main = CtValues(**r.ct), MeterValues(**r.meter), MainValues(**r.main)
-        end = self.start_time + (self.seq + 1) * self._time_scale()
+        end = self.start_time + end_sample / self._settings.sample_rate_hz
         with self._lock:
             self.ct_registers.add(r.ct_energy)
             self.meter_registers.add(r.meter_energy)
@@ -343,10 +346,6 @@ class Meter:
         if self._voltage_warnings:
             status |= Status.VOLTAGE_RANGE
         return int(status)
-
-    def _time_scale(self) -> float:
-        n = self._block_length()
-        return n / self._settings.sample_rate_hz
 
     async def run(self, speed: float = 1.0, seconds: float | None = None,
                   stop: asyncio.Event | None = None) -> None:

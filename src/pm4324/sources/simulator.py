@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from pm4324.config.settings import N_CTS, PHASES, Settings, file_problem
+from pm4324.config.settings import CT_INPUTS, N_CTS, N_METERS, PHASES, Settings, file_problem
 from pm4324.metering.wiring import meter_wiring
 from pm4324.sources.base import SampleBlock, Source, SourceError
 
@@ -344,10 +344,11 @@ class SimulatorSource(Source):
         adc = scenario.adc
         if adc is not None:
             self.full_scale_v = adc.voltage_full_scale_v
-            self.full_scale_i = adc.current_full_scale_a
+            # in the CT input's unit: secondary A, or V of a 333 mV CT (scaled alike)
+            self.full_scale_i = adc.current_full_scale_a * CT_INPUTS[settings.ct_input]
             self.noise = rng.standard_normal(NOISE_TABLE) if adc.noise_lsb > 0 else None
         self.pt = np.repeat([settings.mains[m].pt_ratio for m in range(self.n_mains)], 3)
-        self.ct = np.repeat([m.ct_ratio for m in settings.meters], 3)
+        self.ct = np.repeat([settings.amperes_per_input(m) for m in range(N_METERS)], 3)
         err = scenario.ct_errors
         self.ct_gain = np.array([1 + err.get(k, CtError()).ratio_pct / 100
                                  for k in range(1, N_CTS + 1)])
@@ -411,7 +412,7 @@ class SimulatorSource(Source):
         self._switching(out_v, out_i, t0, n)
         if self.scenario.adc is not None:
             self._adc(out_v, self.scenario.adc.voltage_full_scale_v)
-            self._adc(out_i, self.scenario.adc.current_full_scale_a)
+            self._adc(out_i, self.full_scale_i)
         return SampleBlock(self._next, out_v, out_i)
 
     def _switching(self, v: np.ndarray, i: np.ndarray, t0: float, n: int) -> None:
