@@ -115,7 +115,7 @@ def bench_device(settings: Settings, seconds: int, runs: int) -> list[float]:
 
 
 PART_KERNELS = {
-    "pm4324.metering.engine": ("_ingest", "_main_cycles", "_window_harmonics", "_finish"),
+    "pm4324.metering.engine": ("ingest_block", "main_cycles", "window_harmonics", "finish_step"),
     "pm4324.metering.cycles": ("filtered_crossings", "_boundaries"),
     "numpy.fft": ("rfft",),
 }

@@ -23,6 +23,7 @@ from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
+from pm4324.history import HistoryError, HistoryStore, HistoryWriter, names_of
 from pm4324.registers.backend import ACK_WAIT_S, AccessError, ExceptionCode, on_disk
 from pm4324.registers.map_backend import MapBackend
 from pm4324.security.audit import DAY_S, AuditLog, audit_path_for
@@ -49,7 +50,7 @@ def _printer(args: argparse.Namespace, on_closed: Callable[[], None]):
         nonlocal closed
         if closed:
             return
-        d = {**snap.to_dict(args.meter), **snap.alarms_dict()}
+        d = {**snap.to_dict(args.meter, harmonics=args.harmonics), **snap.alarms_dict()}
         try:
             if args.json:
                 print(json.dumps(d), flush=True)
@@ -77,6 +78,35 @@ def open_store(settings: Settings, settings_path: str | None, reset: bool) -> St
     for kind, text in store.notes:
         print(f"  {kind}: {text}", file=sys.stderr, flush=True)
     return store
+
+
+def history_location(settings: Settings, settings_path: str | None) -> str:
+    """``[history] path`` (relative to the state file's directory), a postgresql:// URL, or
+    beside the state file: ``NAME.state.db`` or ``NAME.db`` -> ``NAME.history.db``,
+    ``state.db`` -> ``history.db``."""
+    state, _ = store_location(settings, settings_path)
+    path = settings.history.path
+    if path.startswith(("postgresql://", "postgres://")):
+        return path
+    if path:
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else state.parent / p)
+    name = state.name
+    stem = name.removesuffix(".db").removesuffix(".state").removesuffix("state")
+    return str(state.with_name(f"{stem}.history.db" if stem else "history.db"))
+
+
+def open_history(settings: Settings, settings_path: str | None) -> HistoryWriter | None:
+    """The meter's own history (None when ``[history] enabled = false``)."""
+    h = settings.history
+    if not h.enabled:
+        return None
+    where = history_location(settings, settings_path)
+    store = HistoryStore.open(where, time_zone=h.time_zone or None, raw_days=h.raw_days,
+                              keep_years=h.keep_years)
+    print(f"History {where} (time zone {store.time_zone})", file=sys.stderr, flush=True)
+    return HistoryWriter(store, "local", model=settings.model, names=names_of(settings),
+                         flush_s=h.flush_s)
 
 
 def limit_blas_threads() -> None:
@@ -110,12 +140,23 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         print("Compiling the metering kernels (once after an install or update: 20-30 s; "
               "`make setup` does it ahead); the readings follow.", file=sys.stderr, flush=True)
     try:
+        history = open_history(settings, settings_path)
+    except HistoryError as exc:
+        store.close()
+        print(f"pm4324: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         meter = Meter(settings, source, settings_path=settings_path, store=store,
-                      driver=make_driver(settings.relays.driver))
+                      driver=make_driver(settings.relays.driver),
+                      harmonic_angles=args.harmonics)
     except BaseException:
         store.close()
+        if history is not None:
+            history.store.close()
         raise
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    if history is not None:
+        meter.add_listener(history.add_snapshot)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     meter.add_listener(_printer(args, lambda: loop.call_soon_threadsafe(stop.set)))
@@ -148,6 +189,9 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
             await mqtt
         meter.close()  # the energy registers are saved whatever stopped the meter
         audit.close()
+        if history is not None:
+            history.close()
+            history.store.close()
     return 0
 
 

@@ -7,7 +7,8 @@ from 0 (CT k is index k-1, Meter m is index m-1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, field, fields
 from enum import IntFlag
 from typing import Any
 
@@ -95,6 +96,10 @@ class CtValues(_Frozen):
     v_harmonics: np.ndarray
     i_harmonics: np.ndarray
     flags: np.ndarray
+    # each order's phasors summed over the second's windows, turned so that the main's
+    # reference (phase a's fundamental) is at 0: only their angles are used (harmonic_deg);
+    # 0 where there is none (no data, at or above Nyquist, or a meter run without angles)
+    i_harmonic_phasors: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,10 @@ class MainValues(_Frozen):
     v_ll: np.ndarray
     thd_v_pct: np.ndarray
     flags: np.ndarray
+    # (n_mains, 3, 51): rms and phasors (as CtValues.i_harmonic_phasors) of each order of
+    # va, vb, vc
+    v_harmonics: np.ndarray = field(default_factory=lambda: np.empty((0, 3, 0)))
+    v_harmonic_phasors: np.ndarray = field(default_factory=lambda: np.empty((0, 3, 0)))
 
 
 @dataclass(frozen=True)
@@ -170,10 +179,13 @@ class Snapshot:
 
     # -- JSON view (keys are stable and documented in docs/json.md) ----------------------------
 
-    def to_dict(self, meters: list[int] | None = None) -> dict[str, Any]:
+    def to_dict(self, meters: list[int] | None = None,
+                harmonics: bool = False) -> dict[str, Any]:
+        """``harmonics``: add each phase voltage's and each CT current's harmonic rms and
+        angle, orders 0..50 (``--harmonics``; many numbers, so only on request)."""
         chosen = meters or list(range(1, 9))
         cts = [3 * (m - 1) + k for m in chosen for k in (1, 2, 3)]
-        return {
+        d = {
             "seq": self.seq,
             "time": round(self.time, 3),
             "model": self.settings.model,
@@ -184,6 +196,27 @@ class Snapshot:
             "cts": [self._ct_dict(k) for k in cts],
             "meters": [self._meter_dict(m) for m in chosen],
         }
+        if harmonics:
+            mv, c = self.main, self.ct
+            below = [self._below_nyquist(i) for i in range(self.settings.n_mains)]
+            for i, main in enumerate(d["mains"]):
+                main["v_harmonics"] = [
+                    {"phase": p, **_spectrum(mv.v_harmonics[i, k],
+                                             harmonic_deg(mv.v_harmonic_phasors[i, k]),
+                                             below[i])} for k, p in enumerate("abc")]
+            for ct in d["cts"]:
+                k = ct["ct"] - 1
+                ct["i_harmonics"] = _spectrum(c.i_harmonics[k],
+                                              harmonic_deg(c.i_harmonic_phasors[k]),
+                                              below[self.settings.main_of_ct(k + 1)])
+        return d
+
+    def _below_nyquist(self, main: int) -> int:
+        """How many orders (from 0) of ``main`` lie below Nyquist this second."""
+        f = float(self.main.frequency_hz[main])
+        if not np.isfinite(f):
+            f = self.settings.mains[main].nominal_frequency_hz
+        return math.ceil(self.settings.sample_rate_hz / 2 / f)
 
     def alarms_dict(self) -> dict[str, Any]:
         """Relay modes and the enabled alarm rules (slot, relay, rule text, output on,
@@ -214,8 +247,10 @@ class Snapshot:
 
     def _ct_dict(self, k: int) -> dict[str, Any]:
         c, i = self.ct, k - 1
+        meter = self.settings.meters[i // 3]
         d = {
             "ct": k,
+            "name": meter.ct_names[i % 3] or None,
             "v_rms": _num(c.v_rms[i]),
             "i_rms": _num(c.i_rms[i]),
             "p_w": _num(c.p_w[i]),
@@ -235,6 +270,7 @@ class Snapshot:
         mv, i = self.meter, m - 1
         d = {
             "meter": m,
+            "name": self.settings.meters[i].name or None,
             "wiring": self.settings.meters[i].wiring.value,
             "v_rms": _num(mv.v_rms[i]),
             "i_rms": _num(mv.i_rms[i]),
@@ -257,6 +293,27 @@ def _num(x: Any, digits: int = 6) -> float | None:
     if not np.isfinite(x):
         return None
     return float(f"{x:.{digits + 3}g}")
+
+
+def harmonic_deg(phasors: np.ndarray) -> np.ndarray:
+    """Angles in degrees (-180..180) of turned harmonic phasors; NaN where there is none.
+    Computed only when asked (``--harmonics``): for every CT and phase voltage it costs
+    17 us, 1.4 % of the engine's 1.2 ms per PM-4324A second (measured with numpy here)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(phasors != 0, np.degrees(np.angle(phasors)), np.nan)
+
+
+def _spectrum(rms: np.ndarray, deg: np.ndarray, below: int) -> dict[str, list[float | None]]:
+    """One channel's orders 0..50 (index = order): rms, and angle in degrees. Orders from
+    ``below`` on (at or above Nyquist) do not exist: null. An angle is also null for DC and
+    where the order is under 1e-6 of the fundamental (its angle would be noise)."""
+    floor = 1e-6 * float(rms[1]) if rms.size > 1 else np.inf
+    out: dict[str, list[float | None]] = {"rms": [], "deg": []}
+    for h in range(rms.size):
+        exists = h < below
+        out["rms"].append(_num(rms[h]) if exists else None)
+        out["deg"].append(_num(deg[h], 4) if exists and h > 0 and rms[h] > floor else None)
+    return out
 
 
 def _lead_lag(p: float, q: float) -> str:

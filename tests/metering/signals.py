@@ -325,10 +325,10 @@ def synthesize(sc: Scenario) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]
     return volts, amps, tuple(gates)
 
 
-def run(sc: Scenario) -> Run:
+def run(sc: Scenario, harmonic_angles: bool = False) -> Run:
     """Feed the scenario block by block and stack the per-step results."""
     volts, amps, gates = synthesize(sc)
-    eng = Engine(sc.settings)
+    eng = Engine(sc.settings, harmonic_angles)
     full_scale: tuple[float | None, float | None] = (None, None)
     if any(sc.adc):
         un = max(m.nominal_voltage_v / m.pt_ratio for m in sc.settings.mains)

@@ -50,6 +50,8 @@ def test_every_snapshot_quantity_is_readable(regmap):
             for i in range(1, count + 1):
                 assert f"{group}.{f.name}[{i}]" in served
     for f in fields(MainValues):
+        if f.name in HARMONIC_FIELDS:
+            continue
         for i in (1, 2):
             if f.name in PHASED_MAIN_FIELDS:
                 assert all(f"main.{f.name}[{i}][{j}]" in served for j in (1, 2, 3))

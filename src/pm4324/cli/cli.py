@@ -18,6 +18,8 @@ from pm4324.config.settings import SettingsError, load_settings
 from pm4324.sources.base import SourceError
 
 DEFAULT_SETTINGS = "building-settings.toml"
+HARMONICS_HELP = ("with --json: add the harmonic rms and angle of orders 0-50 of each phase"
+                  " voltage and CT current (docs/json.md)")
 
 
 def _default_settings_path() -> str:
@@ -66,6 +68,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=_positive, default=1.0, help="run N times faster than real time")
     p.add_argument("--seconds", type=_positive, help="stop after this many seconds of measurement")
     p.add_argument("--json", action="store_true", help="one JSON object per second, no table")
+    p.add_argument("--harmonics", action="store_true", help=HARMONICS_HELP)
     p.add_argument("--meter", type=int, action="append", choices=range(1, 9), metavar="M",
                    help="show only these Meters (repeatable)")
     p.add_argument("--listen", type=_listen, metavar="HOST:PORT",
@@ -85,6 +88,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _harmonics_without_json(args: argparse.Namespace) -> bool:
+    if args.harmonics and not args.json:
+        print(f"pm4324 {args.command}: error: --harmonics adds to the JSON output: use it with"
+              " --json", file=sys.stderr)
+        return True
+    return False
+
+
 def _mqtt_url(text: str) -> str:
     from pm4324.config.mqtt_settings import url_problem
 
@@ -96,6 +107,8 @@ def _mqtt_url(text: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     from pm4324.app import run_meter
 
+    if _harmonics_without_json(args):
+        return 2
     settings_path = args.settings or _default_settings_path()
     settings = load_settings(settings_path)
     if args.mqtt:
@@ -118,6 +131,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settings", required=True,
                    help="settings TOML with a [replay.inputs] map (see docs/replay.md)")
     p.add_argument("--json", action="store_true", help="one JSON object per reading")
+    p.add_argument("--harmonics", action="store_true", help=HARMONICS_HELP)
     p.add_argument("--meter", type=int, action="append", choices=range(1, 9), metavar="M")
     p.set_defaults(func=_analyze)
 
@@ -129,18 +143,20 @@ def _analyze(args: argparse.Namespace) -> int:
     from pm4324.sources.recording import open_recording
     from pm4324.sources.replay import ReplaySource
 
+    if _harmonics_without_json(args):
+        return 2
     limit_blas_threads()
     settings = load_settings(args.settings)
     recording = open_recording(args.file)
     source = ReplaySource(recording, settings)
     start = recording.start_time.timestamp() if recording.start_time else 0.0
-    meter = Meter(settings, source, start_time=start)
+    meter = Meter(settings, source, start_time=start, harmonic_angles=args.harmonics)
     readings = 0
     while (snap := meter.step()) is not None:
         if snap.duration_s <= 0:
             continue
         readings += 1
-        d = snap.to_dict(args.meter or _mapped_meters(settings))
+        d = snap.to_dict(args.meter or _mapped_meters(settings), harmonics=args.harmonics)
         d["relays"] = []  # a replay drives no relays: their state would mean nothing
         print(json.dumps(d) if args.json else render_table(d) + "\n", flush=True)
     if readings == 0:
@@ -203,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(sub)
     _add_expected(sub)
     for module in ("read_cmd", "registers_cmd", "export_cmd", "events_cmd", "energy_cmd",
-                   "audit_cmd", "certs_cmd", "token_cmd"):
+                   "audit_cmd", "certs_cmd", "token_cmd", "history_cmd", "hub_cmd", "set_cmd",
+                   "bill_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:

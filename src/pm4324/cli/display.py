@@ -19,14 +19,19 @@ HEADER = (f"{'Meter':<6}{'wiring':<10}{'CT':>3} {'V':>8} {'I A':>8} {'P kW':>9} 
 def _f(x: Any, width: int, digits: int, scale: float = 1.0) -> str:
     if x is None:
         return f"{'-':>{width}}"
-    return f"{x / scale:>{width}.{digits}f}"
+    return f"{_unsigned_zero(x / scale, digits):>{width}.{digits}f}"
+
+
+def _unsigned_zero(x: float, digits: int) -> float:
+    """x, or 0.0 where it rounds to zero: the table never shows "-0.000"."""
+    return 0.0 if round(x, digits) == 0 else x
 
 
 def _pf(pf: Any, lead_lag: str | None) -> str:
     if pf is None:
         return f"{'-':>7}"
     mark = {"lag": "L", "lead": "C"}.get(lead_lag or "", " ")
-    return f"{pf:>6.3f}{mark}"
+    return f"{_unsigned_zero(pf, 3):>6.3f}{mark}"
 
 
 def digits_for(resolution_kwh: float | None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-KERNEL_MODULES = ("pm4324.metering.cycles", "pm4324.metering.engine",
+KERNEL_MODULES = ("pm4324.metering.cycles", "pm4324.metering.step_kernels",
                   "pm4324.sources.simulator")
 
 
@@ -46,7 +46,9 @@ def compile_kernels() -> None:
     from pm4324.sources.simulator import SimulatorSource, load_scenario
 
     settings = load_settings(_default_settings_path())
-    meter = Meter(settings, SimulatorSource(load_scenario(None), settings), start_time=0.0)
+    # with the harmonic angles, so that their kernel (`--harmonics`) is compiled too
+    meter = Meter(settings, SimulatorSource(load_scenario(None), settings), start_time=0.0,
+                  harmonic_angles=True)
     for _ in range(2):
         meter.step()
 

@@ -78,8 +78,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per request (default 3)")
     p.add_argument("--word-order", choices=WORD_ORDERS, default=WORD_ORDERS[0],
                    help="32-bit word order the device uses (default low-first)")
+    p.add_argument("--watch", action="store_true", help="read again every second, refreshing "
+                   "the table in place (Ctrl-C stops)")
+    p.add_argument("--count", type=_count, help="with --watch: stop after N readings")
     p.set_defaults(func=run)
     return p
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a count is 1 or more")
+    return int(text)
 
 
 def _canopen_bus(text: str) -> tuple[str, str]:
@@ -137,6 +146,10 @@ def run_canopen(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "watch", False):
+        from pm4324.cli.read_watch import watch
+
+        return watch(args)
     if getattr(args, "canopen", None):
         if not getattr(args, "verbose", False):  # aborts are reported in one line of ours
             logging.getLogger("canopen").setLevel(logging.CRITICAL)

@@ -256,10 +256,11 @@ def _snapshot_dict(v: _Values, meters: Sequence[int]) -> dict[str, Any]:
         "status": _status(v.get("snapshot.status")),
         "relays": [None if r is None else bool(r) for r in relays],
         "mains": mains,
-        "cts": [{"ct": k, **_element(v, "ct", k, CT_FIELDS)} for k in cts],
+        "cts": [{"ct": k, "name": None, **_element(v, "ct", k, CT_FIELDS)} for k in cts],
         "meters": [
             {
                 "meter": m,
+                "name": None,  # labels live in the settings file, not in registers
                 "wiring": _wiring(v.get(f"setting:meters.{m}.wiring")),
                 **_element(v, "meter", m, METER_FIELDS),
             }

@@ -24,6 +24,7 @@ from pm4324.config.alarm_settings import (
     read_relays,
     read_store,
 )
+from pm4324.config.history_settings import HistorySettings, read_history
 from pm4324.config.mqtt_settings import MqttSettings, read_mqtt
 from pm4324.config.security_settings import SecuritySettings, read_security
 
@@ -43,6 +44,10 @@ PHASES = ("a", "b", "c")
 # meter's input (the real mA secondary is hidden behind the input stage). The current input
 # unit is therefore "secondary amperes, 1.0 = rated", and CT ratio = rated primary amperes.
 CT_SECONDARY_RATED_A = 1.0
+# CT input types [ours]: "clip-on" (PM-4324/PM-4324A: the factory mA clip-on CTs, modelled as
+# above) or "333mV" (the PM-4324P variant: any CT with a 333 mV secondary at its rated current,
+# input in volts). Value: the input at rated current, in the input's unit (A or V).
+CT_INPUTS = {"clip-on": CT_SECONDARY_RATED_A, "333mV": 0.333}
 
 
 class Wiring(str, Enum):
@@ -119,6 +124,8 @@ class MeterSettings:
     ct_ratio: float = 100.0  # rated primary amperes per secondary ampere
     # 1P2W-1CT only: which phase voltage of the main each CT is wired against.
     circuit_phases: tuple[str, str, str] = ("a", "b", "c")
+    name: str = ""  # label shown instead of "Meter m" ("Shop 3"); "" = none
+    ct_names: tuple[str, str, str] = ("", "", "")  # labels of CTs a, b, c ("Shop 3 – lighting")
 
     @property
     def rated_current_a(self) -> float:
@@ -198,6 +205,8 @@ class Settings:
     relays: RelayConfig = RelayConfig()
     alarms: tuple[AlarmRule, ...] = ()
     store: StoreSettings = StoreSettings()
+    ct_input: str = "clip-on"  # a key of CT_INPUTS; "333mV" = the PM-4324P variant [ours]
+    history: HistorySettings = HistorySettings()
     mqtt: MqttSettings = MqttSettings()
     security: SecuritySettings = SecuritySettings()
     source_path: str = "<defaults>"
@@ -205,6 +214,11 @@ class Settings:
     @property
     def n_mains(self) -> int:
         return 2 if self.model == "PM-4324A" else 1
+
+    def amperes_per_input(self, meter: int) -> float:
+        """Primary amperes per unit of a CT input of 0-based Meter ``meter``: its rated
+        current over the input at rated current (1 A clip-on, 0.333 V for 333 mV CTs)."""
+        return self.meters[meter].rated_current_a / CT_INPUTS[self.ct_input]
 
     def main_of_ct(self, ct: int) -> int:
         """0-based main index serving 1-based CT number ``ct``."""
@@ -340,10 +354,14 @@ def _read_main(r: _Reader, default: MainSettings) -> MainSettings:
     return replace(main, nominal_frequency_hz=float(main.nominal_frequency_hz))
 
 
-def _read_meter(r: _Reader) -> MeterSettings:
+def _read_meter(r: _Reader, ct_input: str) -> MeterSettings:
     wiring = Wiring(r.choice("wiring", "3P4W-3CT", tuple(w.value for w in Wiring)))
     if "ct_type_a" in r.table and "ct_ratio" in r.table:
         raise r.error("ct_ratio", r.table["ct_ratio"], "give either ct_type_a or ct_ratio, not both")
+    if ct_input == "333mV" and "ct_type_a" in r.table:
+        raise r.error("ct_type_a", r.table["ct_type_a"],
+                      'names a factory clip-on CT; with ct_input = "333mV" give the CT\'s rated'
+                      " primary current (the amperes at which it gives 333 mV) as ct_ratio")
     if "ct_ratio" in r.table:
         ct_ratio = r.number("ct_ratio", 100, 1, 65535)
     else:
@@ -358,8 +376,25 @@ def _read_meter(r: _Reader) -> MeterSettings:
     if wiring is not Wiring.W1P2W_1CT and "circuit_phases" in r.table:
         if list(phases) != ["a", "b", "c"]:
             raise r.error("circuit_phases", phases, "applies only to wiring 1P2W-1CT")
+    name = _label(r, "name", r.get("name", ""))
+    ct_names = r.get("ct_names", ["", "", ""])
+    if not (isinstance(ct_names, list) and len(ct_names) == 3):
+        raise r.error("ct_names", ct_names, 'must be a list of three labels, e.g. ["Lift", "", ""]')
+    for label in ct_names:
+        _label(r, "ct_names", label)
     r.finish()
-    return MeterSettings(wiring=wiring, ct_ratio=ct_ratio, circuit_phases=tuple(phases))
+    return MeterSettings(wiring=wiring, ct_ratio=ct_ratio, circuit_phases=tuple(phases),
+                         name=name, ct_names=tuple(ct_names))
+
+
+MAX_LABEL = 64
+
+
+def _label(r: _Reader, key: str, value: Any) -> str:
+    """A label: text up to 64 characters, no control characters."""
+    if not isinstance(value, str) or len(value) > MAX_LABEL or any(ord(c) < 32 for c in value):
+        raise r.error(key, value, f"must be text of at most {MAX_LABEL} characters, one line")
+    return value
 
 
 def _read_calibration(r: _Reader) -> Calibration:
@@ -410,6 +445,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     model = r.choice("model", "PM-4324A", MODELS)
     n_mains = 2 if model == "PM-4324A" else 1
     fs = r.number("sample_rate_hz", 12800.0, 1000.0, 200_000.0)
+    ct_input = r.choice("ct_input", "clip-on", tuple(CT_INPUTS))
 
     main_tables = _numbered_tables(r, "mains", 2)
     if n_mains == 1 and 2 in main_tables:
@@ -421,7 +457,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
 
     meter_tables = _numbered_tables(r, "meters", N_METERS)
     meters = tuple(
-        _read_meter(meter_tables[m]) if m in meter_tables else MeterSettings()
+        _read_meter(meter_tables[m], ct_input) if m in meter_tables else MeterSettings()
         for m in range(1, N_METERS + 1)
     )
 
@@ -464,6 +500,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     relays = read_relays(r.sub("relays"))
     alarms = read_alarms(r, n_mains)
     store = read_store(r.sub("store"))
+    history = read_history(r.sub("history"))
     mqtt = read_mqtt(r.sub("mqtt"))
     security = read_security(r.sub("security"))
     r.finish()
@@ -480,6 +517,8 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         relays=relays,
         alarms=alarms,
         store=store,
+        ct_input=ct_input,
+        history=history,
         mqtt=mqtt,
         security=security,
         source_path=source,
@@ -511,6 +550,8 @@ def validate(s: Settings) -> None:
         if meter.wiring is not Wiring.W1P2W_1CT and tuple(meter.circuit_phases) != PHASES:
             raise SettingsError(src, f"meters.{m}.circuit_phases", list(meter.circuit_phases),
                                 "applies only to wiring 1P2W-1CT")
+    if s.ct_input not in CT_INPUTS:
+        raise SettingsError(src, "ct_input", s.ct_input, _allowed(tuple(CT_INPUTS)))
     if len(s.mains) != s.n_mains:
         raise SettingsError(src, "mains", len(s.mains), f"{s.model} has {s.n_mains} main(s)")
     problem = alarm_problem(s.relays, s.alarms, s.n_mains)

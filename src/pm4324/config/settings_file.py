@@ -19,6 +19,7 @@ from typing import Any
 import tomlkit
 
 from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
+from pm4324.config.history_settings import HistorySettings
 from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.config.security_settings import security_lines
 from pm4324.config.settings import N_CTS, Calibration, Settings
@@ -39,6 +40,8 @@ def settings_table(s: Settings) -> dict[str, Any]:
     """The TOML table of ``s``: every key of the main sections, and the optional ones
     (calibration, relays, alarms, store, replay) only where they differ from the defaults."""
     t: dict[str, Any] = {"model": s.model, "sample_rate_hz": _plain(s.sample_rate_hz)}
+    if s.ct_input != Settings().ct_input:
+        t["ct_input"] = s.ct_input  # the PM-4324P variant (docs/settings.md)
     t["mains"] = {str(m): {"pt_ratio": _plain(x.pt_ratio),
                            "nominal_voltage_v": _plain(x.nominal_voltage_v),
                            "nominal_frequency_hz": _plain(x.nominal_frequency_hz)}
@@ -48,6 +51,10 @@ def settings_table(s: Settings) -> dict[str, Any]:
         row = {"wiring": meter.wiring.value, "ct_ratio": _plain(meter.ct_ratio)}
         if meter.wiring.value == "1P2W-1CT":
             row["circuit_phases"] = list(meter.circuit_phases)
+        if meter.name:
+            row["name"] = meter.name
+        if any(meter.ct_names):
+            row["ct_names"] = list(meter.ct_names)
         t["meters"][str(m)] = row
     cal: dict[str, Any] = {}
     for kind, cals, count in (("voltage", s.calibration_v, 3 * s.n_mains),
@@ -80,6 +87,10 @@ def settings_table(s: Settings) -> dict[str, Any]:
     security = security_lines(s.security)
     if security:
         t["security"] = tomllib.loads("\n".join(security))["security"]
+    if s.history != HistorySettings():
+        t["history"] = {f.name: _plain(getattr(s.history, f.name)) if isinstance(
+            getattr(s.history, f.name), float) else getattr(s.history, f.name)
+            for f in fields(HistorySettings)}
     if s.mqtt != MqttSettings():
         t["mqtt"] = {f.name: getattr(s.mqtt, f.name) for f in fields(MqttSettings)
                      if getattr(s.mqtt, f.name) != getattr(MqttSettings(), f.name)}

@@ -67,7 +67,8 @@ class Meter(Saving):
 
     def __init__(self, settings: Settings, source: Source, *, settings_path: str | None = None,
                  start_time: float | None = None, store: Store | None = None,
-                 driver: RelayDriver | None = None, wall_clock: Callable[[], float] = time.time):
+                 driver: RelayDriver | None = None, harmonic_angles: bool = False,
+                 wall_clock: Callable[[], float] = time.time):
         if source.n_mains != settings.n_mains:
             raise ValueError(f"source has {source.n_mains} main(s), {settings.model} has "
                              f"{settings.n_mains}")
@@ -78,7 +79,7 @@ class Meter(Saving):
         self.settings_path = settings_path
         self._settings_file = SettingsWriter(Path(settings_path), settings) if settings_path \
             else None
-        self.engine = Engine(settings)
+        self.engine = Engine(settings, harmonic_angles)  # angles: for JSON --harmonics
         self._engine_settings: Settings | None = None  # for the engine at the next step
         self.store = store
         # the composition root picks a real driver; every driver is retried until it works
@@ -284,16 +285,17 @@ class Meter(Saving):
 
     def step(self) -> Snapshot | None:
         """Process the next second; None when a finite source is exhausted."""
-        result = self._measure()
-        if result is None:
+        measured = self._measure()
+        if measured is None:
             return None
-        snap, done = self._advance(result)
+        snap, done = self._advance(*measured)
         if done is not None:
             done.result()  # False: not saved; the status word says so
         return self._publish(snap)
 
-    def _measure(self) -> StepResult | None:
-        """Run the engine over the next second of samples (None: the source is exhausted).
+    def _measure(self) -> tuple[StepResult, int] | None:
+        """Run the engine over the next second of samples, and count the samples read so far
+        (None: the source is exhausted).
 
         A finite (not real-time) source is read one block ahead, so its last block is known
         to be the last and the engine reports every whole cycle in it.
@@ -313,15 +315,19 @@ class Meter(Saving):
         if not self.source.realtime:
             self._ahead = self.source.read(self._block_length(1))
             final = self._ahead is None
-        return self.engine.step(block.voltages, block.currents, block.start,
-                                (self.source.full_scale_v, self.source.full_scale_i), final)
+        result = self.engine.step(block.voltages, block.currents, block.start,
+                                  (self.source.full_scale_v, self.source.full_scale_i), final)
+        return result, block.start + block.n
 
-    def _advance(self, r: StepResult) -> tuple[Snapshot, Durable | None]:
+    def _advance(self, r: StepResult, end_sample: int) -> tuple[Snapshot, Durable | None]:
         """Add one second to the registers and rules; the snapshot to publish once the
-        commit (if this second has one) is done."""
+        commit (if this second has one) is done. ``end_sample``: samples read so far; the
+        second's time stamp is their duration (a block's own length would drift wherever a
+        second is not a whole number of samples, and would stamp a recording's last partial
+        block as a whole second)."""
         ct, meter, main = CtValues(**r.ct), MeterValues(**r.meter), MainValues(**r.main)
         self._check_clock()
-        end = self.start_time + (self.seq + 1) * self._time_scale()
+        end = self.start_time + end_sample / self._settings.sample_rate_hz
         with self._lock:
             self.ct_registers.add(r.ct_energy)
             self.meter_registers.add(r.meter_energy)
@@ -363,10 +369,6 @@ class Meter(Saving):
             except Exception:  # one broken listener must not stop the meter
                 log.exception("snapshot listener failed")
         return snap
-
-    def _time_scale(self) -> float:
-        n = self._block_length()
-        return n / self._settings.sample_rate_hz
 
     async def run(self, speed: float = 1.0, seconds: float | None = None,
                   stop: asyncio.Event | None = None) -> None:

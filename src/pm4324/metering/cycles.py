@@ -288,9 +288,21 @@ def _lagrange_in_u() -> np.ndarray:
 
 _LAGRANGE_U = _lagrange_in_u()
 _SIXTH = 1.0 / 6.0
-GAIN_TERMS = 17  # Taylor terms of exp(-j w u), |w u| <= 1: the 17th is below 3e-15
-N_MOMENTS = GAIN_TERMS + 3  # moments of u: 0 .. GAIN_TERMS + 2
-GAIN_MAX_OMEGA = 2.0  # rad/sample; above it (under pi samples per period) no correction
+GAIN_TERMS = 21  # Taylor terms of exp(-j w u) up to Nyquist, |w u| < pi/2: the 21st < 3e-16
+N_MOMENTS = GAIN_TERMS + 3  # moments of u: 0 .. GAIN_TERMS + 2 (the most any rate needs)
+
+
+def moments_needed(min_period: float, orders: int) -> int:
+    """Moments of u (``N_MOMENTS`` at most) that the gain up to ``orders`` needs for cycles
+    of at least ``min_period`` samples: Taylor terms until (w/2)^n / n! < 3e-15. 12.8 kS/s
+    needs 17 terms (20 moments), a rate where order 50 nears Nyquist all 21; each moment
+    costs a pass over every cycle's grid points, so rates that do not need them skip them."""
+    half_w = min(math.pi, 2 * math.pi * orders / min_period) / 2
+    terms, term = 1, half_w
+    while term >= 3e-15 and terms < GAIN_TERMS:
+        terms += 1
+        term *= half_w / terms
+    return terms + 3
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -377,26 +389,28 @@ def interpolation_gain(moments: np.ndarray, period: np.ndarray, orders: int) -> 
 
     At fractional position t the interpolant of exp(j w n) is exp(j w (i + t)) times
     H_t(w) = sum_k w_k(t) exp(j w (k - 1 - t)), so the bin of that harmonic in the group's
-    synchronous DFT carries the mean of H over the points: 1 exactly where every cycle is a
-    whole number of samples, down to 0.94 at w = 1.47 (order 50 of 60 Hz at 12.8 kS/s) when
-    t is spread. With u = t - 1/2, H = sum_k exp(j w (k - 3/2)) w_k(u) exp(-j w u), a cubic
-    times a Taylor series in u: its mean needs only the moments of u, and is a polynomial
-    in w per group (evaluated by Horner's rule for each order). moments (groups, N_MOMENTS)
-    as filled there (sums), period (groups,) mean cycle length in samples. Returns (groups,
-    orders + 1) complex; 1 where w > GAIN_MAX_OMEGA (too few samples per period to trust a
-    correction: those orders are left as measured).
+    synchronous DFT carries the mean of H over the points: 1 where the points fall on
+    samples, down to 0.94 at w = 1.47 (order 50 of 60 Hz at 12.8 kS/s) and 0.44 just below
+    Nyquist (w = pi) when t is spread. With u = t - 1/2, H = sum_k exp(j w (k - 3/2)) w_k(u)
+    exp(-j w u), a cubic times a Taylor series in u: its mean needs only the moments of u,
+    and is a polynomial in w per group (evaluated by Horner's rule for each order). moments
+    (groups, 3 + Taylor terms, see ``moments_needed``) as filled there (sums), period
+    (groups,) mean cycle length in samples. Returns (groups, orders + 1) complex; 1 at and
+    above Nyquist (w >= pi: those orders cannot be measured,
+    ``window_weights`` drops them).
     """
     n_groups = moments.shape[0]
     gain = np.ones((n_groups, orders + 1), dtype=np.complex128)
     # mean(u^j exp(-j w u)) = A_j(w^2) - j w B_j(w^2), real polynomials in w^2 with
     # coefficients even[m, j] = (-1)^m / (2m)! mean(u^(2m + j)) and odd[m, j] = (-1)^m /
     # (2m + 1)! mean(u^(2m + 1 + j)); real arithmetic is four times less work than complex
-    n_even, n_odd = (GAIN_TERMS + 1) // 2, GAIN_TERMS // 2
+    terms = moments.shape[1] - 3
+    n_even, n_odd = (terms + 1) // 2, terms // 2
     even, odd = np.empty((n_even, 4)), np.empty((n_odd, 4))
     for g in range(n_groups):
         mean = moments[g] / moments[g, 0]
         factorial = 1.0
-        for n in range(GAIN_TERMS):
+        for n in range(terms):
             sign = -1.0 if (n // 2) % 2 else 1.0
             for j in range(4):
                 if n % 2:
@@ -406,7 +420,7 @@ def interpolation_gain(moments: np.ndarray, period: np.ndarray, orders: int) -> 
             factorial *= n + 1
         for h in range(1, orders + 1):
             om = 2 * np.pi * h / period[g]
-            if om > GAIN_MAX_OMEGA:
+            if om >= np.pi:
                 break
             w2 = om * om
             half = complex(np.cos(0.5 * om), np.sin(0.5 * om))
@@ -433,8 +447,9 @@ def window_weights(bounds: np.ndarray, groups: np.ndarray, moments: np.ndarray, 
                    orders: int, fundamental: np.ndarray) -> np.ndarray:
     """Weights of the |bin|^2 of the groups' summed-grid spectra (groups, orders + 1): the
     group's seconds over its cycles squared (the mean cycle's spectrum), over the
-    interpolation's mean power gain at that order. Divides each cycle's ``fundamental``
-    (cycles, rows) by its group's gain at order 1 in place."""
+    interpolation's mean power gain at that order; 0 for orders at or above Nyquist (half
+    the samples per cycle), whose bins hold only images of the orders below it. Divides each
+    cycle's ``fundamental`` (cycles, rows) by its group's gain at order 1 in place."""
     n_groups = groups.size - 1
     cycles = np.empty(n_groups)
     period = np.empty(n_groups)
@@ -446,7 +461,10 @@ def window_weights(bounds: np.ndarray, groups: np.ndarray, moments: np.ndarray, 
     for g in range(n_groups):
         for h in range(orders + 1):
             z = gain[g, h]
-            weight[g, h] = period[g] / fs / cycles[g] / (z.real * z.real + z.imag * z.imag)
+            if 2 * h >= period[g]:
+                weight[g, h] = 0.0
+            else:
+                weight[g, h] = period[g] / fs / cycles[g] / (z.real * z.real + z.imag * z.imag)
         for c in range(groups[g], groups[g + 1]):
             fundamental[c] /= gain[g, 1]
     return weight

@@ -96,9 +96,11 @@ def _device(r: _Rows) -> None:
     r.add("model_code", "input", 0x1000, "uint16", "", "setting:model", "ours",
           "Power meter type: 4324 = PM-4324, 43240 = PM-4324A (values as the concentrator "
           "reads them [P]; address ours)")
-    for a in (0x1001, 0x1002):
-        r.add(f"reserved_{a:04x}", "input", a, "uint16", "", "const:reserved", "ours",
-              "Reserved, reads 0")
+    r.add("ct_input_type", "input", 0x1001, "uint16", "", "setting:ct_input", "ours",
+          "CT input type: 0 = clip-on CTs (PM-4324, PM-4324A), 1 = 333 mV CTs (the PM-4324P "
+          "variant; code and address ours: the vendor's encoding is not public)")
+    r.add("reserved_1002", "input", 0x1002, "uint16", "", "const:reserved", "ours",
+          "Reserved, reads 0")
     r.add("firmware_version", "input", 0x1003, "bcd", "", "const:firmware_bcd", "ours",
           "Firmware version, BCD: 0x0100 = 1.00 (format as the concentrator reads it [P])",
           scale="0.01")

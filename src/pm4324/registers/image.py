@@ -53,6 +53,7 @@ from pm4324.snapshot import AlarmStatus, Flag, Snapshot, Status
 
 FIRMWARE_VERSION = "1.00"
 MODEL_CODES = {"PM-4324": 4324, "PM-4324A": 43240}
+CT_INPUT_CODES = {"clip-on": 0, "333mV": 1}  # [ours]: 1 = the PM-4324P variant
 RESET_ALL = 9  # energy_reset value that clears every Meter (1..8 clear one Meter)
 VENDOR = "ICP DAS"
 NO_ALARMS = AlarmStatus()
@@ -220,6 +221,8 @@ def _setting(src: Source, s: Settings) -> float:
         return s.mains[i].pt_ratio if i < len(s.mains) else math.nan
     if src.group == "model":
         return float(MODEL_CODES[s.model])
+    if src.group == "ct_input":
+        return float(CT_INPUT_CODES[s.ct_input])
     value = getattr(s.modbus, src.field)
     if src.field == "word_order":
         return float(WORD_ORDERS.index(value))

@@ -48,7 +48,8 @@ EVIDENCE = {
     "ours": "designed by this project; not evidenced for the real device",
 }
 EVIDENCED = frozenset({"M", "P", "S", "D"})
-HARMONIC_FIELDS = frozenset({"v_harmonics", "i_harmonics"})
+HARMONIC_FIELDS = frozenset({"v_harmonics", "i_harmonics", "v_harmonic_phasors",
+                             "i_harmonic_phasors"})
 
 #: native unit of every measured field (the snapshot's own units)
 FIELD_UNITS = {
@@ -86,6 +87,7 @@ SETTINGS = {
     ("modbus", "baud"): ("baud", False),
     ("modbus", "data_format"): ("", False),
     ("model", ""): ("", False),
+    ("ct_input", ""): ("", False),
     **{("relays", f): ("", True) for f in ("mode", "power_up", "combine")},
     **{("alarms", f): ("", True) for f in (
         "relay", "quantity", "target_kind", "target_index", "comparison", "latch",
@@ -115,7 +117,7 @@ class Source:
     kind: str  # "measured", "snapshot", "setting", "relay", "command", "alarm", "security"
     #            or "const"
     group: str = ""  # ct, meter, main, ct_energy, meter_energy | meters, mains, modbus, model,
-    #                  relays, alarms
+    #                  ct_input, relays, alarms
     field: str = ""
     index: int = 0  # 1-based CT / Meter / main / relay number; 0 = none
     phase: int = 0  # 1-based phase of a main's per-phase array; 0 = none
@@ -129,7 +131,8 @@ class Source:
 
 
 _MEASURED_RE = re.compile(r"(\w+)\.(\w+)\[(\d+)\](?:\[(\d+)\])?")
-_SETTING_RE = re.compile(r"(meters|mains|relays|alarms)\.(\d+)\.(\w+)|(modbus)\.(\w+)|(model)")
+_SETTING_RE = re.compile(
+    r"(meters|mains|relays|alarms)\.(\d+)\.(\w+)|(modbus)\.(\w+)|(model|ct_input)")
 
 
 def parse_source(text: str) -> Source:
@@ -144,7 +147,7 @@ def parse_source(text: str) -> Source:
             if not 1 <= index <= count:
                 raise ValueError(f"{group} are numbered 1 to {count}")
         else:
-            group, index, field = (m[4], 0, m[5]) if m[4] else ("model", 0, "")
+            group, index, field = (m[4], 0, m[5]) if m[4] else (m[6], 0, "")
         if (group, field) not in SETTINGS:
             raise ValueError("is not a setting the map can serve")
         return Source(text, "setting", group, field, index, unit=SETTINGS[(group, field)][0])

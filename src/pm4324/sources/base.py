@@ -2,7 +2,8 @@
 
 A source delivers voltages in volts at the meter's voltage terminals (after any external PT)
 and currents in secondary amperes at the CT inputs (1.0 A = the CT's rated current, see
-``config.settings.CT_SECONDARY_RATED_A``). The meter applies PT/CT ratios and calibration.
+``config.settings.CT_SECONDARY_RATED_A``), or in volts on the 333 mV CT inputs of a PM-4324P
+(``ct_input = "333mV"``: 0.333 V = rated). The meter applies PT/CT ratios and calibration.
 
 Plug-ins (a real ADC board) subclass ``Source`` and override ``_read_internal``; the public
 ``read`` checks shapes and dtypes once, here, so the metering engine can trust its input.

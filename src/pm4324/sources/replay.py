@@ -4,7 +4,8 @@
 to recording columns, each times a scale (e.g. 1000 for a kV column). Recordings usually
 hold primary values (volts on the line, amperes in the cable) while a source delivers
 terminal values (see ``base``), so with ``replay.primary`` voltages are divided by their
-main's PT ratio and currents by their Meter's CT ratio; the meter multiplies them back.
+main's PT ratio and currents by their Meter's CT ratio (into volts on a 333 mV CT input,
+``ct_input = "333mV"``); the meter multiplies them back.
 Inputs left unmapped read zero. NaN samples (missing in the file) pass through as NaN for
 the engine to flag. Blocks are built on demand, so a long recording costs no extra memory.
 """
@@ -67,7 +68,7 @@ class ReplaySource(Source):
             else:
                 ct = int(name[2:])
                 if settings.replay.primary:
-                    factor /= settings.meters[(ct - 1) // CTS_PER_METER].ct_ratio
+                    factor /= settings.amperes_per_input((ct - 1) // CTS_PER_METER)
                 routes.append((False, ct - 1, rec.channels.index(spec.channel), factor))
         return routes
 

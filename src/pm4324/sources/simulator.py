@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from pm4324.config.settings import N_CTS, PHASES, Settings, file_problem
+from pm4324.config.settings import CT_INPUTS, N_CTS, N_METERS, PHASES, Settings, file_problem
 from pm4324.metering.wiring import meter_wiring
 from pm4324.sources.base import SampleBlock, Source, SourceError
 
@@ -109,6 +109,8 @@ class Scenario:
     adc: AdcSpec | None
     ct_errors: dict[int, CtError]
     source: str = "<scenario>"
+    start: str = ""  # ISO local date/time the scenario starts at (history synth); "" = unset
+    time_zone: str = ""  # IANA zone of ``start`` and of the daily profiles' hours
 
     def load_on(self, ct: int) -> list[tuple[LoadSpec, str]]:
         return [(ld, ph) for ld in self.loads for c, ph in zip(ld.cts, ld.phases) if c == ct]
@@ -205,7 +207,8 @@ def _check_keys(src: str, table: Any, allowed: set[str], prefix: str) -> None:
 
 
 def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
-    _check_keys(src, data, {"name", "seed", "mains", "loads", "adc", "ct_errors"}, "")
+    _check_keys(src, data, {"name", "seed", "mains", "loads", "adc", "ct_errors", "start",
+                            "time_zone"}, "")
     mains = []
     raw_mains = data.get("mains", {})
     if not isinstance(raw_mains, dict):
@@ -289,7 +292,26 @@ def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
     if not isinstance(seed, int):
         raise ScenarioError(src, "seed", seed, "must be a whole number")
     return Scenario(str(data.get("name", "scenario")), seed, tuple(mains), tuple(loads), adc,
-                    errors, src)
+                    errors, src, *_start(src, data))
+
+
+def _start(src: str, data: dict[str, Any]) -> tuple[str, str]:
+    """``start`` (a TOML date or local date-time) and ``time_zone`` (IANA), both optional."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    start, tz = data.get("start", ""), data.get("time_zone", "")
+    if start != "" and not isinstance(start, dt.date):
+        raise ScenarioError(src, "start", start, "must be a TOML date or local date-time, "
+                            "e.g. 2026-03-01 or 2026-03-01T00:00:00")
+    if isinstance(start, dt.datetime) and start.tzinfo is not None:
+        raise ScenarioError(src, "start", start, "must be local (no offset): give time_zone")
+    try:
+        if tz:
+            ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ScenarioError(src, "time_zone", tz, "must be an IANA zone, e.g. Europe/Berlin") from None
+    return (start.isoformat() if start != "" else ""), tz
 
 
 def load_scenario(path: str | Path | None) -> Scenario:
@@ -322,10 +344,11 @@ class SimulatorSource(Source):
         adc = scenario.adc
         if adc is not None:
             self.full_scale_v = adc.voltage_full_scale_v
-            self.full_scale_i = adc.current_full_scale_a
+            # in the CT input's unit: secondary A, or V of a 333 mV CT (scaled alike)
+            self.full_scale_i = adc.current_full_scale_a * CT_INPUTS[settings.ct_input]
             self.noise = rng.standard_normal(NOISE_TABLE) if adc.noise_lsb > 0 else None
         self.pt = np.repeat([settings.mains[m].pt_ratio for m in range(self.n_mains)], 3)
-        self.ct = np.repeat([m.ct_ratio for m in settings.meters], 3)
+        self.ct = np.repeat([settings.amperes_per_input(m) for m in range(N_METERS)], 3)
         err = scenario.ct_errors
         self.ct_gain = np.array([1 + err.get(k, CtError()).ratio_pct / 100
                                  for k in range(1, N_CTS + 1)])
@@ -389,7 +412,7 @@ class SimulatorSource(Source):
         self._switching(out_v, out_i, t0, n)
         if self.scenario.adc is not None:
             self._adc(out_v, self.scenario.adc.voltage_full_scale_v)
-            self._adc(out_i, self.scenario.adc.current_full_scale_a)
+            self._adc(out_i, self.full_scale_i)
         return SampleBlock(self._next, out_v, out_i)
 
     def _switching(self, v: np.ndarray, i: np.ndarray, t0: float, n: int) -> None:

@@ -86,6 +86,7 @@ SCALAR_PLACES = {
     "snapshot.duration_s": (0x2004, "snapshot_duration"),
     "alarm:active": (0x2005, "alarm_active"),
     "alarm:unacked": (0x2006, "alarm_unacked"),
+    "setting:ct_input": (0x2007, "ct_input_type"),
     "command:energy_reset": (0x2011, "energy_reset"),
     "command:alarm_ack": (0x2012, "alarm_ack"),
     "setting:modbus.address": (0x2023, "modbus_address"),

@@ -1,0 +1,110 @@
+"""Hub benchmark: one hub polling N lightweight Modbus TCP servers at 1 s and writing their
+history. The servers (our TcpServer over a static register image recorded from the
+built-in building) run in a child process, so the hub's CPU is measured alone.
+
+    .venv/bin/python bench/hub_bench.py --meters 200 --seconds 30
+
+Prints readings per second achieved (N per second is the target), the hub's CPU share of
+one core, and the history written. Results: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SETTINGS = Path(__file__).resolve().parents[1] / "src" / "pm4324" / "data" / "building-settings.toml"
+
+
+def record_image() -> dict:
+    """One second of the built-in building, as `pm4324 run --json` prints it."""
+    with tempfile.TemporaryDirectory() as d:
+        settings = Path(d) / "s.toml"
+        settings.write_text(SETTINGS.read_text())
+        out = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", "--settings", str(settings),
+                              "--seconds", "3", "--speed", "100", "--no-modbus", "--json"],
+                             capture_output=True, text=True, check=True, timeout=120)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+class StaticMeter:
+    """A MeterControl that always shows one recorded snapshot (a register image)."""
+
+    def __init__(self, snapshot):
+        from pm4324.snapshot import AlarmStatus
+
+        self.snapshot, self.settings = snapshot, snapshot.settings
+        self.relays, self.alarm_status = snapshot.relays, AlarmStatus()
+
+    def add_listener(self, callback) -> None:
+        pass
+
+
+def serve(recorded: dict, count: int, ports: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
+    from pm4324.client.snapshot import snapshot_from_dict
+    from pm4324.protocols.modbus import TcpServer
+    from pm4324.registers.image import MapBackend
+
+    async def main() -> None:
+        snap = snapshot_from_dict(recorded)
+        servers = []
+        for _ in range(count):
+            srv = TcpServer(MapBackend(StaticMeter(snap)), unit_id=1, port=0)
+            await srv.start()
+            servers.append(srv)
+        ports.put([s.port for s in servers])
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        for s in servers:
+            await s.stop()
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--meters", type=int, default=200)
+    p.add_argument("--seconds", type=float, default=30.0)
+    args = p.parse_args()
+
+    from pm4324.history import HistoryStore
+    from pm4324.hub import Hub, parse_hub
+
+    recorded = record_image()
+    ports: multiprocessing.Queue = multiprocessing.Queue()
+    stop = multiprocessing.Event()
+    child = multiprocessing.Process(target=serve, args=(recorded, args.meters, ports, stop))
+    child.start()
+    try:
+        port_list = ports.get(timeout=120)
+        with tempfile.TemporaryDirectory() as d:
+            config = parse_hub({"hub": {"history": f"{d}/hub.db", "time_zone": "UTC"},
+                                "meters": [{"key": f"m{k}", "tcp": f"127.0.0.1:{port}", "gap_s": 30}
+                                           for k, port in enumerate(port_list)]})
+            store = HistoryStore.open(config.history)
+            hub = Hub(config, store)
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            runner = threading.Thread(target=hub.run, kwargs={"seconds": args.seconds})
+            runner.start()
+            runner.join()
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            size = store.db.size_bytes()
+            store.close()
+    finally:
+        stop.set()
+        child.join(timeout=30)
+    print(f"{args.meters} meters, {wall:.1f} s: {hub.readings} readings = {hub.readings / wall:.1f}/s "
+          f"(target {args.meters}/s); hub CPU {cpu:.1f} s = {100 * cpu / wall:.0f} % of one core; "
+          f"history {size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

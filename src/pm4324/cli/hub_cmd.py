@@ -1,0 +1,49 @@
+"""`pm4324 hub HUB.toml`: poll the meters listed in HUB.toml and keep their history
+(docs/hub.md). Ctrl-C or SIGTERM stops it after writing what it holds."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("hub", help="poll many meters over Modbus/CANopen into one history",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("config", metavar="HUB.toml", help="the meters and the history (docs/hub.md)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from pm4324.history import HistoryError, HistoryStore
+    from pm4324.hub import Hub, load_hub
+
+    config = load_hub(args.config)  # SettingsError: one line, exit 2 (cli.main)
+    if not getattr(args, "verbose", False):
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        logging.getLogger("canopen").setLevel(logging.CRITICAL)
+    try:
+        store = HistoryStore.open(config.history, time_zone=config.time_zone or None,
+                                  raw_days=config.raw_days)
+    except HistoryError as exc:
+        print(f"pm4324 hub: {exc}", file=sys.stderr)
+        return 2
+    lines = len({m.line for m in config.meters})
+    print(f"Hub: {len(config.meters)} meters on {lines} lines; history {config.history} "
+          f"(time zone {store.time_zone})", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    hub = Hub(config, store, say=lambda text: print(text, file=sys.stderr, flush=True))
+    try:
+        hub.run(seconds=args.seconds, stop=stop)
+    finally:
+        store.close()
+    print(f"Hub stopped after {hub.readings} readings", file=sys.stderr)
+    return 0

@@ -1,0 +1,186 @@
+"""HUB.toml: the meters a hub polls, how, and where their history goes (docs/hub.md).
+
+Every error names the file, the key, the bad value and what is allowed, like the meter's
+settings file, and `pm4324 hub` turns it into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS, SettingsError
+
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    key: str  # the meter's name in the history
+    transport: str  # "tcp", "rtu" or "canopen"
+    address: str  # HOST:PORT, serial device, or INTERFACE:CHANNEL
+    unit: int = 1  # Modbus unit id, or CANopen node-ID
+    poll_s: float = 1.0
+    gap_s: float = 0.0  # silence longer than this is a gap; 0 = 3 polls (at least 2.5 s)
+    timeout_s: float = 1.0
+    retries: int = 1
+    word_order: str = "low-first"
+    baud: int = 19200
+    data_format: str = "N81"
+    meters: tuple[int, ...] = tuple(range(1, 9))  # which Meters (and their CTs) to read
+    names: dict = field(default_factory=dict)  # {"meters": {"1": ...}, "cts": {"7": ...}}
+
+    @property
+    def line(self) -> str:
+        """Meters on one line are polled one request at a time (an RS-485 line, a CAN bus)."""
+        return f"{self.transport}:{self.address}" if self.transport != "tcp" else f"tcp:{self.key}"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    history: str  # file (relative to HUB.toml) or postgresql:// URL
+    time_zone: str = ""
+    raw_days: float = 7.0
+    flush_s: float = 60.0
+    max_backoff_s: float = 60.0
+    meters: tuple[MeterConfig, ...] = ()
+    source: str = "<hub>"
+
+
+def _err(src: str, key: str, value: Any, allowed: str) -> SettingsError:
+    return SettingsError(src, key, value, allowed)
+
+
+def _number(src: str, t: dict, key: str, default: float, lo: float, hi: float, prefix: str) -> float:
+    v = t.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
+        raise _err(src, prefix + key, v, f"must be a number from {lo:g} to {hi:g}")
+    return float(v)
+
+
+def _integer(src: str, t: dict, key: str, default: int, lo: int, hi: int, prefix: str) -> int:
+    v = t.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise _err(src, prefix + key, v, f"must be a whole number from {lo} to {hi}")
+    return v
+
+
+def _unknown(src: str, t: dict, allowed: set[str], prefix: str) -> None:
+    for k in t:
+        if k not in allowed:
+            raise _err(src, prefix + k, t[k], "is not a known key")
+
+
+def _names(src: str, raw: Any, prefix: str) -> dict:
+    if not isinstance(raw, dict) or set(raw) - {"meters", "cts"}:
+        raise _err(src, prefix + "names", raw, 'must be { meters = { "1" = "..." }, cts = { "7" = "..." } }')
+    out = {}
+    for group, count in (("meters", 8), ("cts", 24)):
+        table = raw.get(group, {})
+        if not isinstance(table, dict) or not all(
+                str(k).isdigit() and 1 <= int(k) <= count and isinstance(v, str) and len(v) <= 64
+                for k, v in table.items()):
+            raise _err(src, f"{prefix}names.{group}", table,
+                       f"must map numbers 1..{count} to labels of at most 64 characters")
+        out[group] = {str(k): v for k, v in table.items()}
+    return out
+
+
+def _meter(src: str, t: dict, n: int) -> MeterConfig:
+    p = f"meters.{n}."
+    if not isinstance(t, dict):
+        raise _err(src, f"meters.{n}", t, "must be a table [[meters]]")
+    _unknown(src, t, {"key", "tcp", "rtu", "canopen", "unit", "node", "poll_s", "gap_s", "timeout_s",
+                      "retries", "word_order", "baud", "format", "meters", "names"}, p)
+    key = t.get("key")
+    if not isinstance(key, str) or not KEY.fullmatch(key):
+        raise _err(src, p + "key", key, "must name the meter: letters, digits, _ . - (1..64)")
+    where = [k for k in ("tcp", "rtu", "canopen") if k in t]
+    if len(where) != 1:
+        raise _err(src, p + "tcp", where, "give exactly one of tcp, rtu, canopen")
+    transport = where[0]
+    address = t[transport]
+    if not isinstance(address, str) or not address:
+        raise _err(src, p + transport, address, "must be HOST:PORT, a serial device or "
+                   "INTERFACE:CHANNEL")
+    if transport == "canopen":
+        unit = _integer(src, t, "node", 1, 1, 127, p)
+    else:
+        unit = _integer(src, t, "unit", 1, 0 if transport == "tcp" else 1, 247 if transport == "rtu"
+                        else 255, p)
+    word_order = t.get("word_order", "low-first")
+    if word_order not in WORD_ORDERS:
+        raise _err(src, p + "word_order", word_order, "must be one of " + ", ".join(WORD_ORDERS))
+    baud = t.get("baud", 19200)
+    if baud not in BAUD_RATES:
+        raise _err(src, p + "baud", baud, "must be one of " + ", ".join(map(str, BAUD_RATES)))
+    fmt = t.get("format", "N81")
+    if fmt not in DATA_FORMATS:
+        raise _err(src, p + "format", fmt, "must be one of " + ", ".join(DATA_FORMATS))
+    meters = t.get("meters", list(range(1, 9)))
+    if not (isinstance(meters, list) and meters and all(
+            isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 8 for m in meters)):
+        raise _err(src, p + "meters", meters, "must be a list of Meter numbers 1..8")
+    return MeterConfig(key, transport, address, unit,
+                       poll_s=_number(src, t, "poll_s", 1.0, 0.05, 86400, p),
+                       gap_s=_number(src, t, "gap_s", 0.0, 0.0, 86400, p),
+                       timeout_s=_number(src, t, "timeout_s", 1.0, 0.05, 60, p),
+                       retries=_integer(src, t, "retries", 1, 0, 10, p),
+                       word_order=word_order, baud=baud, data_format=fmt,
+                       meters=tuple(sorted(set(meters))), names=_names(src, t.get("names", {}), p))
+
+
+def parse_hub(data: dict, source: str = "<hub>", base: Path | None = None) -> HubConfig:
+    _unknown(source, data, {"hub", "meters"}, "")
+    hub = data.get("hub", {})
+    if not isinstance(hub, dict):
+        raise _err(source, "hub", hub, "must be a table [hub]")
+    _unknown(source, hub, {"history", "time_zone", "raw_days", "flush_s", "max_backoff_s"}, "hub.")
+    history = hub.get("history", "hub-history.db")
+    if not isinstance(history, str) or not history:
+        raise _err(source, "hub.history", history, "must be a file name or a postgresql:// URL")
+    if not history.startswith(("postgresql://", "postgres://")) and base is not None:
+        path = Path(history).expanduser()
+        history = str(path if path.is_absolute() else base / path)
+    tz = hub.get("time_zone", "")
+    if not isinstance(tz, str):
+        raise _err(source, "hub.time_zone", tz, "must be an IANA zone name, e.g. Europe/Berlin")
+    raw = data.get("meters", [])
+    if not isinstance(raw, list) or not raw:
+        raise _err(source, "meters", raw, "must list at least one [[meters]] table")
+    meters = tuple(_meter(source, t, n) for n, t in enumerate(raw, start=1))
+    keys = [m.key for m in meters]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup:
+        raise _err(source, "meters.key", dup, "must be unique")
+    seen: dict[tuple[str, int], str] = {}
+    for m in meters:
+        if m.transport != "tcp":
+            other = seen.setdefault((m.line, m.unit), m.key)
+            if other != m.key:
+                raise _err(source, f"meters.{m.key}.unit", m.unit, f"is used by {other} on the same line")
+            lines = {x.baud for x in meters if x.line == m.line}
+            if len(lines) > 1:
+                raise _err(source, f"meters.{m.key}.baud", m.baud, "meters on one line share one baud rate")
+    return HubConfig(history=history, time_zone=tz,
+                     raw_days=_number(source, hub, "raw_days", 7.0, 0, 3660, "hub."),
+                     flush_s=_number(source, hub, "flush_s", 60.0, 1, 3600, "hub."),
+                     max_backoff_s=_number(source, hub, "max_backoff_s", 60.0, 1, 3600, "hub."),
+                     meters=meters, source=source)
+
+
+def load_hub(path: str | Path) -> HubConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _err(str(p), "(file)", str(p), "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _err(str(p), "(file)", str(p), f"cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _err(str(p), "(syntax)", str(exc), "must be valid TOML") from None
+    return parse_hub(data, str(p), p.resolve().parent)
