@@ -33,6 +33,8 @@ PM4324_2CT = """
 model = "PM-4324"
 [meters.2]
 wiring = "3P3W-2CT"
+name = "Shop 3"
+ct_names = ["Shop 3 lighting", "", "Shop 3 sockets"]
 [meters.3]
 wiring = "1P3W-2CT"
 """
@@ -150,6 +152,9 @@ def test_home_assistant_yaml(meter):
                                     for k, s in zip(keys, sensors)])
     if model == "PM-4324 2CT":
         assert "ct5_kw" not in keys and "ct9_kw" not in keys and "ct4_kw" in keys
+        labels = {k: s["name"] for k, s in zip(keys, sensors)}
+        assert labels["meter2_kw"] == "Meter 2 (Shop 3) power"
+        assert labels["ct6_kwh_import"] == "CT 6 (Shop 3 sockets) energy import"
         assert not any(k.startswith("main2") for k in keys)
     else:
         assert "ct24_kwh_export" in keys and "main2_hz" in keys

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def _kinds() -> tuple[str, ...]:
@@ -35,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from pm4324.cli.cli import _default_settings_path
+    from pm4324.cli.registers_cmd import write_output
     from pm4324.config.settings import load_settings
     from pm4324.registers.exports.formats import KINDS, Target
 
@@ -45,14 +45,7 @@ def run(args: argparse.Namespace) -> int:
     unit = settings.modbus.address if args.unit is None else args.unit
     target = Target(host=args.host, port=args.port, unit=unit, name=args.name)
     make, _ = KINDS[args.kind]
-    text = make(settings, target)
-    if args.output is None:
-        sys.stdout.write(text)
-        return 0
-    try:
-        Path(args.output).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        print(f"pm4324 export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    status = write_output(make(settings, target), args.output, "export")
+    if status == 0 and args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return status

@@ -41,9 +41,25 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     hub = Hub(config, store, say=lambda text: print(text, file=sys.stderr, flush=True))
+    mqtt = None
+    if config.mqtt.enabled:  # every meter on MQTT too (docs/mqtt.md)
+        from pathlib import Path
+
+        from pm4324.mqtt.fleet import HubPublishers
+
+        mqtt = HubPublishers(config.mqtt, [m.key for m in config.meters],
+                             Path(config.base) / "mqtt-buffer")
+        mqtt.start()
+        hub.listeners.append(lambda key, snap: mqtt.offer(key, {**snap.to_dict(),
+                                                                 **snap.alarms_dict()}))
+        print(f"MQTT to {config.mqtt.host}:{config.mqtt.port} under "
+              f"{config.mqtt.topic_prefix}/{config.mqtt.node_id or 'hub'}-<meter key>",
+              file=sys.stderr, flush=True)
     try:
         hub.run(seconds=args.seconds, stop=stop)
     finally:
+        if mqtt is not None:
+            mqtt.stop()
         store.close()
     print(f"Hub stopped after {hub.readings} readings", file=sys.stderr)
     return 0

@@ -33,14 +33,18 @@ def render(map_format: str) -> str:
     return render_json(m) if map_format == "json" else render_markdown(m)
 
 
-def run(args: argparse.Namespace) -> int:
-    text = render(args.map_format)
-    if args.output is None:
+def write_output(text: str, output: str | None, command: str) -> int:
+    """``text`` to stdout, or to the file ``output`` (exit code 2 and one line if it cannot)."""
+    if output is None:
         sys.stdout.write(text)
         return 0
     try:
-        Path(args.output).write_text(text, encoding="utf-8")
+        Path(output).write_text(text, encoding="utf-8")
     except OSError as exc:
-        print(f"pm4324 registers: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        print(f"pm4324 {command}: cannot write {output}: {exc.strerror}", file=sys.stderr)
         return 2
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return write_output(render(args.map_format), args.output, "registers")

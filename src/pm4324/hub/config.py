@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS, SettingsError
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -49,6 +50,8 @@ class HubConfig:
     max_backoff_s: float = 60.0
     meters: tuple[MeterConfig, ...] = ()
     source: str = "<hub>"
+    mqtt: MqttSettings = MqttSettings()  # publish every meter's readings (docs/mqtt.md)
+    base: str = "."  # the directory of HUB.toml
 
 
 def _err(src: str, key: str, value: Any, allowed: str) -> SettingsError:
@@ -135,7 +138,7 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
 
 
 def parse_hub(data: dict, source: str = "<hub>", base: Path | None = None) -> HubConfig:
-    _unknown(source, data, {"hub", "meters"}, "")
+    _unknown(source, data, {"hub", "meters", "mqtt"}, "")
     hub = data.get("hub", {})
     if not isinstance(hub, dict):
         raise _err(source, "hub", hub, "must be a table [hub]")
@@ -170,7 +173,17 @@ def parse_hub(data: dict, source: str = "<hub>", base: Path | None = None) -> Hu
                      raw_days=_number(source, hub, "raw_days", 7.0, 0, 3660, "hub."),
                      flush_s=_number(source, hub, "flush_s", 60.0, 1, 3600, "hub."),
                      max_backoff_s=_number(source, hub, "max_backoff_s", 60.0, 1, 3600, "hub."),
-                     meters=meters, source=source)
+                     meters=meters, source=source, mqtt=_mqtt(data, source),
+                     base=str(base or Path.cwd()))
+
+
+def _mqtt(data: dict, source: str) -> MqttSettings:
+    """``[mqtt]`` with the meter's own validation and error wording (docs/mqtt.md)."""
+    from pm4324.config.settings import parse_settings
+
+    if "mqtt" not in data:
+        return MqttSettings()
+    return parse_settings({"mqtt": data["mqtt"]}, source).mqtt
 
 
 def load_hub(path: str | Path) -> HubConfig:

@@ -73,7 +73,7 @@ def exported(settings: Settings, register_map: RegisterMap | None = None) -> lis
                                 index, cls, "measurement"))
     for m in range(1, N_METERS + 1):
         meter = settings.meters[m - 1]
-        label = _label("Meter", m, getattr(meter, "name", ""))
+        label = _label("Meter", m, meter.name)
         for suffix, key, cls, state, what in (*ELEMENT, *METER_EXTRA):
             p = rmap.by_name[f"meter{m}_{suffix}"]
             out.append(Exported(p, f"meter{m}_{suffix.removesuffix('_f32')}", f"{label} {what}",
@@ -82,8 +82,7 @@ def exported(settings: Settings, register_map: RegisterMap | None = None) -> lis
             if not used:
                 continue
             k = CTS_PER_METER * (m - 1) + j + 1
-            names = getattr(meter, "ct_names", ())
-            ct_label = _label("CT", k, names[j] if j < len(names) else "")
+            ct_label = _label("CT", k, meter.ct_names[j])
             for suffix, key, cls, state, what in ELEMENT:
                 p = rmap.by_name[f"ct{k}_{suffix}"]
                 out.append(Exported(p, f"ct{k}_{suffix.removesuffix('_f32')}",
