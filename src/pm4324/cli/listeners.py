@@ -106,7 +106,7 @@ async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespa
             try:
                 ssl_context = server_context(_beside(settings.security.tls, settings))
             except OSError as exc:  # ssl.SSLError is an OSError
-                _fail(f"pm4324 run: [security.tls]: {exc}")
+                raise ServerStartError(f"[security.tls]: {exc}") from None
         tcp = TcpServer(backend, unit_id=mb.address, host=listener.host, port=listener.port,
                         ssl_context=ssl_context, word_order=listener.word_order,
                         access=SourceControl(listener.access))

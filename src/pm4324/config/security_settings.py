@@ -19,10 +19,9 @@ name file, key, value and what is allowed.
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pm4324.config.settings import _Reader
@@ -197,56 +196,32 @@ def read_security(r: _Reader) -> SecuritySettings:
     return security
 
 
-def security_lines(s: SecuritySettings) -> list[str]:
-    """``[security]`` as TOML lines, empty when it is all defaults (a short settings file)."""
+def security_table(s: SecuritySettings) -> dict[str, Any]:
+    """``[security]`` as a TOML table, empty when it is all defaults (a short settings file)."""
     if s == SecuritySettings():
-        return []
-    lines = ["", "[security]", f"profile = {_value(s.profile)}"]
-    lines += [f"{k} = {_value(s.policy[k])}" for k in POLICY_KEYS]
-    lines += [f"energy_reset = {_value(list(s.energy_reset))}"]
+        return {}
+    t: dict[str, Any] = {"profile": s.profile, **{k: s.policy[k] for k in POLICY_KEYS},
+                         "energy_reset": list(s.energy_reset)}
     if s.audit_path:
-        lines.append(f"audit_path = {_value(s.audit_path)}")
-    lines += [f"audit_max_entries = {s.audit_max_entries}",
-              f"audit_max_age_days = {_value(s.audit_max_age_days)}"]
+        t["audit_path"] = s.audit_path
+    t["audit_max_entries"] = s.audit_max_entries
+    t["audit_max_age_days"] = s.audit_max_age_days
     if dict(s.roles) != DEFAULT_ROLES:
-        lines += ["", "[security.roles]"]
-        lines += [f"{_quoted(k)} = {_value(list(v))}" for k, v in s.roles.items()]
-    for name, (role, hashed) in s.tokens.items():
-        lines += ["", f"[security.tokens.{_quoted(name)}]", f"role = {_value(role)}",
-                  f"hash = {_value(hashed)}"]
+        t["roles"] = {k: list(v) for k, v in s.roles.items()}
+    if s.tokens:
+        t["tokens"] = {name: {"role": role, "hash": hashed}
+                       for name, (role, hashed) in s.tokens.items()}
     if s.mqtt_accounts:
-        lines += ["", "[security.mqtt_accounts]"]
-        lines += [f"{_quoted(k)} = {_value(v)}" for k, v in s.mqtt_accounts.items()]
-    lines += ["", "[security.tcp]", *_access_lines(s.tcp)]
-    t = s.tls
-    lines += ["", "[security.tls]", f"enabled = {_value(t.enabled)}", f"listen = {_value(t.listen)}",
-              f"certificate = {_value(t.certificate)}", f"key = {_value(t.key)}",
-              f"ca = {_value(t.ca)}", f"crl = {_value(t.crl)}", f"plain_tcp = {_value(t.plain_tcp)}",
-              *_access_lines(t.access)]
-    return lines
+        t["mqtt_accounts"] = dict(s.mqtt_accounts)
+    t["tcp"] = _access_table(s.tcp)
+    tls = s.tls
+    t["tls"] = {"enabled": tls.enabled, "listen": tls.listen, "certificate": tls.certificate,
+                "key": tls.key, "ca": tls.ca, "crl": tls.crl, "plain_tcp": tls.plain_tcp,
+                **_access_table(tls.access)}
+    return t
 
 
-def _quoted(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else '"' + key + '"'
-
-
-def _access_lines(a: ListenerAccess) -> list[str]:
-    return [f"allow = {_value(list(a.allow))}",
-            f"max_connections_per_client = {a.max_connections_per_client}",
-            f"max_connects_per_s = {_value(a.max_connects_per_s)}",
-            f"max_requests_per_s = {_value(a.max_requests_per_s)}"]
-
-
-
-
-def _value(v: object) -> str:
-    """A TOML literal (the settings file's writer takes these lines through tomllib)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(int(v)) if float(v).is_integer() else repr(float(v))
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    raise TypeError(type(v))
+def _access_table(a: ListenerAccess) -> dict[str, Any]:
+    return {"allow": list(a.allow), "max_connections_per_client": a.max_connections_per_client,
+            "max_connects_per_s": a.max_connects_per_s,
+            "max_requests_per_s": a.max_requests_per_s}

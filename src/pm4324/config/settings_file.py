@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,20 @@ import tomlkit
 from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
 from pm4324.config.history_settings import HistorySettings
 from pm4324.config.mqtt_settings import MqttSettings
-from pm4324.config.security_settings import security_lines
+from pm4324.config.security_settings import security_table
 from pm4324.config.settings import N_CTS, Calibration, Settings
 
 Path_ = tuple[str, ...]  # a key path, e.g. ("meters", "3", "ct_ratio") or ("alarms", "0", "relay")
 
 
 def _plain(v: Any) -> Any:
-    """Whole floats as TOML integers (``ct_ratio = 250``), tuples as arrays."""
+    """Whole floats as TOML integers (``ct_ratio = 250``), tuples as arrays, within tables too."""
     if isinstance(v, float) and v.is_integer():
         return int(v)
     if isinstance(v, tuple | list):
         return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
     return v
 
 
@@ -84,9 +85,9 @@ def settings_table(s: Settings) -> dict[str, Any]:
         store["commit_interval_s"] = s.store.commit_interval_s
     if store:
         t["store"] = store
-    security = security_lines(s.security)
+    security = security_table(s.security)
     if security:
-        t["security"] = tomllib.loads("\n".join(security))["security"]
+        t["security"] = _plain(security)
     if s.history != HistorySettings():
         t["history"] = {f.name: _plain(getattr(s.history, f.name)) if isinstance(
             getattr(s.history, f.name), float) else getattr(s.history, f.name)

@@ -45,7 +45,6 @@ class MqttPublisher:
         self.settings = settings
         self.node = settings.node_id or f"pm4324-{meter_id.replace('-', '')[:12]}"
         self.root = base(settings.topic_prefix, self.node)
-        self.meter_id, self.model = meter_id, model
         self.discovery = Discovery(discovery_prefix=settings.discovery_prefix, root=self.root,
                                    node=self.node, meter_id=meter_id, model=model,
                                    sw_version=sw_version,
@@ -107,7 +106,7 @@ class MqttPublisher:
                     await self._session(client, stop)
                     await client.publish(f"{self.root}/status", "offline", qos=1, retain=True)
                     return
-            except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+            except (aiomqtt.MqttError, OSError) as exc:  # ssl.SSLError is an OSError
                 if self.connected:
                     _say(f"lost the broker at {where} ({exc}); keeping one reading a minute")
                 elif not self._outage:
@@ -191,12 +190,12 @@ class MqttPublisher:
             return
         self._last_publish_time = t
         for topic, payload in state_messages(d, self.root):
-            body = json.loads(payload)
-            if s.on_change:
+            if s.on_change:  # only then is the last payload of each topic needed
+                body = json.loads(payload)
                 stale = t - self._sent_at.get(topic, float("-inf")) >= s.heartbeat_s
                 if not (stale or changed(self._sent.get(topic), body, s.deadband_pct)):
                     continue
-            self._sent[topic], self._sent_at[topic] = body, t
+                self._sent[topic], self._sent_at[topic] = body, t
             await client.publish(topic, payload, qos=s.qos, retain=s.retain)
 
     async def _commands(self, client: aiomqtt.Client) -> None:
