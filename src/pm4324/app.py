@@ -20,6 +20,7 @@ from pm4324.cli.display import render_table
 from pm4324.cli.listeners import ServerStartError, plan_tcp, start_servers
 from pm4324.cli.precompile import kernels_cached
 from pm4324.config.settings import Settings
+from pm4324.device.faults import apply_device_faults
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
@@ -155,6 +156,8 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
             history.store.close()
         raise
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    if isinstance(source, SimulatorSource):
+        apply_device_faults(meter, source.faults)
     if history is not None:
         meter.add_listener(history.add_snapshot)
     stop = asyncio.Event()
