@@ -183,7 +183,8 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         backend = MapBackend(meter, guard=Guard(settings.security, audit))
         await start_servers(meter, settings, args, backend, plan, servers)
         if args.http:
-            servers.append(await _start_web(meter, args, backend.guard, switch))
+            where = history_location(settings, settings_path) if history is not None else None
+            servers.append(await _start_web(meter, args, backend.guard, where, switch))
         mqtt = _start_mqtt(meter, settings, store, backend, stop)
         await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
     except ServerStartError as exc:
@@ -205,17 +206,21 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     return 0
 
 
-async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard,
+async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard, history: str | None,
                      faults: FaultSwitch | None = None):
     """The dashboard, the HTTP API and /metrics (docs/web.md); writes need a token of
-    ``[security.tokens]`` whose role the guard allows (the same guard as Modbus and MQTT)."""
+    ``[security.tokens]`` whose role the guard allows (the same guard as Modbus and MQTT).
+    ``history``: where the meter keeps its history (the server reads it on a connection of
+    its own), or None."""
     from pm4324.web.server import WebServer
 
     host, port = args.http
-    web = WebServer(meter, host, port, guard=guard, faults=faults)
+    store = HistoryStore.open(history, readonly=True) if history else None
+    web = WebServer(meter, host, port, guard=guard, history=store, faults=faults)
     try:
         await web.start()
     except OSError as exc:
+        web.history.close()
         raise ServerStartError(str(exc)) from None
     tokens = len(meter.settings.security.tokens)
     writes = f"writes with one of {tokens} token(s)" if tokens else "read-only: no [security.tokens]"

@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
+from pm4324.history import HistoryStore
 from pm4324.registers.backend import MeterControl
 from pm4324.security.guard import Guard
 from pm4324.snapshot import Snapshot
@@ -24,6 +25,7 @@ from pm4324.web.api import Service, error_handlers, metrics_route, router
 from pm4324.web.faults_api import FaultControl, fault_router
 from pm4324.web.feed import Feed
 from pm4324.web.fleet import Fleet
+from pm4324.web.history_api import WebHistory, history_router
 
 PAGES = {"": "Building", "meter": "Meter", "trends": "Trends", "events": "Events", "settings": "Settings"}
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript", "charts.js": "text/javascript",
@@ -37,13 +39,14 @@ def _version() -> str:
         return ""
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service, history: WebHistory | None = None) -> FastAPI:
     # no /docs or /redoc: their viewers load from a CDN, and every page here works offline
     app = FastAPI(title="pm4324", version=service.version or "0", docs_url=None, redoc_url=None,
                   description="A software PM-4324 power meter: live values, harmonics, waveforms, "
                   "events, relays and settings (docs/web.md).")
     error_handlers(app)
     app.include_router(router(service))
+    app.include_router(history_router(service, history or WebHistory(None)))
     app.include_router(fault_router(service.faults, service.guard, service.local))
     metrics_route(app, service)
     static = resources.files("pm4324.web") / "static"
@@ -84,11 +87,13 @@ class WebServer:
     ``pm4324 run`` passes its meter (shown as "local", and the target of writes); a hub passes
     ``meter=None`` and the keys of its meters, then calls ``publish(key, snapshot)`` for
     each reading and ``fleet.mark(key, online)`` when a meter stops or resumes answering.
+    ``history`` is a store opened for this server alone (the writer keeps its own connection);
+    the server closes it when it stops.
     """
 
     def __init__(self, meter: MeterControl | None, host: str = "127.0.0.1", port: int = 8080,
                  guard: Guard | None = None, keys: list[str] | None = None,
-                 faults: FaultControl | None = None):
+                 history: HistoryStore | None = None, faults: FaultControl | None = None):
         self.meter, self.host, self.port = meter, host, port
         self.faults = faults  # the meter's fault switch (`/api/faults`), if it has one
         # the meter's guard decides writes by [security] (no guard given: one without an audit log)
@@ -97,6 +102,7 @@ class WebServer:
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
         self.service: Service | None = None
+        self.history = WebHistory(history)
 
     def publish(self, key: str, snap: Snapshot) -> None:
         """A new second of meter ``key`` (any thread)."""
@@ -127,7 +133,7 @@ class WebServer:
         sock.listen(128)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(create_app(self.service), log_level="warning", access_log=False,
+        config = uvicorn.Config(create_app(self.service, self.history), log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=2, loop="none")
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
@@ -147,3 +153,4 @@ class WebServer:
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self._task, 5)
+        self.history.close()
