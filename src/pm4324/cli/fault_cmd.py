@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "list":
             answer = _call(args, "GET", "/api/faults")
         elif args.action == "kinds":
-            answer = _call(args, "GET", "/api/faults/kinds")
+            answer = _call(args, "GET", "/api/fault-kinds")
         elif args.action == "set":
             answer = _call(args, "POST", "/api/faults", {
                 "kind": args.kind, "target": args.target, "parameters": parse_params(args.params),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from pm4324.security.guard import Write
 from pm4324.security.roles import Right
+from pm4324.web.api import ERRORS
 from pm4324.web.auth import authorize
 
 Auth = Annotated[str | None, Header(description="Bearer TOKEN of [security.tokens] (writes)")]
@@ -44,7 +45,7 @@ class FaultView(BaseModel):
 
 
 class FaultWrite(BaseModel):
-    kind: str = Field(max_length=40, description="a kind of GET /api/faults/kinds")
+    kind: str = Field(max_length=40, description="a kind of GET /api/fault-kinds")
     target: str = Field(max_length=40, description="ctN, mainM, mainM.p, meterN or all")
     parameters: dict[str, Any] = Field(default_factory=dict)
     duration_s: float | None = Field(None, gt=0, le=1e9, description="null: until cleared")
@@ -53,7 +54,7 @@ class FaultWrite(BaseModel):
 def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRouter:
     """The routes; ``control`` None (no simulator behind this server): empty lists, and
     setting answers 409."""
-    api = APIRouter(prefix="/api/faults", tags=["faults"])
+    api = APIRouter(prefix="/api", tags=["faults"], responses=ERRORS)
 
     def allow(request: Request, authorization: str | None, writes: list[Write]):
         if meter is None:
@@ -66,15 +67,15 @@ def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRou
                                 "on the simulator")
         return control
 
-    @api.get("", summary="The meter's faults: scheduled by its scenario and set live")
+    @api.get("/faults", summary="The meter's faults: scheduled by its scenario and set live")
     def faults() -> list[FaultView]:
         return [FaultView(**f) for f in (control.list() if control else [])]
 
-    @api.get("/kinds", summary="The kinds of fault: targets, parameters (defaults), meaning")
+    @api.get("/fault-kinds", summary="The kinds of fault: targets, parameters (defaults), meaning")
     def kinds() -> dict[str, dict[str, Any]]:
         return control.kinds() if control else {}
 
-    @api.post("", summary="Start a fault at the next sample (right: settings); audited")
+    @api.post("/faults", summary="Start a fault at the next sample (right: settings); audited")
     def set_fault(body: FaultWrite, request: Request, authorization: Auth = None) -> FaultView:
         what = f"fault {body.kind} on {body.target}"
         writes = [Write(Right.SETTINGS, what, "", f"{body.parameters or 'defaults'}"
@@ -87,7 +88,7 @@ def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRou
         guard.accepted(client, writes)
         return FaultView(**row)
 
-    @api.delete("/{fault_id}", summary="End one fault at the next sample (right: settings)")
+    @api.delete("/faults/{fault_id}", summary="End one fault at the next sample (right: settings)")
     def clear_one(fault_id: Annotated[int, Path(ge=1, le=2**31)], request: Request,
                   authorization: Auth = None) -> list[FaultView]:
         writes = [Write(Right.SETTINGS, f"fault {fault_id}", "set", "cleared")]
@@ -99,7 +100,7 @@ def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRou
         guard.accepted(client, writes)
         return [FaultView(**r) for r in rows]
 
-    @api.delete("", summary="End every fault at the next sample (right: settings)")
+    @api.delete("/faults", summary="End every fault at the next sample (right: settings)")
     def clear_all(request: Request, authorization: Auth = None) -> list[FaultView]:
         writes = [Write(Right.SETTINGS, "every fault", "set", "cleared")]
         client = allow(request, authorization, writes)
