@@ -194,6 +194,18 @@ class Meter(Saving):
                         f"(CT{3 * meter - 2}-CT{3 * meter})")
             return self._request_commit()
 
+    def preset_energy(self, meter: int | None, wh: float, why: str) -> Durable | None:
+        """Set every energy counter of one Meter (and its CTs), or of all, to ``wh``: the
+        ``energy_rollover`` fault. Logged, and committed at once."""
+        with self._lock:
+            rows = slice(None) if meter is None else slice(3 * (meter - 1), 3 * meter)
+            self.ct_registers.preset(rows, wh)
+            self.meter_registers.preset(slice(None) if meter is None else
+                                        slice(meter - 1, meter), wh)
+            self._event("energy_preset", f"{'all Meters' if meter is None else f'Meter {meter}'}"
+                        f" set to {wh / 1000:,.2f} kWh ({why})")
+            return self._request_commit()
+
     def acknowledge_alarms(self, relay: int | None) -> Durable | None:
         """Acknowledge the latched alarms of relay 1 or 2, or of all (None)."""
         with self._lock:
