@@ -212,7 +212,7 @@ async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard, histo
     ``[security.tokens]`` whose role the guard allows (the same guard as Modbus and MQTT).
     ``history``: where the meter keeps its history (the server reads it on a connection of
     its own), or None."""
-    from pm4324.web.server import WebServer
+    from pm4324.web.server import WebServer, exposure_warning
 
     host, port = args.http
     store = HistoryStore.open(history, readonly=True) if history else None
@@ -225,20 +225,9 @@ async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard, histo
     tokens = len(meter.settings.security.tokens)
     writes = f"writes with one of {tokens} token(s)" if tokens else "read-only: no [security.tokens]"
     print(f"Dashboard and HTTP API on {web.url} ({writes})", file=sys.stderr, flush=True)
-    if not _loopback(host):
-        print(f"  {host} is not loopback: every live value, the settings and the event log can be "
-              "read from the network without a credential (plain HTTP: tokens travel in clear; "
-              "put a TLS proxy in front, docs/web.md)", file=sys.stderr, flush=True)
+    if warning := exposure_warning(host):
+        print(warning, file=sys.stderr, flush=True)
     return web
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _start_mqtt(meter: Meter, settings: Settings, store: Store, backend: MapBackend,

@@ -32,6 +32,24 @@ ASSETS = {"app.css": "text/css", "app.js": "text/javascript", "charts.js": "text
           "icon.svg": "image/svg+xml"}
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def exposure_warning(host: str) -> str | None:
+    """What serving on ``host`` exposes, for stderr (None on loopback)."""
+    if is_loopback(host):
+        return None
+    return (f"  {host} is not loopback: every live value, the settings and the event log can be "
+            "read from the network without a credential (plain HTTP: tokens travel in clear; "
+            "put a TLS proxy in front, docs/web.md)")
+
+
 def _version() -> str:
     try:
         return metadata.version("pm4324")
@@ -143,6 +161,33 @@ class WebServer:
             await asyncio.sleep(0.01)
         if self._task.done():
             self._task.result()
+
+    def start_in_thread(self) -> None:
+        """Serve from an event loop on a thread of its own (a hub polls in plain threads);
+        OSError when the address cannot be bound. ``stop_thread()`` ends both."""
+        import threading
+
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="web", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(30)
+        except BaseException:
+            self._stop_loop(loop)
+            raise
+        self._loop = loop
+
+    def stop_thread(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(15)
+            self._stop_loop(loop)
+
+    def _stop_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(10)
+        loop.close()
+        self.history.close()
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:
