@@ -58,6 +58,23 @@ class LazyBackend:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.backend, name)
 
+    def for_client(self, client: Any, word_order: str | None = None) -> _LazySession:
+        return _LazySession(self, client, word_order)
+
+
+class _LazySession:
+    """A client's session of a lazy backend: the backend is made at the first request."""
+
+    def __init__(self, lazy: LazyBackend, client: Any, word_order: str | None):
+        self._args = (lazy, client, word_order)
+        self._session: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._session is None:
+            lazy, client, order = self._args
+            self._session = lazy.backend.for_client(client, order)
+        return getattr(self._session, name)
+
 
 class Backends:
     """One (lazy) register backend per member, sharing the register map."""
@@ -87,14 +104,10 @@ async def start_tcp(config: FleetConfig, backends: Backends, servers: list) -> N
         return
     n = len(backends.lazy)
     if t.mode == "gateway":
-        if not _has_gateway(TcpServer):
-            raise ExposeError("modbus.mode = \"gateway\" needs the multi-unit Modbus TCP server "
-                              "(TcpServer(backends=...)), which this build does not have yet: "
-                              "use mode = \"ports\"")
         for first in range(0, n, GATEWAY_UNITS):
             units = {u + 1: backends.lazy[first + u] for u in range(min(GATEWAY_UNITS, n - first))}
             port = config.tcp_place(first)[0] if t.port else 0
-            await _start(TcpServer(backends=units, host=t.host, port=port), servers, t.host, port)
+            await _start(TcpServer(None, backends=units, host=t.host, port=port), servers, t.host, port)
         _say(f"Modbus TCP gateway: {n} meters behind unit ids 1..{min(n, GATEWAY_UNITS)} on "
              f"{t.host}:{t.port}..{config.tcp_place(n - 1)[0]}")
         return
@@ -103,12 +116,6 @@ async def start_tcp(config: FleetConfig, backends: Backends, servers: list) -> N
         await _start(TcpServer(lazy, unit_id=1, host=t.host, port=port), servers, t.host, port)
     _say(f"Modbus TCP: {n} meters on {t.host}:{servers[-n].port}..{servers[-1].port} (unit 1, "
          "one port each)")
-
-
-def _has_gateway(server_class: type) -> bool:
-    import inspect
-
-    return "backends" in inspect.signature(server_class.__init__).parameters
 
 
 async def _start(server: Any, servers: list, host: str, port: int) -> None:
@@ -126,12 +133,9 @@ async def start_rtu(config: FleetConfig, backends: Backends, servers: list) -> N
     r = config.rtu
     if not r.device:
         return
-    if not _has_gateway(RtuServer):
-        raise ExposeError("[rtu] needs the multi-drop Modbus RTU server (RtuServer(backends="
-                          "...)), which this build does not have yet")
     n = min(len(backends.lazy), GATEWAY_UNITS)
     units = {u + 1: backends.lazy[u] for u in range(n)}
-    server = RtuServer(backends=units, port=r.device, baud=r.baud, data_format=r.data_format)
+    server = RtuServer(None, r.device, backends=units, baud=r.baud, data_format=r.data_format)
     try:
         await server.start()
     except Exception as exc:  # pyserial wraps the OSError
