@@ -22,6 +22,7 @@ from pm4324.registers.backend import MeterControl
 from pm4324.security.guard import Guard
 from pm4324.snapshot import Snapshot
 from pm4324.web.api import Service, error_handlers, metrics_route, router
+from pm4324.web.faults_api import FaultControl, fault_router
 from pm4324.web.feed import Feed
 from pm4324.web.fleet import Fleet
 from pm4324.web.history_api import WebHistory, history_router
@@ -64,6 +65,7 @@ def create_app(service: Service, history: WebHistory | None = None) -> FastAPI:
     error_handlers(app)
     app.include_router(router(service))
     app.include_router(history_router(service, history or WebHistory(None)))
+    app.include_router(fault_router(service.faults, service.guard, service.local))
     metrics_route(app, service)
     static = resources.files("pm4324.web") / "static"
     shell = (static / "page.html").read_text(encoding="utf-8")
@@ -109,8 +111,9 @@ class WebServer:
 
     def __init__(self, meter: MeterControl | None, host: str = "127.0.0.1", port: int = 8080,
                  guard: Guard | None = None, keys: list[str] | None = None,
-                 history: HistoryStore | None = None):
+                 history: HistoryStore | None = None, faults: FaultControl | None = None):
         self.meter, self.host, self.port = meter, host, port
+        self.faults = faults  # the meter's fault switch (`/api/faults`), if it has one
         # the meter's guard decides writes by [security] (no guard given: one without an audit log)
         self.guard = guard or Guard(meter.settings.security if meter is not None else None)
         self.fleet = Fleet(keys or ["local"])
@@ -134,6 +137,7 @@ class WebServer:
         loop = asyncio.get_running_loop()
         self.service = Service(self.meter, Feed(loop), self.guard, self.fleet, self.fleet.keys[0],
                                _version())
+        self.service.faults = self.faults
         if self.meter is not None:
             self.meter.add_listener(lambda snap: self.publish(self.fleet.keys[0], snap))
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
