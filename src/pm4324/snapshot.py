@@ -173,6 +173,9 @@ class Snapshot:
     # Per main, the samples of the second's last whole cycles in primary V and A at the
     # settings' sample rate: rows va, vb, vc, then the main's CTs (the web's waveform view).
     waveforms: tuple[np.ndarray, ...] = ()
+    # power quality (device/pq.py): the mains' latest aggregates, events ended this second,
+    # the CTs' latest 10-minute values; JSON-ready, None when PQ is off (docs/power-quality.md)
+    pq: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "waveforms", tuple(_frozen(w) for w in self.waveforms))
@@ -196,6 +199,8 @@ class Snapshot:
             "cts": [self._ct_dict(k) for k in cts],
             "meters": [self._meter_dict(m) for m in chosen],
         }
+        if self.pq is not None:
+            d["pq"] = self.pq
         if harmonics:
             mv, c = self.main, self.ct
             below = [self._below_nyquist(i) for i in range(self.settings.n_mains)]
