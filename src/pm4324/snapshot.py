@@ -199,8 +199,6 @@ class Snapshot:
             "cts": [self._ct_dict(k) for k in cts],
             "meters": [self._meter_dict(m) for m in chosen],
         }
-        if self.pq is not None:
-            d["pq"] = self.pq
         if harmonics:
             mv, c = self.main, self.ct
             below = [self._below_nyquist(i) for i in range(self.settings.n_mains)]
@@ -222,6 +220,11 @@ class Snapshot:
         if not np.isfinite(f):
             f = self.settings.mains[main].nominal_frequency_hz
         return math.ceil(self.settings.sample_rate_hz / 2 / f)
+
+    def pq_dict(self) -> dict[str, Any]:
+        """``{"pq": ...}`` when the meter measures power quality, else {}; `run --json` and the
+        dashboard's stream add it to ``to_dict()``'s keys (Modbus cannot carry it)."""
+        return {} if self.pq is None else {"pq": self.pq}
 
     def alarms_dict(self) -> dict[str, Any]:
         """Relay modes and the enabled alarm rules (slot, relay, rule text, output on,

@@ -37,7 +37,7 @@ def test_events_reach_the_event_log_and_json() -> None:
     assert "2027-01-15T08:00:02.025Z" in logged[0].text  # TICK + 2.015 s + T/2
     with_event = [s for s in snaps if s.pq["events"]]
     assert len(with_event) == 1
-    d = json.loads(json.dumps(with_event[0].to_dict()))
+    d = json.loads(json.dumps(with_event[0].pq_dict()))
     (ev,) = d["pq"]["events"]
     assert ev["kind"] == "dip" and ev["channels"] == "c" and ev["main"] == 1
     assert ev["extreme_v"] == pytest.approx(115.0, rel=1e-6)
@@ -76,4 +76,4 @@ def test_pq_settings() -> None:
     off = parse_settings({"pq": {"enabled": False}})
     meter = Meter(off, SimulatorSource(parse_scenario({}), off), start_time=0.0)
     snap = meter.step()
-    assert snap.pq is None and "pq" not in snap.to_dict()
+    assert snap.pq is None and snap.pq_dict() == {}
