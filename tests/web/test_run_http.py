@@ -44,6 +44,9 @@ def test_run_serves_the_second_it_prints(tmp_path):
             assert served["meters"][0]["p_w"] == printed["meters"][0]["p_w"]
             assert served["cts"][23]["kwh_import"] == printed["cts"][23]["kwh_import"]
             assert http.get("/").text.startswith("<!doctype html>")
+            span = http.get("/api/history/span").json()  # run keeps a history and serves it
+            assert span["enabled"] and span["device"] == "local" and span["time_zone"]
+            assert http.get("/api/history/today").status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -34,6 +34,11 @@ class EnergyRegisters:
         self.micro[sel] = 0
         self.remainder[sel] = 0.0
 
+    def preset(self, rows: np.ndarray | slice, wh: float) -> None:
+        """Set every register of ``rows`` to ``wh`` (a fault: counters near their rollover)."""
+        self.micro[rows] = round(wh * MICRO)
+        self.remainder[rows] = 0.0
+
     def values(self) -> np.ndarray:
         """Register values in Wh (float64; exact to the µWh)."""
         return (self.micro + self.remainder) / MICRO

@@ -50,7 +50,7 @@ from pm4324.metering.step_kernels import (
     turned_phasors,
     window_harmonics,
 )
-from pm4324.metering.wiring import meter_wiring
+from pm4324.metering.wiring import current_signs, meter_wiring
 
 WAVE_CYCLES = 2  # the last whole cycles of each step kept as samples (the web's waveform view)
 
@@ -239,13 +239,12 @@ class Engine:
         """``harmonic_angles``: also find each harmonic's angle (``turned_phasors``; the
         snapshot's ``*_harmonic_phasors`` stay 0 without it)."""
         self.harmonic_angles = harmonic_angles
+        self.pq_hook = None  # f(main, buffer, bounds, offset, fundamentals) per main, step (pq/)
         self.fs = settings.sample_rate_hz
         self.n_mains = settings.n_mains
         per_main = N_CTS // self.n_mains
-        self._mains = [
-            _MainState(settings, m, np.arange(m * per_main, (m + 1) * per_main))
-            for m in range(self.n_mains)
-        ]
+        self._mains = [_MainState(settings, m, np.arange(m * per_main, (m + 1) * per_main))
+                       for m in range(self.n_mains)]
         self.configure(settings)
 
     def configure(self, settings: Settings) -> None:
@@ -273,7 +272,7 @@ class Engine:
             [settings.mains[settings.main_of_ct(k + 1)].nominal_voltage_v for k in range(N_CTS)]
         )
         self.cal_v = _gain_offset(settings.calibration_v)
-        self.cal_i = _gain_offset(settings.calibration_i)
+        self.cal_i = _gain_offset(settings.calibration_i, current_signs(settings.meters))
         self.aron = np.array([w.wiring is Wiring.W3P3W_2CT for w in self.wirings])
         self.nominal_ln = np.array([settings.mains[m].nominal_voltage_v
                                     for m in range(self.n_mains)])
@@ -329,14 +328,15 @@ class Engine:
         """
         voltages = self._calibrate(voltages, self.cal_v)
         currents = self._calibrate(currents, self.cal_i)
-        out = _Collector(self)
-        per_main = N_CTS // self.n_mains
+        out, per_main = _Collector(self), N_CTS // self.n_mains
         for ms in self._mains:
             v = voltages[3 * ms.main : 3 * ms.main + 3]
             i = currents[ms.main * per_main : (ms.main + 1) * per_main]
             clip = ms.append(v, i, start, self._clip_level(full_scale, ms.n_ch))
             bounds, synced = ms.new_cycles(final)
             out.add_main(ms, bounds, synced, clip)
+            if self.pq_hook is not None:
+                self.pq_hook(ms.main, ms.store, bounds, ms.offset, ms.fundamental)
             ms.trim()
         return out.result()
 
@@ -456,11 +456,15 @@ def _last_cycles(store: np.ndarray, bounds: np.ndarray, el: _Elements) -> np.nda
     return store[: scale.size, lo:hi] * scale[:, None]
 
 
-def _gain_offset(cals: tuple) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-input (gain, offset) columns of a calibration, None when all are 1 and 0."""
-    if all(c.gain == 1 and c.offset == 0 for c in cals):
+def _gain_offset(cals: tuple, signs: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-input (gain, offset) columns of a calibration, None when all are 1 and 0; a sign
+    of -1 (a CT set ``reverse``) inverts that input."""
+    signs = np.ones(len(cals)) if signs is None else signs
+    if all(c.gain == 1 and c.offset == 0 for c in cals) and np.all(signs == 1):
         return None
-    return (np.array([c.gain for c in cals])[:, None], np.array([c.offset for c in cals])[:, None])
+    return (np.array([c.gain for c in cals])[:, None] * signs[:, None],
+            np.array([c.offset for c in cals])[:, None])
 
 
 def _product_rows(k: int, aron: np.ndarray) -> np.ndarray:

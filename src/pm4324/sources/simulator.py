@@ -24,7 +24,9 @@ from numba import njit
 
 from pm4324.config.settings import CT_INPUTS, N_CTS, N_METERS, PHASES, Settings, file_problem
 from pm4324.metering.wiring import meter_wiring
+from pm4324.sources import fault_effects as fx
 from pm4324.sources.base import SampleBlock, Source, SourceError
+from pm4324.sources.faults import Fault, FaultBook, FaultError, parse_faults
 
 _PHASE_ANGLE = {"a": 0.0, "b": -2 * math.pi / 3, "c": 2 * math.pi / 3}
 NOISE_TABLE = 1 << 18
@@ -39,7 +41,8 @@ class ScenarioError(SourceError):
 class Sag:
     start_s: float
     duration_s: float
-    retained: float  # fraction of the voltage kept during the sag (0 = interruption)
+    retained: float  # fraction of the voltage kept (0 = interruption, > 1 = a swell)
+    phases: str = "abc"  # the phases it affects
 
 
 @dataclass(frozen=True)
@@ -111,23 +114,28 @@ class Scenario:
     source: str = "<scenario>"
     start: str = ""  # ISO local date/time the scenario starts at (history synth); "" = unset
     time_zone: str = ""  # IANA zone of ``start`` and of the daily profiles' hours
+    faults: tuple[Fault, ...] = ()  # scheduled measurement and device faults (sources/faults.py)
 
     def load_on(self, ct: int) -> list[tuple[LoadSpec, str]]:
         return [(ld, ph) for ld in self.loads for c, ph in zip(ld.cts, ld.phases) if c == ct]
 
     # -- the truth ---------------------------------------------------------------------------
 
-    def phasors(self, settings: Settings, t: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Primary rms phasors at time t: voltages (n_mains, 3, H), currents (24, H), orders."""
+    def phasors(self, settings: Settings, t: float, faults: tuple[Fault, ...] | None = None,
+                sags: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Primary rms phasors at time t: voltages (n_mains, 3, H), currents (24, H), orders;
+        with the linear faults active at t (``faults``: the scenario's when None);
+        ``sags=False``: as if no sag were under way."""
+        active = [f for f in (self.faults if faults is None else faults) if f.active(t)]
         orders = sorted({1} | {h for m in self.mains for h in m.harmonics}
-                        | {h for ld in self.loads for h in ld.harmonics})
+                        | {h for ld in self.loads for h in ld.harmonics} | fx.fault_orders(active))
         n_mains = settings.n_mains
         volts = np.zeros((n_mains, 3, len(orders)), dtype=complex)
         for m in range(n_mains):
             spec = self.mains[m]
-            retained = _retained(spec, t)
             for p, ph in enumerate(PHASES):
-                base = spec.voltage_v * spec.phase_scale[p] * retained
+                base = spec.voltage_v * spec.phase_scale[p] * (_retained(spec, t, ph) if sags
+                                                                else 1.0)
                 for j, h in enumerate(orders):
                     frac, deg = (1.0, 0.0) if h == 1 else spec.harmonics.get(h, (0.0, 0.0))
                     volts[m, p, j] = base * frac * np.exp(1j * (h * _PHASE_ANGLE[ph]
@@ -141,34 +149,58 @@ class Scenario:
                     ang = h * _PHASE_ANGLE[ph] + (ld.angle if h == 1 else math.radians(deg)
                                                   + (math.pi if ld.export else 0.0))
                     currents[ct - 1, j] += ld.current_a * lvl * frac * np.exp(1j * ang)
+        if active:
+            phases = {ct: ph for ld in reversed(self.loads) for ct, ph in zip(ld.cts, ld.phases)}
+            fx.apply_linear(active, volts, currents, orders, phases, t)
         return volts, currents, orders
 
-    def expected(self, settings: Settings, t: float) -> list[dict[str, float]]:
-        """Exact per-CT V rms, I rms, P, Q1 an ideal meter reports at time t (primary units)."""
-        volts, currents, orders = self.phasors(settings, t)
+    def frequency(self, m: int, t: float, faults: tuple[Fault, ...] | None = None) -> float:
+        """Main m's (0-based) frequency at time t: nominal, drift, frequency excursions."""
+        spec = self.mains[m]
+        f = spec.frequency_hz + spec.drift_hz * math.sin(2 * math.pi * t / spec.drift_period_s)
+        active = [f for f in (self.faults if faults is None else faults) if f.active(t)]
+        return fx.frequency(active, m, f) if active else f
+
+    def expected(self, settings: Settings, t: float, faults: tuple[Fault, ...] | None = None
+                 ) -> list[dict[str, float]]:
+        """Exact per-CT V rms, I rms, P, Q1 and frequency an ideal meter reports at time t
+        (primary units), with the faults active at t (``faults``: the scenario's when None)."""
+        volts, currents, orders = self.phasors(settings, t, faults)
+        active = [f for f in (self.faults if faults is None else faults) if f.active(t)]
+        on_samples = fx.sample_faults(active)
+        v_dc = fx.dc_volts(on_samples, settings.n_mains)
         rows = []
         for k in range(1, N_CTS + 1):
             m = (k - 1) // 3
             w = meter_wiring(settings.meters[m])
             coeff = w.coefficients[(k - 1) % 3]
+            if settings.meters[m].ct_reverse[(k - 1) % 3]:  # the meter inverts the current:
+                coeff = -coeff  # same P and Q as an inverted voltage
             v_el = coeff @ volts[settings.main_of_ct(k)]  # (H,)
+            el_dc = float(coeff @ v_dc[settings.main_of_ct(k)])
             i = currents[k - 1]
+            i_dc, i_rms = 0.0, float(np.sqrt(np.sum(np.abs(i) ** 2)))
+            if any(f.target.kind == "ct" and f.target.index == k for f in on_samples):
+                i, i_dc, i_rms = fx.ct_waveform_truth(on_samples, k, i, orders)
             s = v_el * np.conj(i)
             rows.append({
                 "ct": k,
-                "v_rms": float(np.sqrt(np.sum(np.abs(v_el) ** 2))),
-                "i_rms": float(np.sqrt(np.sum(np.abs(i) ** 2))),
-                "p_w": float(np.sum(s.real)),
+                "v_rms": float(np.sqrt(np.sum(np.abs(v_el) ** 2) + el_dc ** 2)),
+                "i_rms": i_rms,
+                "p_w": float(np.sum(s.real)) + el_dc * i_dc,
                 "q_var": float(s[orders.index(1)].imag),
+                "frequency_hz": self.frequency(settings.main_of_ct(k), t, faults),
             })
         return rows
 
 
-def _retained(spec: MainSpec, t: float) -> float:
+def _retained(spec: MainSpec, t: float, phase: str) -> float:
+    """The fraction of phase ``phase``'s voltage kept at t (overlapping sags multiply)."""
+    kept = 1.0
     for sag in spec.sags:
-        if sag.start_s <= t < sag.start_s + sag.duration_s:
-            return sag.retained
-    return 1.0
+        if phase in sag.phases and sag.start_s <= t < sag.start_s + sag.duration_s:
+            kept *= sag.retained
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +240,7 @@ def _check_keys(src: str, table: Any, allowed: set[str], prefix: str) -> None:
 
 def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
     _check_keys(src, data, {"name", "seed", "mains", "loads", "adc", "ct_errors", "start",
-                            "time_zone"}, "")
+                            "time_zone", "faults"}, "")
     mains = []
     raw_mains = data.get("mains", {})
     if not isinstance(raw_mains, dict):
@@ -226,10 +258,13 @@ def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
         sags = []
         for j, sg in enumerate(t.get("sags", [])):
             q = f"{p}sags.{j}."
-            _check_keys(src, sg, {"start_s", "duration_s", "retained"}, q)
+            _check_keys(src, sg, {"start_s", "duration_s", "retained", "phases"}, q)
+            phases = sg.get("phases", "abc")
+            if not (isinstance(phases, str) and phases and set(phases) <= set(PHASES)):
+                raise ScenarioError(src, q + "phases", phases, 'must be phases like "a" or "abc"')
             sags.append(Sag(_num(src, sg, "start_s", 0, 0, 1e9, q),
                             _num(src, sg, "duration_s", 0.1, 0, 1e9, q),
-                            _num(src, sg, "retained", 0.5, 0, 2, q)))
+                            _num(src, sg, "retained", 0.5, 0, 2, q), phases))
         scale = t.get("phase_scale", [1.0, 1.0, 1.0])
         if not (isinstance(scale, list) and len(scale) == 3
                 and all(isinstance(x, int | float) and 0 <= x <= 2 for x in scale)):
@@ -291,8 +326,12 @@ def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
     seed = data.get("seed", 0)
     if not isinstance(seed, int):
         raise ScenarioError(src, "seed", seed, "must be a whole number")
+    try:
+        faults = parse_faults(data.get("faults", []), src)
+    except FaultError as exc:
+        raise SourceError(str(exc)) from None
     return Scenario(str(data.get("name", "scenario")), seed, tuple(mains), tuple(loads), adc,
-                    errors, src, *_start(src, data))
+                    errors, src, *_start(src, data), faults=faults)
 
 
 def _start(src: str, data: dict[str, Any]) -> tuple[str, str]:
@@ -355,10 +394,13 @@ class SimulatorSource(Source):
         self.ct_shift = np.radians([err.get(k, CtError()).phase_deg for k in range(1, N_CTS + 1)])
         self._work_shape: tuple[int, int] | None = None
         self._work_arrays: dict[str, np.ndarray] = {}
+        # the scenario's faults and live ones; they start and end at the next sample
+        self.faults = FaultBook(scenario.faults, lambda: self._next / self.sample_rate_hz)
+        self._active: tuple[Fault, ...] = ()  # the faults of the segment being synthesised
+        self._seg_start = 0  # its first sample
 
     def _frequency(self, m: int, t: float) -> float:
-        spec = self.scenario.mains[m]
-        return spec.frequency_hz + spec.drift_hz * math.sin(2 * math.pi * t / spec.drift_period_s)
+        return self.scenario.frequency(m, t, self._active)
 
     def _work(self, n: int, n_orders: int) -> dict[str, np.ndarray]:
         """Scratch arrays reused from block to block: fresh multi-megabyte temporaries cost
@@ -376,9 +418,33 @@ class SimulatorSource(Source):
         return self._work_arrays
 
     def _read_internal(self, n: int) -> SampleBlock:
+        fs, start = self.sample_rate_hz, self._next
+        if not self.faults.faults:
+            v, i = self._synth(start, n)  # the common case, as fast as without faults
+            return SampleBlock(start, v, i)
+        # a fault that starts or ends inside the block splits it: each part is synthesised
+        # with the faults active in it (phase-continuous, like any block boundary)
+        t0 = start / fs
+        cuts = sorted({min(n, max(0, math.ceil((b - t0) * fs - 1e-9)))
+                       for b in self.faults.boundaries(t0, t0 + n / fs)} - {0, n})
+        parts = []
+        for a, b in zip([0, *cuts], [*cuts, n]):
+            mid = (start + 0.5 * (a + b)) / fs
+            self._active = self.faults.active(mid)
+            parts.append(self._synth(start + a, b - a))
+        self._active = ()
+        self.faults.advance((start + n) / fs)
+        if len(parts) == 1:
+            return SampleBlock(start, *parts[0])
+        return SampleBlock(start, np.concatenate([p[0] for p in parts], axis=1),
+                           np.concatenate([p[1] for p in parts], axis=1))
+
+    def _synth(self, start: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         fs = self.sample_rate_hz
-        t0 = self._next / fs
-        volts, currents, orders = self.scenario.phasors(self.settings, t0 + 0.5 * n / fs)
+        t0 = start / fs
+        self._seg_start = start
+        volts, currents, orders = self.scenario.phasors(self.settings, t0 + 0.5 * n / fs,
+                                                        self._active, sags=False)
         currents = currents / self.ct[:, None] * self.ct_gain[:, None]
         currents = currents * np.exp(1j * np.outer(self.ct_shift, orders))
         out_v = np.empty((3 * self.n_mains, n))
@@ -410,13 +476,17 @@ class SimulatorSource(Source):
             out_v[3 * m : 3 * m + 3] = x[:3]
             out_i[m * per_main : (m + 1) * per_main] = x[3:]
         self._switching(out_v, out_i, t0, n)
+        on_samples = fx.sample_faults(self._active) if self._active else None
+        if on_samples:
+            fx.apply_samples(on_samples, out_v, out_i, self.pt, self.ct)
         if self.scenario.adc is not None:
             self._adc(out_v, self.scenario.adc.voltage_full_scale_v)
             self._adc(out_i, self.full_scale_i)
-        return SampleBlock(self._next, out_v, out_i)
+        return out_v, out_i
 
     def _switching(self, v: np.ndarray, i: np.ndarray, t0: float, n: int) -> None:
-        """Apply sags and load on/off switching that happen inside the block, to the sample."""
+        """Apply sags (the block is synthesised without them) and load on/off switching
+        that happen inside the block, to the sample."""
         fs, t1 = self.sample_rate_hz, t0 + n / self.sample_rate_hz
         mid = t0 + 0.5 * n / fs
         for m, spec in enumerate(self.scenario.mains[: self.n_mains]):
@@ -425,11 +495,8 @@ class SimulatorSource(Source):
                 if b <= t0 or a >= t1:
                     continue
                 lo, hi = max(0, math.ceil((a - t0) * fs)), min(n, math.ceil((b - t0) * fs))
-                base = _retained(spec, mid)
-                v[3 * m : 3 * m + 3, lo:hi] *= sag.retained / base if base else 0.0
-                if base != 1.0:  # the block was synthesised at the sag level: restore outside
-                    v[3 * m : 3 * m + 3, :lo] /= base
-                    v[3 * m : 3 * m + 3, hi:] /= base
+                for ph in sag.phases:
+                    v[3 * m + PHASES.index(ph), lo:hi] *= sag.retained
         for ld in self.scenario.loads:
             if ld.off_s <= 0:
                 continue
@@ -454,10 +521,12 @@ class SimulatorSource(Source):
     def _load_only(self, ld: LoadSpec, i: np.ndarray, idx: list[int], times: np.ndarray,
                    on: np.ndarray) -> np.ndarray:
         """The load's own contribution to its CTs over the block (for switching inside it)."""
+        linear = tuple(f for f in self._active if f not in fx.sample_faults(self._active))
         solo = Scenario(self.scenario.name, 0, self.scenario.mains,
-                        (LoadSpec(**{**ld.__dict__, "on_s": 0.0, "off_s": 0.0}),), None, {})
+                        (LoadSpec(**{**ld.__dict__, "on_s": 0.0, "off_s": 0.0}),), None, {},
+                        faults=linear)
         sim = SimulatorSource(solo, self.settings)
-        sim._next, sim.phase = self._next, self.phase.copy()
+        sim._next, sim.phase = self._seg_start, self.phase.copy()
         # phase has already advanced past this block; rewind it
         fs, n = self.sample_rate_hz, times.size
         for m in range(self.n_mains):
