@@ -63,7 +63,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = ("_server", "_transport", "peer", "_rest", "_offset", "_last_request", "_served",
                  "_frame_start", "_timer", "_timer_at", "_backlog", "_writing", "_paused",
-                 "_stalled_since", "_client", "_routes", "_host")
+                 "_stalled_since", "_client", "_routes", "_host", "_held", "_held_timer")
 
     def __init__(self, server: TcpServer):
         self._server = server
@@ -77,12 +77,14 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._backlog = False  # a turn is scheduled to serve more of ``_rest``
-        self._writing = False  # a write is running in the write thread
+        self._writing = False  # a write runs in the write thread, or a faulty answer waits
         self._paused = False  # reading paused by us (backlog, write in progress, stalled)
         self._stalled_since: float | None = None  # our send buffer is full since then
         self._client: Client | None = None
         self._routes: dict[int, Route] = {}  # unit id -> this client's view (``route``)
         self._host: str | None = None  # set once admitted by ``server.access``
+        self._held = b""  # answers held back by a ``merge`` fault
+        self._held_timer: asyncio.TimerHandle | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -275,11 +277,12 @@ class Connection(asyncio.Protocol):
                     host, server._loop.time()):
                 fc = pdu[0]
                 rsp = exception_pdu(fc, SERVER_BUSY) if 0 < fc < 0x80 else None
-            elif pdu[0] in WRITE_FUNCTIONS and server._writer is not None:
+            elif (route[1] is not None and route[1].current) or \
+                    (pdu[0] in WRITE_FUNCTIONS and server._writer is not None):
                 self._offset = pos
                 self._frame_start = None
                 self._flush(out)
-                self._start_write(tid, unit, pdu, route[0])
+                self._start(tid, unit, pdu, route)
                 return
             else:
                 rsp = durable_answer(handle_pdu(route[0], pdu))
@@ -299,26 +302,36 @@ class Connection(asyncio.Protocol):
                 self._arm(now + server.frame_deadline_s)
 
     def _flush(self, out: list[bytes]) -> None:
+        if self._held:  # a merge fault held answers back: they go first, in one segment
+            out.insert(0, self._take_held())
         if out and self._transport is not None:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def _start_write(self, tid: int, unit: int, pdu: bytes, backend: RegisterBackend) -> None:
-        """Run one write request in the write thread; this connection waits for it."""
+    def _start(self, tid: int, unit: int, pdu: bytes, route: Route) -> None:
+        """Serve one request this connection waits for: a write (in the write thread), or
+        any request while its meter has a protocol fault."""
         server = self._server
         self._writing = True
         self._pause()
+        backend, faults = route
+        if faults is not None and faults.current:
+            rsp, done = self._faulty(pdu, backend, faults)
+            if done:
+                self._deliver(tid, unit, rsp, faults)
+                return
         future = server._writer.submit(handle_pdu, backend, pdu)  # type: ignore[union-attr]
         loop = server._loop
 
-        def done(f: Future) -> None:
+        def finished(f: Future) -> None:
             try:
-                loop.call_soon_threadsafe(self._write_done, tid, unit, f)
+                loop.call_soon_threadsafe(self._write_done, tid, unit, f, faults)
             except RuntimeError:  # the loop closed while the write ran: nobody to answer
                 pass
 
-        future.add_done_callback(done)
+        future.add_done_callback(finished)
 
-    def _write_done(self, tid: int, unit: int, future: Future) -> None:
+    def _write_done(self, tid: int, unit: int, future: Future,
+                    faults: ProtocolFaults | None) -> None:
         try:
             rsp = future.result()
         except Exception:  # handle_pdu answers 04 itself; this is the thread pool failing
@@ -328,18 +341,100 @@ class Connection(asyncio.Protocol):
             # applied; its commit runs: wait for it here (≤ ACK_WAIT_S), not in the write
             # thread, so other clients' writes meanwhile share the next commit. This
             # connection stays paused: its answers stay in order.
-            rsp.send_when_durable(self._server._loop, lambda a: self._answer(tid, unit, a))
+            rsp.send_when_durable(self._server._loop,
+                                  lambda a: self._deliver(tid, unit, a, faults))
             return
-        self._answer(tid, unit, rsp)
+        self._deliver(tid, unit, rsp, faults)
 
-    def _answer(self, tid: int, unit: int, rsp: bytes | None) -> None:
-        """Send a write's answer and go on serving this connection."""
+    def _faulty(self, pdu: bytes, backend: RegisterBackend,
+                faults: ProtocolFaults) -> tuple[bytes | None, bool]:
+        """(answer, True) as the faults decide it, or (None, False): a write to run in the
+        write thread (its answer then suffers the faults in ``_deliver``)."""
+        server = self._server
+        current, fc = faults.current, pdu[0]
+        if "offline" in current:  # a gateway says its target is gone; a meter is silent
+            server.count_fault("offline")
+            return (unknown_unit(pdu) if server.backends is not None else None), True
+        if faults.hit("no_answer"):
+            server.count_fault("no_answer")
+            return None, True
+        if faults.hit("exception"):
+            server.count_fault("exception")
+            code = int(current["exception"]["code"])
+            return (exception_pdu(fc, code) if 0 < fc < 0x80 else None), True
+        if fc in WRITE_FUNCTIONS and server._writer is not None:
+            return None, False
+        if "stale" in current and fc not in WRITE_FUNCTIONS:
+            server.count_fault("stale")
+            key = (server.word_order, pdu)
+            return faults.frozen(key, lambda: durable_answer(handle_pdu(backend, pdu))), True
+        return durable_answer(handle_pdu(backend, pdu)), True
+
+    def _deliver(self, tid: int, unit: int, rsp: bytes | None,
+                 faults: ProtocolFaults | None) -> None:
+        """Send an answer this connection waited for, as the meter's faults (if any) say:
+        late, with another transaction id, split in two, or merged with the next one."""
+        frame = None if rsp is None else MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp
+        if faults is None:  # a write's answer
+            self._finish(frame)
+            return
+        loop = self._server._loop
+        current = faults.current
+        if frame is None or not current:  # next turn: no recursion into _serve
+            loop.call_soon(self._finish, frame)
+            return
+        assert rsp is not None
+        assert faults is not None
+        server = self._server
+        if faults.hit("wrong_tid"):
+            server.count_fault("wrong_tid")
+            tid = (tid + 1) & 0xFFFF
+        frame = MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp
+        delay = faults.delay_s()
+        if delay:
+            server.count_fault("latency")
+        if "split" in current:
+            server.count_fault("split")
+            half = len(frame) // 2
+            loop.call_later(delay, self._write_part, frame[:half])
+            loop.call_later(delay + current["split"]["gap_ms"] / 1e3, self._finish,
+                            frame[half:])
+        elif "merge" in current:
+            server.count_fault("merge")
+            loop.call_later(delay, self._hold, frame, current["merge"]["window_ms"] / 1e3)
+        else:
+            loop.call_later(delay, self._finish, frame)
+
+    def _write_part(self, part: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(part)
+
+    def _hold(self, frame: bytes, window_s: float) -> None:
+        """Merge fault: keep the answer until the next one (or ``window_s``) and send both
+        in one segment; meanwhile this connection is served on."""
+        self._held += frame
+        if self._held_timer is None:
+            self._held_timer = self._server._loop.call_later(window_s, self._flush, [])
+        else:  # the second answer: both go out now, together
+            self._flush([])
+        self._finish(None)
+
+    def _take_held(self) -> bytes:
+        held, self._held = self._held, b""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        return held
+
+    def _finish(self, frame: bytes | None) -> None:
+        """Send the awaited answer (None: none) and go on serving this connection."""
         self._writing = False
         self._last_request = self._server._loop.time()
-        if rsp is not None and self._transport is not None:
-            self._transport.write(MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
-        if self._transport is not None:
-            self._serve()
+        if self._transport is None:
+            return
+        if frame is not None:
+            self._flush([frame])
+        self._serve()
 
 
 _unpack = MBAP.unpack_from
