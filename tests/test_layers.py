@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pm4324"
 # Services (history, hub, web, mqtt, billing) never import metering or protocols.
 SERVICES = {"snapshot", "registers", "client", "history", "security"}
 ALL = {"sources", "metering", "device", "registers", "protocols", "client", "history", "hub",
-       "web", "mqtt", "billing", "fleet", "cli", "app", "security"}
+       "web", "mqtt", "billing", "fleet", "cli", "app", "security", "faults"}
 ALLOWED = {
     "config": set(),
     "snapshot": set(),
@@ -37,6 +37,8 @@ ALLOWED = {
     "web": SERVICES,
     "mqtt": SERVICES,
     "billing": SERVICES,
+    # the switch and log of every fault of a running meter: measurement, device, protocol
+    "faults": {"sources", "device", "protocols"},
     "fleet": ALL - {"cli", "app"},
     "cli": ALL,
     "app": ALL,

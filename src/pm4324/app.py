@@ -24,6 +24,8 @@ from pm4324.device.faults import apply_device_faults
 from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
+from pm4324.faults.log import FaultLog
+from pm4324.faults.switch import FaultSwitch
 from pm4324.history import HistoryError, HistoryStore, HistoryWriter, names_of
 from pm4324.registers.backend import ACK_WAIT_S, AccessError, ExceptionCode, on_disk
 from pm4324.registers.map_backend import MapBackend
@@ -156,8 +158,11 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
             history.store.close()
         raise
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    if isinstance(source, SimulatorSource):
-        apply_device_faults(meter, source.faults)
+    book = source.faults if isinstance(source, SimulatorSource) else None
+    if book is not None:
+        apply_device_faults(meter, book)
+    fault_log = FaultLog(args.fault_log) if getattr(args, "fault_log", None) else None
+    switch = FaultSwitch(book, store.restored.meter_id, lambda t: meter.start_time + t, fault_log)
     if history is not None:
         meter.add_listener(history.add_snapshot)
     stop = asyncio.Event()
@@ -179,7 +184,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
         await start_servers(meter, settings, args, backend, plan, servers)
         if args.http:
             where = history_location(settings, settings_path) if history is not None else None
-            servers.append(await _start_web(meter, args, backend.guard, where))
+            servers.append(await _start_web(meter, args, backend.guard, where, switch))
         mqtt = _start_mqtt(meter, settings, store, backend, stop)
         await meter.run(speed=args.speed, seconds=args.seconds, stop=stop)
     except ServerStartError as exc:
@@ -193,22 +198,25 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
             await mqtt
         meter.close()  # the energy registers are saved whatever stopped the meter
         audit.close()
+        if fault_log is not None:
+            fault_log.close()
         if history is not None:
             history.close()
             history.store.close()
     return 0
 
 
-async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard, history: str | None):
+async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard, history: str | None,
+                     faults: FaultSwitch | None = None):
     """The dashboard, the HTTP API and /metrics (docs/web.md); writes need a token of
     ``[security.tokens]`` whose role the guard allows (the same guard as Modbus and MQTT).
     ``history``: where the meter keeps its history (the server reads it on a connection of
     its own), or None."""
-    from pm4324.web.server import WebServer
+    from pm4324.web.server import WebServer, exposure_warning
 
     host, port = args.http
     store = HistoryStore.open(history, readonly=True) if history else None
-    web = WebServer(meter, host, port, guard=guard, history=store)
+    web = WebServer(meter, host, port, guard=guard, history=store, faults=faults)
     try:
         await web.start()
     except OSError as exc:
@@ -217,20 +225,9 @@ async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard, histo
     tokens = len(meter.settings.security.tokens)
     writes = f"writes with one of {tokens} token(s)" if tokens else "read-only: no [security.tokens]"
     print(f"Dashboard and HTTP API on {web.url} ({writes})", file=sys.stderr, flush=True)
-    if not _loopback(host):
-        print(f"  {host} is not loopback: every live value, the settings and the event log can be "
-              "read from the network without a credential (plain HTTP: tokens travel in clear; "
-              "put a TLS proxy in front, docs/web.md)", file=sys.stderr, flush=True)
+    if warning := exposure_warning(host):
+        print(warning, file=sys.stderr, flush=True)
     return web
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _start_mqtt(meter: Meter, settings: Settings, store: Store, backend: MapBackend,

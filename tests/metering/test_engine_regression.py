@@ -104,7 +104,8 @@ def ref_filter(ref: np.ndarray, half: int) -> np.ndarray:
 
 
 class RefTracker:
-    """The tracker as first written: numpy filter, one boundary per loop iteration."""
+    """The tracker as first written: numpy filter, one boundary per loop iteration (plus the
+    re-lock after a free-running boundary: a crossing from min_period / 2 on counts)."""
 
     def __init__(self, fs: float, nominal_hz: float, min_amplitude: float):
         self.nominal_period = fs / nominal_hz
@@ -113,6 +114,7 @@ class RefTracker:
         self.min_period, self.max_period = fs / F_MAX_HZ, fs / F_MIN_HZ
         self.min_amplitude = min_amplitude
         self.last: float | None = None
+        self.last_real = True
 
     def update(self, v: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
         first_valid = 2 * (self.half - 1)
@@ -147,7 +149,9 @@ class RefTracker:
             else:
                 return np.empty(0), np.empty(0, dtype=bool)
         while True:
-            k = int(np.searchsorted(crossings, last + self.min_period, side="left"))
+            was_real = real[-1] if real else self.last_real
+            gap = self.min_period if was_real else 0.5 * self.min_period
+            k = int(np.searchsorted(crossings, last + gap, side="left"))
             nxt = crossings[k] if k < crossings.size else None
             if nxt is not None and nxt <= last + self.max_period:
                 last = float(nxt)
@@ -159,6 +163,7 @@ class RefTracker:
                 break
             out.append(last)
         self.last = last
+        self.last_real = real[-1] if real else self.last_real
         return np.asarray(out), np.asarray(real, dtype=bool)
 
 

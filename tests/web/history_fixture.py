@@ -21,8 +21,8 @@ TZ = ZoneInfo("Europe/Berlin")
 FIRST, LAST = date(2026, 3, 27), date(2026, 3, 30)
 BASE_W, PEAK_W = 600.0, 1200.0
 CT1_SHARE = 1 / 3
-GAP = (datetime(2026, 3, 30, 14, 7, tzinfo=TZ).timestamp(),  # a hub missed these minutes
-       datetime(2026, 3, 30, 15, 52, tzinfo=TZ).timestamp())
+GAP = (datetime(2026, 3, 29, 23, 7, tzinfo=TZ).timestamp(),  # a hub missed these minutes
+       datetime(2026, 3, 30, 0, 52, tzinfo=TZ).timestamp())
 M1 = len(ENERGY_ELEMENTS) - 8  # meter1's row among the energy elements (after 24 CTs)
 
 

@@ -85,6 +85,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mqtt", type=_mqtt_url, metavar="URL",
                    help="publish to this MQTT broker (mqtt://HOST[:PORT]; overrides [mqtt] url; "
                    "docs/mqtt.md)")
+    p.add_argument("--fault-log", metavar="FILE",
+                   help="append each fault's start and end to FILE as JSON lines (docs/faults.md)")
     p.set_defaults(func=_run)
 
 
@@ -220,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_expected(sub)
     for module in ("read_cmd", "registers_cmd", "export_cmd", "events_cmd", "energy_cmd",
                    "audit_cmd", "certs_cmd", "token_cmd", "history_cmd", "hub_cmd", "set_cmd",
-                   "bill_cmd"):
+                   "bill_cmd", "fleet_cmd", "fault_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:

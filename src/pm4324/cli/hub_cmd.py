@@ -14,8 +14,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description=__doc__.split("\n\n")[0])
     p.add_argument("config", metavar="HUB.toml", help="the meters and the history (docs/hub.md)")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--http", type=_listen, nargs="?", const=("127.0.0.1", 8080), metavar="HOST:PORT",
+                   help="serve the dashboard, the HTTP API and /metrics of every meter "
+                   "(bare: 127.0.0.1:8080; docs/web.md)")
     p.set_defaults(func=run)
     return p
+
+
+def _listen(text: str) -> tuple[str, int]:
+    from pm4324.cli.cli import _listen as parse
+
+    return parse(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,11 +64,55 @@ def run(args: argparse.Namespace) -> int:
         print(f"MQTT to {config.mqtt.host}:{config.mqtt.port} under "
               f"{config.mqtt.topic_prefix}/{config.mqtt.node_id or 'hub'}-<meter key>",
               file=sys.stderr, flush=True)
+    backfill = _backfill(config, hub, store)
+    try:
+        web = _web(config, hub, args.http) if args.http else None
+    except OSError as exc:
+        print(f"pm4324 hub: {exc}", file=sys.stderr)
+        if mqtt is not None:
+            mqtt.stop()
+        store.close()
+        return 2
     try:
         hub.run(seconds=args.seconds, stop=stop)
     finally:
+        if web is not None:
+            web.stop_thread()
+        if backfill is not None:
+            backfill.stop()
         if mqtt is not None:
             mqtt.stop()
         store.close()
     print(f"Hub stopped after {hub.readings} readings", file=sys.stderr)
     return 0
+
+
+def _web(config, hub, listen: tuple[str, int]):
+    """Every meter's pages, API and /metrics from the hub's history (docs/web.md)."""
+    from pm4324.history import HistoryStore
+    from pm4324.web.server import WebServer, exposure_warning
+
+    host, port = listen
+    web = WebServer(None, host, port, keys=[m.key for m in config.meters],
+                    history=HistoryStore.open(config.history, readonly=True))
+    web.start_in_thread()
+    hub.listeners.append(web.publish)
+    hub.watchers.append(web.fleet.mark)
+    print(f"Dashboard and HTTP API of {len(config.meters)} meters on {web.url} (read-only)",
+          file=sys.stderr, flush=True)
+    if warning := exposure_warning(host):
+        print(warning, file=sys.stderr, flush=True)
+    return web
+
+
+def _backfill(config, hub, store):
+    """Gaps of meters with a ``web`` URL are filled from their own history (docs/hub.md)."""
+    urls = {m.key: m.web for m in config.meters if m.web}
+    if not urls:
+        return None
+    from pm4324.hub.backfill import Backfiller
+
+    backfill = Backfiller(store, {k: hub.writers[k].meter for k in urls}, urls, say=hub.say)
+    hub.listeners.append(backfill.on_reading)
+    backfill.start()
+    return backfill

@@ -103,8 +103,7 @@ def fill(store: HistoryStore, meter: int, gap: tuple[float, float], minutes: lis
 def _minutes(store: HistoryStore, meter: int, minutes: list[tuple[int, np.ndarray]]) -> int:
     """Add minutes the store does not have (recent ones as rows, older days into blocks)."""
     db = store.db
-    newest = db.execute(f"SELECT MAX(t) FROM {db.t('minute_recent')} WHERE meter = ?", (meter,))[0][0]
-    recent_day = None if newest is None else int(newest) // DAY_S
+    recent_day = int(store.load_state(meter).last_time or 0) // DAY_S  # the writer's rows' day
     added = 0
     by_day: dict[int, list[tuple[int, np.ndarray]]] = {}
     for t, v in minutes:
@@ -123,18 +122,19 @@ def _minutes(store: HistoryStore, meter: int, minutes: list[tuple[int, np.ndarra
             grid[:, (t - day * DAY_S) // 60] = v
         existing = dict(db.execute(f"SELECT element, data FROM {db.t('minute_block')} WHERE meter = ?"
                                    " AND day = ?", (meter, day)))
-        out = []
+        out, have = [], np.zeros(1440, dtype=bool)
         for key, rows_of in LAYOUT.block_rows.items():
             block = grid[rows_of]
             if key in existing:
                 old = unpack(bytes(existing[key]))
+                have |= ~np.isnan(old).all(axis=0)
                 block = np.where(np.isnan(old), block, old)
             if not np.isnan(block).all():
                 out.append((meter, key, day, pack(block)))
         db.executemany(f"INSERT INTO {db.t('minute_block')} (meter, element, day, data) VALUES"
                        " (?, ?, ?, ?) ON CONFLICT (meter, element, day) DO UPDATE SET data ="
                        " excluded.data", out)
-        added += len(rows)
+        added += sum(not have[(t - day * DAY_S) // 60] for t, _ in rows)
     return added
 
 

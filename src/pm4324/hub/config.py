@@ -34,6 +34,7 @@ class MeterConfig:
     data_format: str = "N81"
     meters: tuple[int, ...] = tuple(range(1, 9))  # which Meters (and their CTs) to read
     names: dict = field(default_factory=dict)  # {"meters": {"1": ...}, "cts": {"7": ...}}
+    web: str = ""  # the meter's `run --http` URL: gaps are backfilled from its history
 
     @property
     def line(self) -> str:
@@ -98,7 +99,7 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
     if not isinstance(t, dict):
         raise _err(src, f"meters.{n}", t, "must be a table [[meters]]")
     _unknown(src, t, {"key", "tcp", "rtu", "canopen", "unit", "node", "poll_s", "gap_s", "timeout_s",
-                      "retries", "word_order", "baud", "format", "meters", "names"}, p)
+                      "retries", "word_order", "baud", "format", "meters", "names", "web"}, p)
     key = t.get("key")
     if not isinstance(key, str) or not KEY.fullmatch(key):
         raise _err(src, p + "key", key, "must name the meter: letters, digits, _ . - (1..64)")
@@ -128,13 +129,17 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
     if not (isinstance(meters, list) and meters and all(
             isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= 8 for m in meters)):
         raise _err(src, p + "meters", meters, "must be a list of Meter numbers 1..8")
+    web = t.get("web", "")
+    if not isinstance(web, str) or (web and not re.fullmatch(r"https?://[^\s/]+/?", web)):
+        raise _err(src, p + "web", web, "must be the meter's dashboard URL, e.g. http://10.0.0.21:8080")
     return MeterConfig(key, transport, address, unit,
                        poll_s=_number(src, t, "poll_s", 1.0, 0.05, 86400, p),
                        gap_s=_number(src, t, "gap_s", 0.0, 0.0, 86400, p),
                        timeout_s=_number(src, t, "timeout_s", 1.0, 0.05, 60, p),
                        retries=_integer(src, t, "retries", 1, 0, 10, p),
                        word_order=word_order, baud=baud, data_format=fmt,
-                       meters=tuple(sorted(set(meters))), names=_names(src, t.get("names", {}), p))
+                       meters=tuple(sorted(set(meters))), names=_names(src, t.get("names", {}), p),
+                       web=web.rstrip("/"))
 
 
 def parse_hub(data: dict, source: str = "<hub>", base: Path | None = None) -> HubConfig:

@@ -25,6 +25,7 @@ from pm4324.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 Listener = Callable[[str, Snapshot], None]
+Watcher = Callable[[str, bool], None]  # a meter's key and whether it answers now
 
 
 class Hub:
@@ -38,6 +39,7 @@ class Hub:
         self.online: dict[str, bool | None] = dict.fromkeys(self.writers)
         self.models: dict[str, str | None] = {m["key"]: m["model"] for m in store.meters()}
         self.listeners: list[Listener] = []
+        self.watchers: list[Watcher] = []  # told when a meter goes offline or comes back
         self.readings = 0
         self._queue: queue.Queue[Reading] = queue.Queue()
         self._stop = threading.Event()
@@ -77,12 +79,14 @@ class Hub:
                 self.online[r.key] = False
                 w.note(r.time, "offline", r.problem, gap_reason="offline")
                 self.say(f"{r.key}: offline ({r.problem})")
+                self._tell(r.key, False)
             return
         if was is not True:
             self.online[r.key] = True
             if was is False:
                 w.note(r.time, "online", "answers again")
             self.say(f"{r.key}: online")
+            self._tell(r.key, True)
         if r.data.get("time") == 0 or "no_data" in (r.data.get("status") or ()):
             return  # a meter that has not measured its first second yet
         d = r.data if r.data.get("time") is not None else {**r.data, "time": r.time}
@@ -101,3 +105,10 @@ class Hub:
                 listener(r.key, snap)
             except Exception:
                 log.exception("hub listener failed")
+
+    def _tell(self, key: str, online: bool) -> None:
+        for watcher in self.watchers:
+            try:
+                watcher(key, online)
+            except Exception:
+                log.exception("hub watcher failed")

@@ -52,6 +52,7 @@ class CycleTracker:
         self.max_period = fs / F_MIN_HZ
         self.min_amplitude = min_amplitude
         self.last: float | None = None  # last boundary emitted (absolute)
+        self.last_real = True  # whether it was a real crossing (else free-running)
 
     def history_needed(self) -> int:
         """Samples before the last boundary the caller must keep in its buffer."""
@@ -84,8 +85,9 @@ class CycleTracker:
                 return np.empty(0), np.empty(0, dtype=bool)
             first = last, crossings.size > 0
         new, real = _boundaries(crossings, last, self.min_period, self.max_period,
-                                self.nominal_period, limit)
+                                self.nominal_period, limit, self.last_real)
         self.last = float(new[-1]) if new.size else last
+        self.last_real = bool(real[-1]) if new.size else self.last_real
         if first is not None:
             return np.r_[first[0], new], np.r_[first[1], real]
         return new, real
@@ -93,18 +95,22 @@ class CycleTracker:
 
 @njit(cache=True)
 def _boundaries(crossings: np.ndarray, last: float, lo: float, hi: float, nominal: float,
-                limit: float) -> tuple[np.ndarray, np.ndarray]:
+                limit: float, last_real: bool) -> tuple[np.ndarray, np.ndarray]:
     """Boundaries after ``last``: the next is the first crossing at least ``lo`` after the
     previous one if it comes within ``hi``; where none does (a crossing too late, or none
     while data reaches beyond last + hi, i.e. up to ``limit``), run free at the nominal
-    period. Returns them and whether each is a real crossing."""
+    period. After a free-running boundary a crossing from lo / 2 on re-locks: otherwise one
+    boundary displaced by a deep amplitude step (the filter moves it by up to ~15 % of a
+    cycle) leaves the real crossings too close to every free-running boundary (at exactly
+    the nominal frequency: for ever). Returns them and whether each is a real crossing."""
     cap = crossings.size + int((limit - last) / nominal) + 2
     out = np.empty(cap)
     real = np.empty(cap, dtype=np.bool_)
     n = 0
     k = 0
     while n < cap:
-        while k < crossings.size and crossings[k] < last + lo:
+        gap = lo if (real[n - 1] if n else last_real) else 0.5 * lo
+        while k < crossings.size and crossings[k] < last + gap:
             k += 1
         if k < crossings.size and crossings[k] <= last + hi:
             last = crossings[k]

@@ -239,13 +239,12 @@ class Engine:
         """``harmonic_angles``: also find each harmonic's angle (``turned_phasors``; the
         snapshot's ``*_harmonic_phasors`` stay 0 without it)."""
         self.harmonic_angles = harmonic_angles
+        self.pq_hook = None  # f(main, buffer, cycle bounds, offset) per main and step (pq/)
         self.fs = settings.sample_rate_hz
         self.n_mains = settings.n_mains
         per_main = N_CTS // self.n_mains
-        self._mains = [
-            _MainState(settings, m, np.arange(m * per_main, (m + 1) * per_main))
-            for m in range(self.n_mains)
-        ]
+        self._mains = [_MainState(settings, m, np.arange(m * per_main, (m + 1) * per_main))
+                       for m in range(self.n_mains)]
         self.configure(settings)
 
     def configure(self, settings: Settings) -> None:
@@ -329,14 +328,15 @@ class Engine:
         """
         voltages = self._calibrate(voltages, self.cal_v)
         currents = self._calibrate(currents, self.cal_i)
-        out = _Collector(self)
-        per_main = N_CTS // self.n_mains
+        out, per_main = _Collector(self), N_CTS // self.n_mains
         for ms in self._mains:
             v = voltages[3 * ms.main : 3 * ms.main + 3]
             i = currents[ms.main * per_main : (ms.main + 1) * per_main]
             clip = ms.append(v, i, start, self._clip_level(full_scale, ms.n_ch))
             bounds, synced = ms.new_cycles(final)
             out.add_main(ms, bounds, synced, clip)
+            if self.pq_hook is not None:
+                self.pq_hook(ms.main, ms.store, bounds, ms.offset)
             ms.trim()
         return out.result()
 

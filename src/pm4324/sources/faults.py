@@ -125,13 +125,18 @@ class Fault:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "target": str(self.target),
-                "parameters": _jsonable(self.params), "start_s": self.start_s,
+                "parameters": plain_params(self.params), "start_s": self.start_s,
                 "end_s": None if self.end_s == INF else self.end_s, "live": self.live}
 
 
-def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: ({str(h): list(v) for h, v in x.items()} if isinstance(x, dict) else
-                list(x) if isinstance(x, tuple) else x) for k, x in params.items()}
+def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as JSON takes them (tuples as lists, harmonic orders as strings)."""
+    def plain(x: Any) -> Any:
+        if isinstance(x, Mapping):
+            return {str(k): plain(v) for k, v in x.items()}
+        return list(x) if isinstance(x, tuple) else x
+
+    return {k: plain(x) for k, x in params.items()}
 
 
 def make_fault(kind: Any, target: Any, params: Mapping[str, Any] | None = None,
@@ -261,13 +266,16 @@ class FaultBook:
     def advance(self, t: float) -> None:
         """Tell the listeners which faults started or ended before scenario time t (the end
         of what has been synthesised)."""
+        news = []  # (time, end before start at one instant, event, fault), told in time order
         for f in self.faults:
             if f.start_s < t and f.id not in self._started:
                 self._started.add(f.id)
-                self._tell("start", f, f.start_s)
+                news.append((f.start_s, 1, "start", f))
             if f.end_s <= t and f.id in self._started and f.id not in self._ended:
                 self._ended.add(f.id)
-                self._tell("end", f, f.end_s)
+                news.append((f.end_s, 0, "end", f))
+        for when, _, event, f in sorted(news, key=lambda x: x[:2]):
+            self._tell(event, f, when)
 
     def _tell(self, event: str, fault: Fault, t: float) -> None:
         for callback in self._listeners:

@@ -41,7 +41,8 @@ class ScenarioError(SourceError):
 class Sag:
     start_s: float
     duration_s: float
-    retained: float  # fraction of the voltage kept during the sag (0 = interruption)
+    retained: float  # fraction of the voltage kept (0 = interruption, > 1 = a swell)
+    phases: str = "abc"  # the phases it affects
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,11 @@ class Scenario:
 
     # -- the truth ---------------------------------------------------------------------------
 
-    def phasors(self, settings: Settings, t: float, faults: tuple[Fault, ...] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def phasors(self, settings: Settings, t: float, faults: tuple[Fault, ...] | None = None,
+                sags: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Primary rms phasors at time t: voltages (n_mains, 3, H), currents (24, H), orders;
-        with the linear faults active at t (``faults``: the scenario's when None)."""
+        with the linear faults active at t (``faults``: the scenario's when None);
+        ``sags=False``: as if no sag were under way."""
         active = [f for f in (self.faults if faults is None else faults) if f.active(t)]
         orders = sorted({1} | {h for m in self.mains for h in m.harmonics}
                         | {h for ld in self.loads for h in ld.harmonics} | fx.fault_orders(active))
@@ -131,9 +133,9 @@ class Scenario:
         volts = np.zeros((n_mains, 3, len(orders)), dtype=complex)
         for m in range(n_mains):
             spec = self.mains[m]
-            retained = _retained(spec, t)
             for p, ph in enumerate(PHASES):
-                base = spec.voltage_v * spec.phase_scale[p] * retained
+                base = spec.voltage_v * spec.phase_scale[p] * (_retained(spec, t, ph) if sags
+                                                                else 1.0)
                 for j, h in enumerate(orders):
                     frac, deg = (1.0, 0.0) if h == 1 else spec.harmonics.get(h, (0.0, 0.0))
                     volts[m, p, j] = base * frac * np.exp(1j * (h * _PHASE_ANGLE[ph]
@@ -189,11 +191,13 @@ class Scenario:
         return rows
 
 
-def _retained(spec: MainSpec, t: float) -> float:
+def _retained(spec: MainSpec, t: float, phase: str) -> float:
+    """The fraction of phase ``phase``'s voltage kept at t (overlapping sags multiply)."""
+    kept = 1.0
     for sag in spec.sags:
-        if sag.start_s <= t < sag.start_s + sag.duration_s:
-            return sag.retained
-    return 1.0
+        if phase in sag.phases and sag.start_s <= t < sag.start_s + sag.duration_s:
+            kept *= sag.retained
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,10 +255,13 @@ def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
         sags = []
         for j, sg in enumerate(t.get("sags", [])):
             q = f"{p}sags.{j}."
-            _check_keys(src, sg, {"start_s", "duration_s", "retained"}, q)
+            _check_keys(src, sg, {"start_s", "duration_s", "retained", "phases"}, q)
+            phases = sg.get("phases", "abc")
+            if not (isinstance(phases, str) and phases and set(phases) <= set(PHASES)):
+                raise ScenarioError(src, q + "phases", phases, 'must be phases like "a" or "abc"')
             sags.append(Sag(_num(src, sg, "start_s", 0, 0, 1e9, q),
                             _num(src, sg, "duration_s", 0.1, 0, 1e9, q),
-                            _num(src, sg, "retained", 0.5, 0, 2, q)))
+                            _num(src, sg, "retained", 0.5, 0, 2, q), phases))
         scale = t.get("phase_scale", [1.0, 1.0, 1.0])
         if not (isinstance(scale, list) and len(scale) == 3
                 and all(isinstance(x, int | float) and 0 <= x <= 2 for x in scale)):
@@ -434,7 +441,7 @@ class SimulatorSource(Source):
         t0 = start / fs
         self._seg_start = start
         volts, currents, orders = self.scenario.phasors(self.settings, t0 + 0.5 * n / fs,
-                                                        self._active)
+                                                        self._active, sags=False)
         currents = currents / self.ct[:, None] * self.ct_gain[:, None]
         currents = currents * np.exp(1j * np.outer(self.ct_shift, orders))
         out_v = np.empty((3 * self.n_mains, n))
@@ -475,7 +482,8 @@ class SimulatorSource(Source):
         return out_v, out_i
 
     def _switching(self, v: np.ndarray, i: np.ndarray, t0: float, n: int) -> None:
-        """Apply sags and load on/off switching that happen inside the block, to the sample."""
+        """Apply sags (the block is synthesised without them) and load on/off switching
+        that happen inside the block, to the sample."""
         fs, t1 = self.sample_rate_hz, t0 + n / self.sample_rate_hz
         mid = t0 + 0.5 * n / fs
         for m, spec in enumerate(self.scenario.mains[: self.n_mains]):
@@ -484,11 +492,8 @@ class SimulatorSource(Source):
                 if b <= t0 or a >= t1:
                     continue
                 lo, hi = max(0, math.ceil((a - t0) * fs)), min(n, math.ceil((b - t0) * fs))
-                base = _retained(spec, mid)
-                v[3 * m : 3 * m + 3, lo:hi] *= sag.retained / base if base else 0.0
-                if base != 1.0:  # the block was synthesised at the sag level: restore outside
-                    v[3 * m : 3 * m + 3, :lo] /= base
-                    v[3 * m : 3 * m + 3, hi:] /= base
+                for ph in sag.phases:
+                    v[3 * m + PHASES.index(ph), lo:hi] *= sag.retained
         for ld in self.scenario.loads:
             if ld.off_s <= 0:
                 continue

@@ -67,6 +67,7 @@ class Service:
         self.local, self.feed, self.guard = meter, feed, guard
         self.fleet, self.primary, self.version = fleet, primary, version
         self.closing = asyncio.Event()
+        self.faults: Any = None  # the meter's fault switch (web/faults_api.py), if any
 
     @property
     def meter(self) -> MeterControl:

@@ -22,6 +22,7 @@ from pm4324.registers.backend import MeterControl
 from pm4324.security.guard import Guard
 from pm4324.snapshot import Snapshot
 from pm4324.web.api import Service, error_handlers, metrics_route, router
+from pm4324.web.faults_api import FaultControl, fault_router
 from pm4324.web.feed import Feed
 from pm4324.web.fleet import Fleet
 from pm4324.web.history_api import WebHistory, history_router
@@ -29,6 +30,24 @@ from pm4324.web.history_api import WebHistory, history_router
 PAGES = {"": "Building", "meter": "Meter", "trends": "Trends", "events": "Events", "settings": "Settings"}
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript", "charts.js": "text/javascript",
           "icon.svg": "image/svg+xml"}
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def exposure_warning(host: str) -> str | None:
+    """What serving on ``host`` exposes, for stderr (None on loopback)."""
+    if is_loopback(host):
+        return None
+    return (f"  {host} is not loopback: every live value, the settings and the event log can be "
+            "read from the network without a credential (plain HTTP: tokens travel in clear; "
+            "put a TLS proxy in front, docs/web.md)")
 
 
 def _version() -> str:
@@ -46,6 +65,7 @@ def create_app(service: Service, history: WebHistory | None = None) -> FastAPI:
     error_handlers(app)
     app.include_router(router(service))
     app.include_router(history_router(service, history or WebHistory(None)))
+    app.include_router(fault_router(service.faults, service.guard, service.local))
     metrics_route(app, service)
     static = resources.files("pm4324.web") / "static"
     shell = (static / "page.html").read_text(encoding="utf-8")
@@ -91,8 +111,9 @@ class WebServer:
 
     def __init__(self, meter: MeterControl | None, host: str = "127.0.0.1", port: int = 8080,
                  guard: Guard | None = None, keys: list[str] | None = None,
-                 history: HistoryStore | None = None):
+                 history: HistoryStore | None = None, faults: FaultControl | None = None):
         self.meter, self.host, self.port = meter, host, port
+        self.faults = faults  # the meter's fault switch (`/api/faults`), if it has one
         # the meter's guard decides writes by [security] (no guard given: one without an audit log)
         self.guard = guard or Guard(meter.settings.security if meter is not None else None)
         self.fleet = Fleet(keys or ["local"])
@@ -116,6 +137,7 @@ class WebServer:
         loop = asyncio.get_running_loop()
         self.service = Service(self.meter, Feed(loop), self.guard, self.fleet, self.fleet.keys[0],
                                _version())
+        self.service.faults = self.faults
         if self.meter is not None:
             self.meter.add_listener(lambda snap: self.publish(self.fleet.keys[0], snap))
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -139,6 +161,33 @@ class WebServer:
             await asyncio.sleep(0.01)
         if self._task.done():
             self._task.result()
+
+    def start_in_thread(self) -> None:
+        """Serve from an event loop on a thread of its own (a hub polls in plain threads);
+        OSError when the address cannot be bound. ``stop_thread()`` ends both."""
+        import threading
+
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="web", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(30)
+        except BaseException:
+            self._stop_loop(loop)
+            raise
+        self._loop = loop
+
+    def stop_thread(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(15)
+            self._stop_loop(loop)
+
+    def _stop_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(10)
+        loop.close()
+        self.history.close()
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:

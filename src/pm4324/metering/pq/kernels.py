@@ -1,0 +1,209 @@
+"""Compiled per-half-cycle kernels of the power-quality monitor (IEC 61000-4-30 class S).
+
+``urms_half`` turns a main's buffered samples into Urms(1/2) values (one-cycle RMS refreshed
+every half cycle, host-side-notes.md §5); ``scan_events`` runs the dip / swell /
+interruption / rapid-voltage-change state machine over them. Both keep their state in small
+arrays the caller owns, so a stream split into blocks anywhere gives the same values and
+events. Compiled because the state machines walk ~100-120 values per main and second, and
+the half-cycle sums touch every sample: as Python they would cost more than the metering.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from pm4324.metering.cycles import _trapezoid
+
+# event kinds (column 0 of the events array)
+DIP, SWELL, INTERRUPTION, RVC = 0, 1, 2, 3
+EVENT_COLUMNS = 7  # kind, start, end, extreme, channel mask, delta_ss, unused
+# state slots of scan_events
+_DIP, _SWELL, _INT, _RVC = 0, 5, 9, 12  # active, start, extreme, mask[, had interruption]
+_STEADY, _COUNT, _POS, _SUMS, _BEFORE = 15, 16, 17, 18, 21
+STATE_SIZE = 24
+# limit slots (volts)
+DIP_ON, DIP_OFF, SWELL_ON, SWELL_OFF, INT_ON, INT_OFF, RVC_ON, RVC_STEADY = range(8)
+
+
+@njit(cache=True, inline="always")
+def _sq(x: np.ndarray, r: int, n: int, line_to_line: bool) -> float:
+    if line_to_line:
+        d = x[r, n] - x[(r + 1) % 3, n]
+        return d * d
+    return x[r, n] * x[r, n]
+
+
+@njit(cache=True)
+def urms_half(x: np.ndarray, points: np.ndarray, line_to_line: bool, scale: float,
+              carry: np.ndarray, urms: np.ndarray, stamps: np.ndarray) -> int:
+    """Urms(1/2) of the three phase (or line-to-line ab, bc, ca) voltages.
+
+    x: (>= 3, n) buffer, rows va, vb, vc in terminal volts; points: (k + 1,) half-cycle
+    boundaries (fractional positions into x, each interval longer than one sample, as for
+    ``cycles.cycle_integrals``). A value is the RMS over two consecutive half cycles (one
+    cycle) times ``scale`` (the PT ratio), stamped with the window's end.
+    carry: (5,) the last half cycle of the previous call (three integrals of squares, its
+    length, 1 when set); updated. urms: (3, >= k) and stamps: (>= k,) receive the values.
+    Returns how many were written.
+    """
+    count = 0
+    seg = np.empty(3)
+    for c in range(points.size - 1):
+        lo, hi = points[c], points[c + 1]
+        a = int(math.floor(lo)) + 1
+        b = int(math.floor(hi))
+        for r in range(3):
+            s = 0.0
+            for n in range(a, b + 1):
+                s += _sq(x, r, n, line_to_line)
+            seg[r] = _trapezoid(s, _sq(x, r, a - 1, line_to_line), _sq(x, r, a, line_to_line),
+                                _sq(x, r, b, line_to_line), _sq(x, r, b + 1, line_to_line),
+                                a - lo, hi - b)
+        if carry[4] > 0:
+            for r in range(3):
+                urms[r, count] = math.sqrt(max(0.0, carry[r] + seg[r])
+                                           / (carry[3] + hi - lo)) * scale
+            stamps[count] = hi
+            count += 1
+        carry[0], carry[1], carry[2], carry[3], carry[4] = seg[0], seg[1], seg[2], hi - lo, 1.0
+    return count
+
+
+@njit(cache=True, inline="always")
+def _emit(events: np.ndarray, k: int, kind: int, start: float, end: float, extreme: float,
+          mask: float, delta_ss: float) -> int:
+    if k < events.shape[0]:
+        events[k, 0], events[k, 1], events[k, 2] = kind, start, end
+        events[k, 3], events[k, 4], events[k, 5], events[k, 6] = extreme, mask, delta_ss, 0.0
+    return k + 1
+
+
+@njit(cache=True)
+def scan_events(urms: np.ndarray, stamps: np.ndarray, limits: np.ndarray, state: np.ndarray,
+                ring: np.ndarray, ring_t: np.ndarray, events: np.ndarray,
+                flags: np.ndarray) -> int:
+    """Dips, swells, interruptions and rapid voltage changes from Urms(1/2) values.
+
+    urms: (3, n) values; stamps: (n,) their time stamps (window ends). limits: (8,) volts,
+    see DIP_ON..RVC_STEADY. Polyphase rules (IEC 61000-4-30 §5.4): a dip starts when any
+    channel falls below DIP_ON and ends when all are at or above DIP_OFF (threshold +
+    hysteresis); residual = lowest value. A swell is the mirror (highest value). An
+    interruption starts when all channels are below INT_ON and ends when any reaches INT_OFF;
+    a dip that contained an interruption is reported as the interruption only. An RVC (§5.11)
+    starts when, in steady state, a value leaves the mean of the preceding ring.shape[1]
+    values (100/120: one second) by more than RVC_ON; it ends when those values are all
+    within RVC_STEADY of their mean again (end = the first value of that steady second);
+    extreme = largest deviation from the mean before, delta_ss = mean after - mean before
+    (largest channel); a dip, swell or interruption during it cancels it.
+    state: (STATE_SIZE,), ring: (3, N), ring_t: (N,) carry everything between calls.
+    events: (E, EVENT_COLUMNS) out, flags: (n,) out (True while a dip, swell or
+    interruption is in progress). Returns the number of events (only the first E stored).
+    """
+    n_ring = ring.shape[1]
+    k = 0
+    for j in range(stamps.size):
+        t = stamps[j]
+        lo = min(urms[0, j], urms[1, j], urms[2, j])
+        hi = max(urms[0, j], urms[1, j], urms[2, j])
+        below, above = 0.0, 0.0
+        for r in range(3):
+            if urms[r, j] < limits[DIP_ON]:
+                below += 2.0**r
+            if urms[r, j] > limits[SWELL_ON]:
+                above += 2.0**r
+        if state[_DIP] == 0.0:
+            if lo < limits[DIP_ON]:
+                state[_DIP], state[_DIP + 1], state[_DIP + 2] = 1.0, t, lo
+                state[_DIP + 3], state[_DIP + 4] = below, 0.0
+        else:
+            state[_DIP + 2] = min(state[_DIP + 2], lo)
+            state[_DIP + 3] = float(int(state[_DIP + 3]) | int(below))
+        if state[_INT] == 0.0:
+            if hi < limits[INT_ON]:
+                state[_INT], state[_INT + 1], state[_INT + 2] = 1.0, t, lo
+                state[_DIP + 4] = 1.0
+        else:
+            state[_INT + 2] = min(state[_INT + 2], lo)
+            if hi >= limits[INT_OFF]:
+                k = _emit(events, k, INTERRUPTION, state[_INT + 1], t, state[_INT + 2], 7.0, 0.0)
+                state[_INT] = 0.0
+        if state[_DIP] != 0.0 and lo >= limits[DIP_OFF]:
+            if state[_DIP + 4] == 0.0:
+                k = _emit(events, k, DIP, state[_DIP + 1], t, state[_DIP + 2], state[_DIP + 3],
+                          0.0)
+            state[_DIP] = 0.0
+        if state[_SWELL] == 0.0:
+            if hi > limits[SWELL_ON]:
+                state[_SWELL], state[_SWELL + 1], state[_SWELL + 2] = 1.0, t, hi
+                state[_SWELL + 3] = above
+        else:
+            state[_SWELL + 2] = max(state[_SWELL + 2], hi)
+            state[_SWELL + 3] = float(int(state[_SWELL + 3]) | int(above))
+            if hi <= limits[SWELL_OFF]:
+                k = _emit(events, k, SWELL, state[_SWELL + 1], t, state[_SWELL + 2],
+                          state[_SWELL + 3], 0.0)
+                state[_SWELL] = 0.0
+        busy = state[_DIP] != 0.0 or state[_SWELL] != 0.0 or state[_INT] != 0.0
+        flags[j] = busy
+        if busy:  # no RVC inside an event, and a fresh steady second after it
+            state[_RVC] = state[_STEADY] = state[_COUNT] = 0.0
+            continue
+        k = _rvc_value(urms, j, t, limits, state, ring, ring_t, n_ring, events, k)
+    return k
+
+
+@njit(cache=True, inline="always")
+def _rvc_value(urms: np.ndarray, j: int, t: float, limits: np.ndarray, state: np.ndarray,
+               ring: np.ndarray, ring_t: np.ndarray, n_ring: int, events: np.ndarray,
+               k: int) -> int:
+    """One value through the RVC detector of ``scan_events``."""
+    full = state[_COUNT] >= n_ring
+    if state[_STEADY] != 0.0 and full:
+        dev = 0.0
+        for r in range(3):
+            dev = max(dev, abs(urms[r, j] - state[_SUMS + r] / n_ring))
+        if state[_RVC] == 0.0 and dev > limits[RVC_ON]:
+            state[_RVC], state[_RVC + 1], state[_RVC + 2] = 1.0, t, dev
+            for r in range(3):
+                state[_BEFORE + r] = state[_SUMS + r] / n_ring
+            state[_STEADY] = 0.0
+    if state[_RVC] != 0.0:
+        for r in range(3):
+            state[_RVC + 2] = max(state[_RVC + 2], abs(urms[r, j] - state[_BEFORE + r]))
+    pos = int(state[_POS])
+    if state[_COUNT] == 0.0:
+        pos = 0
+        for r in range(3):
+            state[_SUMS + r] = 0.0
+    for r in range(3):
+        state[_SUMS + r] += urms[r, j] - (ring[r, pos] if full else 0.0)
+        ring[r, pos] = urms[r, j]
+    ring_t[pos] = t
+    state[_COUNT] = min(state[_COUNT] + 1.0, n_ring)
+    state[_POS] = (pos + 1) % n_ring
+    if state[_POS] == 0.0:  # re-summed once per turn: no drift over months
+        for r in range(3):
+            state[_SUMS + r] = ring[r, :].sum()
+    if state[_STEADY] == 0.0 and state[_COUNT] >= n_ring:
+        steady = True
+        for r in range(3):
+            mean = state[_SUMS + r] / n_ring
+            for q in range(n_ring):
+                if abs(ring[r, q] - mean) > limits[RVC_STEADY]:
+                    steady = False
+        if steady:
+            state[_STEADY] = 1.0
+            if state[_RVC] != 0.0:
+                ss = 0.0
+                for r in range(3):
+                    d = state[_SUMS + r] / n_ring - state[_BEFORE + r]
+                    if abs(d) > abs(ss):
+                        ss = d
+                oldest = int(state[_POS])  # the slot written next holds the oldest value
+                k = _emit(events, k, RVC, state[_RVC + 1], ring_t[oldest], state[_RVC + 2],
+                          7.0, ss)
+                state[_RVC] = 0.0
+    return k

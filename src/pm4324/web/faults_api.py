@@ -1,0 +1,111 @@
+"""`/api/faults`: list, set and clear the running meter's faults (docs/faults.md).
+
+Setting and clearing need a token whose role has the ``settings`` right and are audited by
+the guard like every write. The web layer knows faults only through ``FaultControl`` (the
+composition root passes the meter's ``faults.switch.FaultSwitch``): services never import
+the simulator or the protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Protocol
+
+from fastapi import APIRouter, Header, HTTPException, Path, Request
+from pydantic import BaseModel, Field
+
+from pm4324.security.guard import Write
+from pm4324.security.roles import Right
+from pm4324.web.api import ERRORS
+from pm4324.web.auth import authorize
+
+Auth = Annotated[str | None, Header(description="Bearer TOKEN of [security.tokens] (writes)")]
+
+
+class FaultControl(Protocol):
+    def kinds(self) -> dict[str, dict[str, Any]]: ...
+    def list(self) -> list[dict[str, Any]]: ...
+    def set(self, kind: str, target: str, params: Mapping[str, Any] | None,
+            duration_s: float | None) -> dict[str, Any]: ...
+    def clear(self, fault_id: int | None = None) -> list[dict[str, Any]]: ...
+
+
+class FaultView(BaseModel):
+    id: int
+    kind: str
+    target: str
+    parameters: dict[str, Any]
+    state: str = Field(description="pending, active or ended")
+    origin: str = Field(description="scenario (scheduled) or live (set at run time)")
+    live: bool
+    start_s: float = Field(description="scenario seconds")
+    end_s: float | None = Field(description="scenario seconds; null: until cleared")
+    start: str | None = Field(description="on the meter's clock, ISO 8601 UTC")
+    end: str | None
+
+
+class FaultWrite(BaseModel):
+    kind: str = Field(max_length=40, description="a kind of GET /api/fault-kinds")
+    target: str = Field(max_length=40, description="ctN, mainM, mainM.p, meterN or all")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    duration_s: float | None = Field(None, gt=0, le=1e9, description="null: until cleared")
+
+
+def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRouter:
+    """The routes; ``control`` None (no simulator behind this server): empty lists, and
+    setting answers 409."""
+    api = APIRouter(prefix="/api", tags=["faults"], responses=ERRORS)
+
+    def allow(request: Request, authorization: str | None, writes: list[Write]):
+        if meter is None:
+            raise HTTPException(404, "this server has no local meter")
+        return authorize(guard, meter.settings.security, request, authorization, writes)
+
+    def need() -> FaultControl:
+        if control is None:
+            raise HTTPException(409, "this meter has no fault switch: faults need `pm4324 run` "
+                                "on the simulator")
+        return control
+
+    @api.get("/faults", summary="The meter's faults: scheduled by its scenario and set live")
+    def faults() -> list[FaultView]:
+        return [FaultView(**f) for f in (control.list() if control else [])]
+
+    @api.get("/fault-kinds", summary="The kinds of fault: targets, parameters (defaults), meaning")
+    def kinds() -> dict[str, dict[str, Any]]:
+        return control.kinds() if control else {}
+
+    @api.post("/faults", summary="Start a fault at the next sample (right: settings); audited")
+    def set_fault(body: FaultWrite, request: Request, authorization: Auth = None) -> FaultView:
+        what = f"fault {body.kind} on {body.target}"
+        writes = [Write(Right.SETTINGS, what, "", f"{body.parameters or 'defaults'}"
+                        + (f" for {body.duration_s:g} s" if body.duration_s else ""))]
+        client = allow(request, authorization, writes)
+        try:
+            row = need().set(body.kind, body.target, body.parameters, body.duration_s)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        guard.accepted(client, writes)
+        return FaultView(**row)
+
+    @api.delete("/faults/{fault_id}", summary="End one fault at the next sample (right: settings)")
+    def clear_one(fault_id: Annotated[int, Path(ge=1, le=2**31)], request: Request,
+                  authorization: Auth = None) -> list[FaultView]:
+        writes = [Write(Right.SETTINGS, f"fault {fault_id}", "set", "cleared")]
+        client = allow(request, authorization, writes)
+        try:
+            rows = need().clear(fault_id)
+        except KeyError:
+            raise HTTPException(404, f"no fault {fault_id}: GET /api/faults lists them") from None
+        guard.accepted(client, writes)
+        return [FaultView(**r) for r in rows]
+
+    @api.delete("/faults", summary="End every fault at the next sample (right: settings)")
+    def clear_all(request: Request, authorization: Auth = None) -> list[FaultView]:
+        writes = [Write(Right.SETTINGS, "every fault", "set", "cleared")]
+        client = allow(request, authorization, writes)
+        rows = need().clear(None)
+        guard.accepted(client, writes)
+        return [FaultView(**r) for r in rows]
+
+    return api
