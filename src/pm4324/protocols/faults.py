@@ -19,7 +19,7 @@ API (the fleet, the `pm4324 fault` command and HTTP wire it)::
 
 ``set``/``clear`` may be called from any thread. Each start and end calls every
 ``on_change`` listener with a ``FaultChange`` (``to_dict()`` gives the JSON line: meter,
-fault, parameters, state "start"/"end", time), in the thread that caused it (the one that
+fault, parameters, state "start"/"end", time, and when it started), in the thread that caused it (the one that
 called set/clear, or a timer thread for ``duration_s``). A listener must not block.
 
 Kinds (``KINDS``; every kind also takes ``duration_s``, and the "may" kinds ``probability``,
@@ -103,13 +103,14 @@ class FaultChange:
     fault: str
     params: Mapping[str, float]
     state: str  # "start" or "end"
-    time: float  # Unix time
+    time: float  # Unix time of this start or end
+    started: float  # Unix time the fault started (an end: how long it lasted)
     reason: str = ""  # an end: "cleared", "expired", "replaced"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"meter": self.meter, "fault": self.fault,
                              "params": dict(self.params), "state": self.state,
-                             "time": round(self.time, 6)}
+                             "time": round(self.time, 6), "started": round(self.started, 6)}
         if self.reason:
             d["reason"] = self.reason
         return d
@@ -196,7 +197,8 @@ class ProtocolFaults:
                 timer.daemon = True
                 self._timers[kind] = timer
                 timer.start()
-            self._emit(FaultChange(self.meter, kind, fault.params, "start", fault.started))
+            self._emit(FaultChange(self.meter, kind, fault.params, "start", fault.started,
+                                   fault.started))
         return fault
 
     def clear(self, kind: str | None = None) -> None:
@@ -221,7 +223,8 @@ class ProtocolFaults:
         if timer is not None:
             timer.cancel()
         self._publish({k: f for k, f in self.current.items() if k != kind})
-        self._emit(FaultChange(self.meter, kind, fault.params, "end", time.time(), reason))
+        self._emit(FaultChange(self.meter, kind, fault.params, "end", time.time(),
+                               fault.started, reason))
 
     def _publish(self, faults: dict[str, Fault]) -> None:
         self.current = MappingProxyType(faults)

@@ -52,6 +52,10 @@ write reaches the guard with its sender and a listener may serve its own word or
 ``access`` (access.py) admits client networks and limits connections and requests per client
 address; ``ssl_context`` makes the listener a Modbus/TCP Security one.
 
+Protocol faults (protocols/faults.py): ``faults`` (one meter's, or ``{unit: faults}`` for a
+gateway) make the meter answer late, not at all, with an exception, with frozen values,
+another transaction id, or in split or merged segments (tcp_faults.py).
+
 The connection itself (framing, turns, deadlines, flow control) is in tcp_connection.py.
 """
 

@@ -17,16 +17,18 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, cast
 
 from pm4324.protocols.modbus.pdu import (
-    GATEWAY_TARGET_FAILED,
     SERVER_BUSY,
     WRITE_FUNCTIONS,
     Deferred,
+    durable_answer,
     exception_pdu,
+    gateway_target_failed,
     handle_pdu,
     request_pdu_length,
 )
+from pm4324.protocols.modbus.tcp_faults import FaultyAnswers
 from pm4324.protocols.modbus.tls import client_of
-from pm4324.registers.backend import RegisterBackend, on_disk
+from pm4324.registers.backend import RegisterBackend
 from pm4324.security.roles import Client
 
 if TYPE_CHECKING:
@@ -41,23 +43,7 @@ MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 Route = tuple[RegisterBackend, "ProtocolFaults | None"]
 
 
-def durable_answer(rsp: bytes | Deferred | None) -> bytes | None:
-    """A write waiting for its commit: its answer once durable, exception 04 after
-    ACK_WAIT_S (blocks: only when no write thread runs, i.e. while the server stops)."""
-    if not isinstance(rsp, Deferred):
-        return rsp
-    on_disk(rsp.durable)  # too slow, or the commit failed: answer() says 04
-    return rsp.answer()
-
-
-def unknown_unit(pdu: bytes) -> bytes | None:
-    """The answer to a unit id nobody serves: exception 0x0B, as a gateway whose target
-    does not answer (none to a function code that has no exception answer)."""
-    fc = pdu[0]
-    return None if fc == 0 or fc >= 0x80 else exception_pdu(fc, GATEWAY_TARGET_FAILED)
-
-
-class Connection(asyncio.Protocol):
+class Connection(FaultyAnswers, asyncio.Protocol):
     """One client connection; requests are served from ``data_received`` and, past the
     per-turn budget, from callbacks scheduled on the loop."""
 
@@ -272,7 +258,7 @@ class Connection(asyncio.Protocol):
                 continue
             route = routes.get(unit) or self.route(unit)
             if route is None:
-                rsp = unknown_unit(pdu)
+                rsp = gateway_target_failed(pdu)
             elif host is not None and not server.access.request(  # type: ignore[union-attr]
                     host, server._loop.time()):
                 fc = pdu[0]
@@ -346,85 +332,9 @@ class Connection(asyncio.Protocol):
             return
         self._deliver(tid, unit, rsp, faults)
 
-    def _faulty(self, pdu: bytes, backend: RegisterBackend,
-                faults: ProtocolFaults) -> tuple[bytes | None, bool]:
-        """(answer, True) as the faults decide it, or (None, False): a write to run in the
-        write thread (its answer then suffers the faults in ``_deliver``)."""
-        server = self._server
-        current, fc = faults.current, pdu[0]
-        if "offline" in current:  # a gateway says its target is gone; a meter is silent
-            server.count_fault("offline")
-            return (unknown_unit(pdu) if server.backends is not None else None), True
-        if faults.hit("no_answer"):
-            server.count_fault("no_answer")
-            return None, True
-        if faults.hit("exception"):
-            server.count_fault("exception")
-            code = int(current["exception"]["code"])
-            return (exception_pdu(fc, code) if 0 < fc < 0x80 else None), True
-        if fc in WRITE_FUNCTIONS and server._writer is not None:
-            return None, False
-        if "stale" in current and fc not in WRITE_FUNCTIONS:
-            server.count_fault("stale")
-            key = (server.word_order, pdu)
-            return faults.frozen(key, lambda: durable_answer(handle_pdu(backend, pdu))), True
-        return durable_answer(handle_pdu(backend, pdu)), True
-
-    def _deliver(self, tid: int, unit: int, rsp: bytes | None,
-                 faults: ProtocolFaults | None) -> None:
-        """Send an answer this connection waited for, as the meter's faults (if any) say:
-        late, with another transaction id, split in two, or merged with the next one."""
-        frame = None if rsp is None else MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp
-        if faults is None:  # a write's answer
-            self._finish(frame)
-            return
-        loop = self._server._loop
-        current = faults.current
-        if frame is None or not current:  # next turn: no recursion into _serve
-            loop.call_soon(self._finish, frame)
-            return
-        assert rsp is not None
-        assert faults is not None
-        server = self._server
-        if faults.hit("wrong_tid"):
-            server.count_fault("wrong_tid")
-            tid = (tid + 1) & 0xFFFF
-        frame = MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp
-        delay = faults.delay_s()
-        if delay:
-            server.count_fault("latency")
-        if "split" in current:
-            server.count_fault("split")
-            half = len(frame) // 2
-            loop.call_later(delay, self._write_part, frame[:half])
-            loop.call_later(delay + current["split"]["gap_ms"] / 1e3, self._finish,
-                            frame[half:])
-        elif "merge" in current:
-            server.count_fault("merge")
-            loop.call_later(delay, self._hold, frame, current["merge"]["window_ms"] / 1e3)
-        else:
-            loop.call_later(delay, self._finish, frame)
-
-    def _write_part(self, part: bytes) -> None:
-        if self._transport is not None:
-            self._transport.write(part)
-
-    def _hold(self, frame: bytes, window_s: float) -> None:
-        """Merge fault: keep the answer until the next one (or ``window_s``) and send both
-        in one segment; meanwhile this connection is served on."""
-        self._held += frame
-        if self._held_timer is None:
-            self._held_timer = self._server._loop.call_later(window_s, self._flush, [])
-        else:  # the second answer: both go out now, together
-            self._flush([])
-        self._finish(None)
-
-    def _take_held(self) -> bytes:
-        held, self._held = self._held, b""
-        if self._held_timer is not None:
-            self._held_timer.cancel()
-            self._held_timer = None
-        return held
+    @staticmethod
+    def _frame(tid: int, unit: int, rsp: bytes) -> bytes:
+        return MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp
 
     def _finish(self, frame: bytes | None) -> None:
         """Send the awaited answer (None: none) and go on serving this connection."""
