@@ -24,6 +24,7 @@ from pm4324.config.alarm_settings import (
     read_relays,
     read_store,
 )
+from pm4324.config.ct_settings import PHASE_WIRINGS, CtSettings, read_cts
 from pm4324.config.history_settings import HistorySettings, read_history
 from pm4324.config.mqtt_settings import MqttSettings, read_mqtt
 from pm4324.config.security_settings import SecuritySettings, read_security
@@ -122,8 +123,10 @@ class MeterSettings:
 
     wiring: Wiring = Wiring.W3P4W_3CT
     ct_ratio: float = 100.0  # rated primary amperes per secondary ampere
-    # 1P2W-1CT only: which phase voltage of the main each CT is wired against.
+    # 1P2W-1CT and 3P4W-3CT: which phase voltage of the main each CT is measured against
+    # (3P4W-3CT: [cts.N] phase; the default is the CT's position a, b, c).
     circuit_phases: tuple[str, str, str] = ("a", "b", "c")
+    ct_reverse: tuple[bool, bool, bool] = (False, False, False)  # [cts.N] reverse: inverted
     name: str = ""  # label shown instead of "Meter m" ("Shop 3"); "" = none
     ct_names: tuple[str, str, str] = ("", "", "")  # labels of CTs a, b, c ("Shop 3 – lighting")
 
@@ -199,6 +202,7 @@ class Settings:
     meters: tuple[MeterSettings, ...] = tuple(MeterSettings() for _ in range(N_METERS))
     calibration_v: tuple[Calibration, ...] = tuple(Calibration() for _ in range(6))
     calibration_i: tuple[Calibration, ...] = tuple(Calibration() for _ in range(N_CTS))
+    cts: tuple[CtSettings, ...] = tuple(CtSettings() for _ in range(N_CTS))  # wiring check
     modbus: ModbusSettings = ModbusSettings()
     canopen: CanopenSettings = CanopenSettings()
     replay: ReplaySettings = ReplaySettings()
@@ -373,9 +377,10 @@ def _read_meter(r: _Reader, ct_input: str) -> MeterSettings:
         or any(p not in PHASES for p in phases)
     ):
         raise r.error("circuit_phases", phases, 'must be a list of three of "a", "b", "c"')
-    if wiring is not Wiring.W1P2W_1CT and "circuit_phases" in r.table:
+    if wiring.value not in PHASE_WIRINGS and "circuit_phases" in r.table:
         if list(phases) != ["a", "b", "c"]:
-            raise r.error("circuit_phases", phases, "applies only to wiring 1P2W-1CT")
+            raise r.error("circuit_phases", phases, "applies only to wirings "
+                          + " and ".join(PHASE_WIRINGS))
     name = _label(r, "name", r.get("name", ""))
     ct_names = r.get("ct_names", ["", "", ""])
     if not (isinstance(ct_names, list) and len(ct_names) == 3):
@@ -460,6 +465,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         _read_meter(meter_tables[m], ct_input) if m in meter_tables else MeterSettings()
         for m in range(1, N_METERS + 1)
     )
+    cts, meters = read_cts(_numbered_tables(r, "cts", N_CTS), meters)
 
     cal_r = r.sub("calibration")
     v_tables = _numbered_tables(cal_r, "voltage", 3 * n_mains)
@@ -511,6 +517,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         meters=meters,
         calibration_v=cal_v,
         calibration_i=cal_i,
+        cts=cts,
         modbus=modbus,
         canopen=canopen,
         replay=replay,
@@ -547,9 +554,9 @@ def validate(s: Settings) -> None:
         if not 0.01 <= main.pt_ratio <= 655.35:
             raise SettingsError(src, f"mains.{k}.pt_ratio", main.pt_ratio, "must be from 0.01 to 655.35")
     for m, meter in enumerate(s.meters, start=1):
-        if meter.wiring is not Wiring.W1P2W_1CT and tuple(meter.circuit_phases) != PHASES:
+        if meter.wiring.value not in PHASE_WIRINGS and tuple(meter.circuit_phases) != PHASES:
             raise SettingsError(src, f"meters.{m}.circuit_phases", list(meter.circuit_phases),
-                                "applies only to wiring 1P2W-1CT")
+                                "applies only to wirings " + " and ".join(PHASE_WIRINGS))
     if s.ct_input not in CT_INPUTS:
         raise SettingsError(src, "ct_input", s.ct_input, _allowed(tuple(CT_INPUTS)))
     if len(s.mains) != s.n_mains:

@@ -18,6 +18,7 @@ from typing import Any
 import tomlkit
 
 from pm4324.config.alarm_settings import AlarmRule, DriverSettings, RelaySettings
+from pm4324.config.ct_settings import cts_table
 from pm4324.config.history_settings import HistorySettings
 from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.config.security_settings import security_table
@@ -50,13 +51,15 @@ def settings_table(s: Settings) -> dict[str, Any]:
     t["meters"] = {}
     for m, meter in enumerate(s.meters, 1):
         row = {"wiring": meter.wiring.value, "ct_ratio": _plain(meter.ct_ratio)}
-        if meter.wiring.value == "1P2W-1CT":
+        if meter.wiring.value == "1P2W-1CT" or tuple(meter.circuit_phases) != ("a", "b", "c"):
             row["circuit_phases"] = list(meter.circuit_phases)
         if meter.name:
             row["name"] = meter.name
         if any(meter.ct_names):
             row["ct_names"] = list(meter.ct_names)
         t["meters"][str(m)] = row
+    if cts := cts_table(s.cts, s.meters):
+        t["cts"] = cts
     cal: dict[str, Any] = {}
     for kind, cals, count in (("voltage", s.calibration_v, 3 * s.n_mains),
                               ("current", s.calibration_i, N_CTS)):

@@ -50,7 +50,7 @@ from pm4324.metering.step_kernels import (
     turned_phasors,
     window_harmonics,
 )
-from pm4324.metering.wiring import meter_wiring
+from pm4324.metering.wiring import current_signs, meter_wiring
 
 WAVE_CYCLES = 2  # the last whole cycles of each step kept as samples (the web's waveform view)
 
@@ -272,7 +272,7 @@ class Engine:
             [settings.mains[settings.main_of_ct(k + 1)].nominal_voltage_v for k in range(N_CTS)]
         )
         self.cal_v = _gain_offset(settings.calibration_v)
-        self.cal_i = _gain_offset(settings.calibration_i)
+        self.cal_i = _gain_offset(settings.calibration_i, current_signs(settings.meters))
         self.aron = np.array([w.wiring is Wiring.W3P3W_2CT for w in self.wirings])
         self.nominal_ln = np.array([settings.mains[m].nominal_voltage_v
                                     for m in range(self.n_mains)])
@@ -456,11 +456,15 @@ def _last_cycles(store: np.ndarray, bounds: np.ndarray, el: _Elements) -> np.nda
     return store[: scale.size, lo:hi] * scale[:, None]
 
 
-def _gain_offset(cals: tuple) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-input (gain, offset) columns of a calibration, None when all are 1 and 0."""
-    if all(c.gain == 1 and c.offset == 0 for c in cals):
+def _gain_offset(cals: tuple, signs: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-input (gain, offset) columns of a calibration, None when all are 1 and 0; a sign
+    of -1 (a CT set ``reverse``) inverts that input."""
+    signs = np.ones(len(cals)) if signs is None else signs
+    if all(c.gain == 1 and c.offset == 0 for c in cals) and np.all(signs == 1):
         return None
-    return (np.array([c.gain for c in cals])[:, None], np.array([c.offset for c in cals])[:, None])
+    return (np.array([c.gain for c in cals])[:, None] * signs[:, None],
+            np.array([c.offset for c in cals])[:, None])
 
 
 def _product_rows(k: int, aron: np.ndarray) -> np.ndarray:

@@ -56,7 +56,10 @@ class MeterWiring:
 
 
 def meter_wiring(meter: MeterSettings) -> MeterWiring:
-    if meter.wiring is Wiring.W1P2W_1CT:
+    """The Meter's elements; on 3P4W-3CT and 1P2W-1CT each CT against its circuit phase
+    (``circuit_phases``, ``[cts.N] phase``)."""
+    if meter.wiring is Wiring.W1P2W_1CT or (meter.wiring is Wiring.W3P4W_3CT
+                                            and tuple(meter.circuit_phases) != PHASES):
         rows = np.zeros((3, 3))
         for k, phase in enumerate(meter.circuit_phases):
             rows[k, PHASES.index(phase)] = 1.0
@@ -64,3 +67,8 @@ def meter_wiring(meter: MeterSettings) -> MeterWiring:
         rows = np.array(_ROWS[meter.wiring], dtype=np.float64)
     used = np.array(meter.wiring.used_cts)
     return MeterWiring(meter.wiring, rows, used)
+
+
+def current_signs(meters: tuple[MeterSettings, ...]) -> np.ndarray:
+    """(3 * Meters,) -1 for each CT set ``reverse`` (its current is inverted), else 1."""
+    return np.array([-1.0 if r else 1.0 for m in meters for r in m.ct_reverse])

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from pm4324.config.settings import PHASES, Settings, Wiring
+from pm4324.config.settings import PHASES
 from pm4324.sources.faults import SAMPLE_KINDS, Fault
 
 PHASE_ANGLE = {"a": 0.0, "b": -2 * math.pi / 3, "c": 2 * math.pi / 3}
@@ -28,22 +28,14 @@ def fault_orders(faults: Iterable[Fault]) -> set[int]:
     return {h for f in faults if f.kind == "harmonic_rich" for h in f.params["harmonics"]}
 
 
-def own_phase(settings: Settings, ct: int) -> str:
-    """The phase CT ``ct`` is meant to be on: its position a/b/c in its Meter, or its
-    ``circuit_phases`` entry on a 1P2W-1CT Meter."""
-    meter = settings.meters[(ct - 1) // 3]
-    if meter.wiring is Wiring.W1P2W_1CT:
-        return meter.circuit_phases[(ct - 1) % 3]
-    return PHASES[(ct - 1) % 3]
-
-
 def gain(f: Fault, t: float) -> float:
     return 1.0 + f.params["pct_per_hour"] / 100.0 * (t - f.start_s) / 3600.0
 
 
 def apply_linear(faults: Iterable[Fault], volts: np.ndarray, currents: np.ndarray,
-                 orders: list[int], settings: Settings, t: float) -> None:
-    """Apply the active linear faults in place (volts (mains, 3, H), currents (24, H))."""
+                 orders: list[int], load_phase: dict[int, str], t: float) -> None:
+    """Apply the active linear faults in place (volts (mains, 3, H), currents (24, H));
+    ``load_phase``: the phase of the circuit on each CT (default: its position a, b, c)."""
     h = np.asarray(orders, dtype=float)
     for f in faults:
         tg, kind = f.target, f.kind
@@ -66,12 +58,12 @@ def apply_linear(faults: Iterable[Fault], volts: np.ndarray, currents: np.ndarra
         elif kind == "open_ct":
             currents[k] = 0.0
         elif kind == "wrong_phase":
-            frm = f.params["from"] or own_phase(settings, tg.index)
+            frm = f.params["from"] or load_phase.get(tg.index, PHASES[k % 3])
             currents[k] *= np.exp(1j * h * (PHASE_ANGLE[f.params["phase"]] - PHASE_ANGLE[frm]))
         elif kind == "gain_drift":
             currents[k] *= gain(f, t)
         elif kind == "harmonic_rich":
-            ref = PHASE_ANGLE[own_phase(settings, tg.index)]
+            ref = PHASE_ANGLE[load_phase.get(tg.index, PHASES[k % 3])]
             i1 = currents[k, orders.index(1)]
             for order, (frac, deg) in f.params["harmonics"].items():
                 currents[k, orders.index(order)] += frac * i1 * np.exp(

@@ -43,7 +43,7 @@ KINDS: dict[str, Kind] = {
     "reversed_ct": Kind(("ct",), {}, "the CT's leads are swapped: its current is inverted"),
     "wrong_phase": Kind(("ct",), {"phase": "b", "from": ""},
                         "the CT sits on another phase's conductor: its current turns by the "
-                        "angle from `from` (default: the CT's own phase) to `phase`"),
+                        "angle from `from` (default: the phase of the scenario's load on the CT) to `phase`"),
     "open_ct": Kind(("ct",), {}, "the CT is open or unplugged: no current"),
     "ct_saturation": Kind(("ct",), {"clip_a": 100.0},
                           "the CT's secondary flattens at clip_a primary amperes (peak)"),

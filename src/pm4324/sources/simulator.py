@@ -150,7 +150,8 @@ class Scenario:
                                                   + (math.pi if ld.export else 0.0))
                     currents[ct - 1, j] += ld.current_a * lvl * frac * np.exp(1j * ang)
         if active:
-            fx.apply_linear(active, volts, currents, orders, settings, t)
+            phases = {ct: ph for ld in reversed(self.loads) for ct, ph in zip(ld.cts, ld.phases)}
+            fx.apply_linear(active, volts, currents, orders, phases, t)
         return volts, currents, orders
 
     def frequency(self, m: int, t: float, faults: tuple[Fault, ...] | None = None) -> float:
@@ -173,6 +174,8 @@ class Scenario:
             m = (k - 1) // 3
             w = meter_wiring(settings.meters[m])
             coeff = w.coefficients[(k - 1) % 3]
+            if settings.meters[m].ct_reverse[(k - 1) % 3]:  # the meter inverts the current:
+                coeff = -coeff  # same P and Q as an inverted voltage
             v_el = coeff @ volts[settings.main_of_ct(k)]  # (H,)
             el_dc = float(coeff @ v_dc[settings.main_of_ct(k)])
             i = currents[k - 1]

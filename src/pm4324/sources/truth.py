@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, PHASES, Settings
-from pm4324.metering.wiring import meter_wiring
+from pm4324.metering.wiring import current_signs, meter_wiring
 from pm4324.sources.simulator import _PHASE_ANGLE, Scenario
 
 ENERGY = ("wh_import", "wh_export", "varh_q1", "varh_q2", "varh_q3", "varh_q4", "vah")
@@ -61,6 +61,7 @@ class Truth:
         wirings = [meter_wiring(m) for m in settings.meters]
         self.v_el = np.stack([wirings[(k - 1) // 3].coefficients[(k - 1) % 3]
                               @ volts[settings.main_of_ct(k)] for k in range(1, N_CTS + 1)])
+        self.v_el *= current_signs(settings.meters)[:, None]  # [cts.N] reverse: P, Q inverted
         self.used = np.concatenate([w.used for w in wirings])
 
     def levels(self, t_mid: np.ndarray) -> np.ndarray:
