@@ -5,6 +5,7 @@ period that ends by itself, and a node that is offline until cleared."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from canopen.nmt import NmtError
@@ -14,7 +15,7 @@ from canopen_helpers import NODE, WAIT
 from pm4324.protocols.canopen import CanopenServer
 from pm4324.protocols.faults import FaultChange, ProtocolFaults
 
-HB = 0x700 + NODE
+HB, SDO_TX = 0x700 + NODE, 0x580 + NODE
 QUIET = 0.4  # seconds: how long "nothing comes" is watched (a bounded wait, no sleep)
 
 
@@ -37,12 +38,15 @@ def test_heartbeat_loss(node, master, log, events):
     master.sdo[0x1017].raw = 50
     assert master.nmt.wait_for_heartbeat(WAIT) == "PRE-OPERATIONAL"
     node.faults.set("heartbeat_loss")
+    start = log.mark()
     assert master.sdo.upload(0x1000, 0) == bytes(4)  # SDO still answers
-    mark = log.mark()
+    # frames on the bus after that answer (the log's thread may lag behind the master's)
+    frames = log.wait(lambda fs: any(f.cob == SDO_TX for f in fs), start)
+    mark = start + next(i for i, f in enumerate(frames) if f.cob == SDO_TX) + 1
     with pytest.raises(NmtError, match="heartbeat"):
         master.nmt.wait_for_heartbeat(QUIET)
     log.none(HB, mark, quiet=0.05)
-    assert node.frames_suppressed > 0
+    assert node.frames_unsent > 0
     node.faults.clear()
     assert master.nmt.wait_for_heartbeat(WAIT) == "PRE-OPERATIONAL"
     assert [(e.fault, e.state) for e in events] == [("heartbeat_loss", "start"),
@@ -63,14 +67,21 @@ def test_bus_off_period_ends_by_itself(node, master, log):
     assert master.sdo.upload(0x1000, 0) == bytes(4)
 
 
+def wait_until(cond) -> None:
+    """Poll a condition on the node's state, bounded in time."""
+    deadline = time.monotonic() + WAIT
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 def test_offline_until_cleared(node, master, log):
     node.faults.set("offline")
     master.sdo.RESPONSE_TIMEOUT = 0.2
-    mark = log.mark()
     with pytest.raises(SdoCommunicationError):
         master.sdo.upload(0x1000, 0)
     master.nmt.state = "OPERATIONAL"  # not heard either
-    log.none(HB, mark, quiet=0.1)
+    wait_until(lambda: node.frames_unheard >= 2)  # both reached the node, unheard
     node.faults.clear()
     master.sdo.RESPONSE_TIMEOUT = 1.0
     assert master.sdo.upload(0x1000, 0) == bytes(4)

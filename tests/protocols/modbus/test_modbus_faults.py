@@ -260,7 +260,7 @@ async def test_rtu_faults_with_pymodbus_and_mbpoll(mbpoll, backend, pty_pair) ->
     faults = ProtocolFaults("m1")
     async with RtuServer(backend, server_port, address=1, baud=19200, faults=faults) as srv:
         client = AsyncModbusSerialClient(client_port, baudrate=19200, bytesize=8, parity="N",
-                                         stopbits=1, timeout=SHORT, retries=0)
+                                         stopbits=1, timeout=1.0, retries=0)
         assert await asyncio.wait_for(client.connect(), LIMIT)
         try:
             faults.set("bad_crc")

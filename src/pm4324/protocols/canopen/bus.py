@@ -59,7 +59,8 @@ class BusNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.frames_sent = 0
         self.send_errors = 0
-        self.frames_suppressed = 0  # not sent, or not heard, because of a protocol fault
+        self.frames_unsent = 0  # not sent because of a protocol fault
+        self.frames_unheard = 0  # received but ignored because of a protocol fault
 
     # -- what the node does ----------------------------------------------------------------
 
@@ -169,7 +170,7 @@ class BusNode:
         if faults is not None and faults.current and (self._off_bus() or (
                 "heartbeat_loss" in faults.current and cob_id == HEARTBEAT_BASE + self.node_id
                 and data != b"\x00")):
-            self.frames_suppressed += 1
+            self.frames_unsent += 1
             return
         msg = can.Message(arbitration_id=cob_id, data=data, is_extended_id=False)
         try:
@@ -191,7 +192,7 @@ class BusNode:
                 continue
             if msg is not None:
                 if self._off_bus():
-                    self.frames_suppressed += 1
+                    self.frames_unheard += 1
                     continue
                 self.handle(msg)
 
