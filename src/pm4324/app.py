@@ -53,7 +53,8 @@ def _printer(args: argparse.Namespace, on_closed: Callable[[], None]):
         nonlocal closed
         if closed:
             return
-        d = {**snap.to_dict(args.meter, harmonics=args.harmonics), **snap.alarms_dict()}
+        d = {**snap.to_dict(args.meter, harmonics=args.harmonics), **snap.alarms_dict(),
+             **snap.pq_dict()}
         try:
             if args.json:
                 print(json.dumps(d), flush=True)

@@ -125,6 +125,10 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
             _, j, settings = msg
             engines[j].configure(replace(settings, sample_rate_hz=rate))
             continue
+        if msg[0] == "faults":  # the member's faults as the fleet's book has them now
+            _, j, faults = msg
+            sources[j].faults.faults = faults
+            continue
         k = msg[1]
         n = int(round((k + 1) * rate)) - int(round(k * rate))
         for j, (src, eng) in enumerate(zip(sources, engines)):
@@ -162,6 +166,17 @@ class PhysicsFleet(TruthFleet):
                 raise RuntimeError("a physics worker did not start")
         self._rows = np.empty((n, WIDTH))
         self._send_lock = threading.Lock()  # the clock and a Modbus write thread both send
+        self.faults.on_change = self._send_faults
+        for book in self.faults.books:  # a live fault reaches a worker for second k + 1 at
+            book.now = lambda: float(self.published_k + 2)  # the soonest: say so in the log
+
+    def _send_faults(self, member: int, faults: tuple) -> None:
+        """A live fault set or cleared: the member's simulator gets the book's faults before
+        its next second (both books count scenario seconds from the same sample)."""
+        for (a, b), conn in zip(self._shares, self._conns):
+            if a <= member < b:
+                with self._send_lock:
+                    conn.send(("faults", member - a, faults))
 
     def _compute(self, k: int) -> list[Second]:
         with self._send_lock:
@@ -170,7 +185,7 @@ class PhysicsFleet(TruthFleet):
         for (a, b), conn in zip(self._shares, self._conns):
             self._rows[a:b] = conn.recv()
         return [unpack(k, self._rows[g.rows].copy(), g.truth.settings.n_mains)
-                for g in self.groups]
+                for g in self.groups]  # faults: applied by each member's simulator
 
     def set_gain(self, member: int, gain: np.ndarray, rated: np.ndarray) -> None:
         """A live CT ratio write: the member's engine gets its settings before its next
