@@ -85,6 +85,34 @@ def unpack(k: int, rows: np.ndarray, n_mains: int) -> Second:
                   meter_flags=_field(rows, "meter.flags").astype(np.int64))
 
 
+class FastPhasors:
+    """A member's scenario for its simulator, with the phasors of a second without faults
+    or sags computed as one product (each load's level times its precomputed current
+    phasors) instead of Python loops over loads, CTs and orders: 0.27 ms of the ~1.2 ms a
+    meter-second costs at 3.2 kS/s (measured with cProfile). Anything else is the
+    scenario's own (the slow path is exact by construction)."""
+
+    def __init__(self, scenario: Scenario, settings: Settings):
+        from pm4324.fleet.truth import _load_currents
+
+        self._scenario = scenario
+        volts, _, orders = scenario.phasors(settings, 0.0, (), sags=False)
+        self._volts, self._orders = volts, orders
+        self._lc = _load_currents(scenario, orders).reshape(len(scenario.loads), -1)
+
+    def __getattr__(self, name: str):
+        return getattr(self._scenario, name)
+
+    def phasors(self, settings: Settings, t: float, faults=None, sags: bool = True):
+        active = [f for f in (self._scenario.faults if faults is None else faults)
+                  if f.active(t)]
+        if active or sags:
+            return self._scenario.phasors(settings, t, faults, sags)
+        levels = np.array([ld.level(t) for ld in self._scenario.loads])
+        currents = (levels @ self._lc).reshape(N_CTS, len(self._orders))
+        return self._volts.copy(), currents, list(self._orders)
+
+
 def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: float) -> None:
     """A worker process: simulate and measure its members, one second per request."""
     from threadpoolctl import threadpool_limits
@@ -98,6 +126,7 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
     for settings, scenario in members:
         s = replace(settings, sample_rate_hz=rate)
         src = SimulatorSource(scenario, s)
+        src.scenario = FastPhasors(scenario, s)  # type: ignore[assignment]
         # one Gaussian table per worker (2 MB each otherwise); each member still reads it at
         # offsets from its own seeded generator
         if noise is None:
