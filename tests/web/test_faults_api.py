@@ -140,3 +140,19 @@ def test_cli_sets_lists_and_clears(live, capsys):
     assert "energy_rollover" in capsys.readouterr().out
     assert main(["fault", "--http", "http://127.0.0.1:9", "list"]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_check_wiring_reads_a_running_meter_over_modbus(live, capsys):
+    from web_helpers import SETTINGS
+
+    with live.http() as http:
+        fault = http.post("/api/faults", json={"kind": "reversed_ct", "target": "ct3"},
+                          headers=_auth(ENGINEER)).json()
+        live.step(2)
+        where = f"127.0.0.1:{live.modbus.port}"
+        code = main(["check-wiring", "--tcp", where, "--seconds", "1", "--settings", str(SETTINGS)])
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "CT3 reversed (P -10.35 kW at PF 0.90 as wired)" in out
+        assert "CT1 ok (P 10.35 kW at PF 0.90 lagging on phase a)" in out
+        http.delete(f"/api/faults/{fault['id']}", headers=_auth(ENGINEER))
