@@ -55,10 +55,21 @@ def extract(revision: str, into: Path) -> None:
         path.write_text(re.sub(r"\bpm4324(?=[.\s])", "pm4324_ab", text))
 
 
+def attach_pq(package: str, engine: object) -> None:
+    """Hook ``package``'s power-quality monitor into ``engine`` if that revision has one."""
+    try:
+        monitor = importlib.import_module(f"{package}.metering.pq.monitor")
+    except ModuleNotFoundError:
+        return
+    if hasattr(monitor, "attach"):
+        monitor.attach(engine)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("revision", help="git revision to compare with the working tree")
     ap.add_argument("--rounds", type=int, default=40, help=f"chunks of {CHUNK} steps per engine")
+    ap.add_argument("--no-pq", action="store_true", help="engines without the PQ monitor")
     args = ap.parse_args(argv)
 
     from pm4324.config.settings import load_settings
@@ -76,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         full_scale = (source.full_scale_v, source.full_scale_i)
         engines = {args.revision: other_engine.Engine(other_settings.load_settings(SETTINGS)),
                    "working tree": Engine(settings)}
+        if not args.no_pq:  # the power-quality monitor, as the device runs it, where it exists
+            for engine, package in zip(engines.values(), ("pm4324_ab", "pm4324")):
+                attach_pq(package, engine)
         fed = dict.fromkeys(engines, 0)
 
         def run(name: str, steps: int) -> None:

@@ -18,9 +18,10 @@ from web_helpers import (
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory) -> Iterator[LiveMeter]:
-    settings_file = tmp_path_factory.mktemp("web") / "settings.toml"
+    home = tmp_path_factory.mktemp("web")
+    settings_file = home / "settings.toml"
     settings_file.write_text(settings_with_tokens())
-    meter, thread = start_live_meter(settings_file)
+    meter, thread = start_live_meter(settings_file, history=home / "history.db")
     yield meter
     stop_live_meter(meter, thread)
 

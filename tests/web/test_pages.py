@@ -138,6 +138,8 @@ def test_trends_follow_the_seconds_and_zoom_by_dragging(page, live):
     snap = live.step()
     page.goto(live.url + "trends")
     wait_for_second(page, snap.seq)
+    page.wait_for_selector("#content[data-ready='1']", timeout=10_000)
+    page.select_option("#trend-range", "live")
     for _ in range(10):
         snap = live.step()
         wait_for_second(page, snap.seq)

@@ -20,6 +20,7 @@ import pytest
 
 from pm4324.config.settings import load_settings
 from pm4324.device.meter import Meter
+from pm4324.history import HistoryStore, HistoryWriter, names_of
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog
@@ -43,6 +44,8 @@ class LiveMeter:
     web: WebServer
     modbus: TcpServer
     loop: asyncio.AbstractEventLoop
+    history: HistoryWriter | None = None  # as `run` keeps it, flushed each second of meter time
+    first: Snapshot | None = None  # the first second the history saw
 
     @property
     def url(self) -> str:
@@ -68,7 +71,9 @@ class LiveMeter:
         return httpx.Client(base_url=self.url.rstrip("/"), timeout=10.0)
 
 
-def start_live_meter(settings_path: Path | None = None) -> tuple[LiveMeter, threading.Thread]:
+def start_live_meter(settings_path: Path | None = None, history: Path | None = None
+                     ) -> tuple[LiveMeter, threading.Thread]:
+    """``history``: keep the meter's history in that file (UTC days) and serve it."""
     settings = load_settings(settings_path or SETTINGS)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -79,9 +84,18 @@ def start_live_meter(settings_path: Path | None = None) -> tuple[LiveMeter, thre
                       settings_path=str(settings_path) if settings_path else None)
         modbus = TcpServer(MapBackend(meter), unit_id=1, host="127.0.0.1", port=0)
         await modbus.start()
-        web = WebServer(meter, "127.0.0.1", 0, guard=Guard(settings.security, AuditLog()))
+        writer = reader = None
+        if history is not None:
+            writer = HistoryWriter(HistoryStore.open(history, time_zone="UTC"), "local",
+                                   model=settings.model, names=names_of(settings), flush_s=1)
+            meter.add_listener(writer.add_snapshot)
+            reader = HistoryStore.open(history, readonly=True)
+        web = WebServer(meter, "127.0.0.1", 0, guard=Guard(settings.security, AuditLog()),
+                        history=reader)
         await web.start()
-        return LiveMeter(meter, web, modbus, asyncio.get_running_loop())
+        live = LiveMeter(meter, web, modbus, asyncio.get_running_loop(), writer)
+        meter.add_listener(lambda snap: live.first or setattr(live, "first", snap))
+        return live
 
     live = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
     live.step(2)
@@ -92,6 +106,9 @@ def stop_live_meter(live: LiveMeter, thread: threading.Thread) -> None:
     async def stop() -> None:
         await live.web.stop()
         await live.modbus.stop()
+        if live.history is not None:
+            live.history.close()
+            live.history.store.close()
 
     live.call(stop())
     live.loop.call_soon_threadsafe(live.loop.stop)

@@ -43,10 +43,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = load_fleet(args.config)  # SettingsError: one line, exit 2 (cli.main)
     limit_blas_threads()
-    if config.fidelity == "physics":
-        _say("pm4324 fleet: fidelity = \"physics\" is not available in this build yet; use "
-             "\"truth\"")
-        return 2
     try:
         store = FleetStore.open(config.store, [m.key for m in config.members],
                                 reset=args.reset_store)
@@ -68,7 +64,14 @@ async def _serve(config, store, args: argparse.Namespace) -> int:
     from pm4324.fleet.clock import TruthFleet
     from pm4324.fleet.expose import Backends, ExposeError, start_canopen, start_rtu, start_tcp
 
-    fleet = TruthFleet(config, store)
+    if config.fidelity == "physics":
+        from pm4324.fleet.physics import PhysicsFleet
+
+        _say(f"Physics level: {len(config.members)} meters simulated and measured at "
+             f"{config.sample_rate_hz:g} S/s in {config.workers} worker processes")
+        fleet = PhysicsFleet(config, store)
+    else:
+        fleet = TruthFleet(config, store)
     backends = Backends(fleet.members)
     stop = threading.Event()
     loop = asyncio.get_running_loop()

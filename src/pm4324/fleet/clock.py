@@ -31,7 +31,7 @@ from pm4324.fleet.store import FleetStore
 from pm4324.fleet.truth import GroupTruth, Second, rated_currents
 from pm4324.snapshot import Energies, Status
 
-LEAD_S = 0.3  # the commit of a second starts this long before the second's end
+LEAD_S = 0.5  # the commit of a second starts this long before the second's end
 
 
 @dataclass
@@ -133,7 +133,7 @@ class TruthFleet:
         k = 0
         while not stop.is_set() and (seconds is None or k < seconds):
             c0 = time.perf_counter()
-            secs = [g.truth.second(k, g.gain, g.rated) for g in self.groups]
+            secs = self._compute(k)
             self.compute_s.append(time.perf_counter() - c0)
             due = t0 + (k + 1) / speed
             if stop.wait(max(0.0, due - lead - time.monotonic())):
@@ -157,6 +157,10 @@ class TruthFleet:
             for n in list(self.listened):
                 self.members[n].publish()
             k += 1
+
+    def _compute(self, k: int) -> list[Second]:
+        """Second ``k`` of every group."""
+        return [g.truth.second(k, g.gain, g.rated) for g in self.groups]
 
     def close(self) -> None:
         self._committer.close()

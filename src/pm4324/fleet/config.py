@@ -303,6 +303,8 @@ def parse_fleet(data: dict, source: str = "<fleet>", base: Path | None = None) -
         else MqttSettings()
     rate = _num(source, f, "sample_rate_hz", 3200.0, 1000.0, 12800.0, "fleet.")
     store_path = Path(store).expanduser()
+    if fidelity == "physics":  # the members measure (and say they measure) at the fleet's rate
+        members = [replace(m, settings=replace(m.settings, sample_rate_hz=rate)) for m in members]
     return FleetConfig(
         members=tuple(members), fidelity=fidelity, sample_rate_hz=rate,
         workers=_int(source, f, "workers", 2, 1, 64, "fleet."),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pm4324.fleet.clock import TruthFleet
 
 NO_ALARMS = AlarmStatus()
+NO_HARMONICS = np.full((N_CTS, 51), np.nan)  # the physics level does not ship them
 
 
 class FleetMember:
@@ -129,18 +130,25 @@ class FleetMember:
             snap = no_data_snapshot(self._settings, *regs, self.relays, NO_ALARMS,
                                     fleet.start_time, self.status)
             return replace(snap, ct_energy=ct_e, meter_energy=meter_e)
-        group = fleet.groups[fleet.group_of[n]].truth
-        vh, ih = group.harmonics(sec, row)
         c, m = sec.ct, sec.meter
+        if sec.per_member:  # the physics level: the engine's values and flags
+            ct = CtValues(**{k: v[row] for k, v in c.items()}, v_harmonics=NO_HARMONICS,
+                          i_harmonics=NO_HARMONICS, flags=sec.ct_flags[row])
+            meter = MeterValues(**{k: v[row] for k, v in m.items()},
+                                flags=sec.meter_flags[row])
+            main = MainValues(**{k: v[row] for k, v in sec.main.items()})
+        else:
+            group = fleet.groups[fleet.group_of[n]].truth
+            vh, ih = group.harmonics(sec, row)
 
-        def row_of(x: np.ndarray) -> np.ndarray:
-            return x[row] if x.ndim == 2 else x
+            def row_of(x: np.ndarray) -> np.ndarray:
+                return x[row] if x.ndim == 2 else x
 
-        ct = CtValues(**{k: row_of(v) for k, v in c.items()}, v_harmonics=vh, i_harmonics=ih,
-                      flags=group.unused_flags)
-        meter = MeterValues(**{k: row_of(v) for k, v in m.items()},
-                            flags=np.zeros(8, dtype=np.int64))
-        main = MainValues(**sec.main)
+            ct = CtValues(**{k: row_of(v) for k, v in c.items()}, v_harmonics=vh,
+                          i_harmonics=ih, flags=group.unused_flags)
+            meter = MeterValues(**{k: row_of(v) for k, v in m.items()},
+                                flags=np.zeros(8, dtype=np.int64))
+            main = MainValues(**sec.main)
         return Snapshot(seq=sec.k, time=fleet.start_time + sec.k + 1, settings=self._settings,
                         ct=ct, meter=meter, main=main, ct_energy=ct_e, meter_energy=meter_e,
                         relays=self.relays, duration_s=1.0, alarms=NO_ALARMS,

@@ -43,8 +43,16 @@ class Second:
     main: dict[str, np.ndarray]  # (n_mains,) or (n_mains, 3), shared
     ct_energy: np.ndarray  # (n, 24, 7) Wh in the second
     meter_energy: np.ndarray  # (n, 8, 7)
-    load_levels: np.ndarray  # (n, loads): each member's load currents over the base's
-    gain: np.ndarray  # (n, 24): live CT ratio over the installed one
+    load_levels: np.ndarray | None = None  # (n, loads): each member's load factors now
+    gain: np.ndarray | None = None  # (n, 24): live CT ratio over the installed one
+    # the physics level: every array has the members first (also V, f and the mains), and
+    # the quality flags are the engine's: (n, 24) and (n, 8)
+    ct_flags: np.ndarray | None = None
+    meter_flags: np.ndarray | None = None
+
+    @property
+    def per_member(self) -> bool:
+        return self.ct_flags is not None
 
 
 def _load_currents(scenario: Scenario, orders: list[int]) -> np.ndarray:

@@ -239,7 +239,7 @@ class Engine:
         """``harmonic_angles``: also find each harmonic's angle (``turned_phasors``; the
         snapshot's ``*_harmonic_phasors`` stay 0 without it)."""
         self.harmonic_angles = harmonic_angles
-        self.pq_hook = None  # f(main, buffer, cycle bounds, offset) per main and step (pq/)
+        self.pq_hook = None  # f(main, buffer, bounds, offset, fundamentals) per main, step (pq/)
         self.fs = settings.sample_rate_hz
         self.n_mains = settings.n_mains
         per_main = N_CTS // self.n_mains
@@ -336,7 +336,7 @@ class Engine:
             bounds, synced = ms.new_cycles(final)
             out.add_main(ms, bounds, synced, clip)
             if self.pq_hook is not None:
-                self.pq_hook(ms.main, ms.store, bounds, ms.offset)
+                self.pq_hook(ms.main, ms.store, bounds, ms.offset, ms.fundamental)
             ms.trim()
         return out.result()
 

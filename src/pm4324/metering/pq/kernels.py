@@ -16,6 +16,8 @@ import numpy as np
 from numba import njit
 
 from pm4324.metering.cycles import _trapezoid
+from pm4324.metering.pq.aggregate import STATE_SIZE as AGG_STATE_SIZE
+from pm4324.metering.pq.aggregate import aggregate
 
 # event kinds (column 0 of the events array)
 DIP, SWELL, INTERRUPTION, RVC = 0, 1, 2, 3
@@ -36,9 +38,9 @@ def _sq(x: np.ndarray, r: int, n: int, line_to_line: bool) -> float:
     return x[r, n] * x[r, n]
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def urms_half(x: np.ndarray, points: np.ndarray, line_to_line: bool, scale: float,
-              carry: np.ndarray, urms: np.ndarray, stamps: np.ndarray) -> int:
+              carry: np.ndarray, urms: np.ndarray, stamps: np.ndarray, sq: np.ndarray) -> int:
     """Urms(1/2) of the three phase (or line-to-line ab, bc, ca) voltages.
 
     x: (>= 3, n) buffer, rows va, vb, vc in terminal volts; points: (k + 1,) half-cycle
@@ -46,8 +48,9 @@ def urms_half(x: np.ndarray, points: np.ndarray, line_to_line: bool, scale: floa
     ``cycles.cycle_integrals``). A value is the RMS over two consecutive half cycles (one
     cycle) times ``scale`` (the PT ratio), stamped with the window's end.
     carry: (5,) the last half cycle of the previous call (three integrals of squares, its
-    length, 1 when set); updated. urms: (3, >= k) and stamps: (>= k,) receive the values.
-    Returns how many were written.
+    length, 1 when set); updated. urms: (3, >= k) and stamps: (>= k,) receive the values,
+    sq: (3, >= k) every half cycle's integrals of the squares (terminal V^2 x samples).
+    Returns how many values were written (k, or k - 1 on the very first call).
     """
     count = 0
     seg = np.empty(3)
@@ -56,12 +59,12 @@ def urms_half(x: np.ndarray, points: np.ndarray, line_to_line: bool, scale: floa
         a = int(math.floor(lo)) + 1
         b = int(math.floor(hi))
         for r in range(3):
-            s = 0.0
-            for n in range(a, b + 1):
-                s += _sq(x, r, n, line_to_line)
-            seg[r] = _trapezoid(s, _sq(x, r, a - 1, line_to_line), _sq(x, r, a, line_to_line),
-                                _sq(x, r, b, line_to_line), _sq(x, r, b + 1, line_to_line),
-                                a - lo, hi - b)
+            if line_to_line:
+                u, w = x[r, a - 1 : b + 2], x[(r + 1) % 3, a - 1 : b + 2]
+                seg[r] = _squares_ll(u, w, a - lo, hi - b)
+            else:
+                seg[r] = _squares(x[r, a - 1 : b + 2], a - lo, hi - b)
+            sq[r, c] = seg[r]
         if carry[4] > 0:
             for r in range(3):
                 urms[r, count] = math.sqrt(max(0.0, carry[r] + seg[r])
@@ -70,6 +73,59 @@ def urms_half(x: np.ndarray, points: np.ndarray, line_to_line: bool, scale: floa
             count += 1
         carry[0], carry[1], carry[2], carry[3], carry[4] = seg[0], seg[1], seg[2], hi - lo, 1.0
     return count
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _squares(u: np.ndarray, al: float, be: float) -> float:
+    """Integral of u^2 over a half cycle; u runs from the sample before it to the one after
+    (slices from 0: LLVM vectorises the sum)."""
+    last = u.size - 1
+    s = 0.0
+    for n in range(1, last):
+        s += u[n] * u[n]
+    return _trapezoid(s, u[0] * u[0], u[1] * u[1], u[last - 1] * u[last - 1],
+                      u[last] * u[last], al, be)
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _squares_ll(u: np.ndarray, w: np.ndarray, al: float, be: float) -> float:
+    """``_squares`` of u - w (a line-to-line voltage)."""
+    last = u.size - 1
+    s = 0.0
+    for n in range(1, last):
+        s += (u[n] - w[n]) * (u[n] - w[n])
+    d0, d1, d2, d3 = u[0] - w[0], u[1] - w[1], u[last - 1] - w[last - 1], u[last] - w[last]
+    return _trapezoid(s, d0 * d0, d1 * d1, d2 * d2, d3 * d3, al, be)
+
+
+@njit(cache=True)
+def half_grid(bounds: np.ndarray, grid: np.ndarray, points: np.ndarray) -> int:
+    """The step's half-cycle grid (written to ``points``, same frame as ``bounds``); returns
+    the number of points (0 or >= 2).
+
+    Not the tracker's boundaries themselves: its filter moves a boundary near a deep
+    amplitude step by up to ~15 % of a cycle, and a window that is not one whole cycle
+    misreads a sine's RMS. The grid steps by half the step's median cycle, continuing from
+    grid[0] (where it got to; grid[1] = 1 once set, same frame), and is moved onto the
+    nearest boundary when it has drifted 2 % of a cycle off one (regular cycles only), so it
+    stays on the zero crossings as the frequency wanders. grid is updated.
+    """
+    if bounds.size < 2:
+        return 0
+    lengths = np.diff(bounds)
+    period = np.median(lengths)
+    g = grid[0] if grid[1] > 0 else bounds[0]
+    if lengths.max() - lengths.min() < 0.01 * period:
+        near = bounds[np.argmin(np.abs(bounds - g))]
+        if abs(near - g) > 0.02 * period:
+            g = near
+    k = int((bounds[-1] - g) / (0.5 * period) + 1e-9)
+    if k < 1:
+        return 0
+    for j in range(k + 1):
+        points[j] = g + 0.5 * period * j
+    grid[0], grid[1] = points[k], 1.0
+    return k + 1
 
 
 @njit(cache=True, inline="always")
@@ -207,3 +263,40 @@ def _rvc_value(urms: np.ndarray, j: int, t: float, limits: np.ndarray, state: np
                           7.0, ss)
                 state[_RVC] = 0.0
     return k
+
+
+@njit(cache=True)
+def half_cycles(store: np.ndarray, bounds: np.ndarray, fundamental: np.ndarray,
+                points: np.ndarray, work: np.ndarray, flags: np.ndarray, st: np.ndarray,
+                ring: np.ndarray, limits: np.ndarray, events: np.ndarray, rows: np.ndarray,
+                offset: float, line_to_line: bool, scale: float, fs: float,
+                per_basic: int) -> tuple[int, int, int]:
+    """One main's step in one call (as Python glue it cost more than the kernels): the
+    half-cycle grid, Urms(1/2), the event scan, then the aggregation (``aggregate``).
+
+    bounds: the step's cycle boundaries relative to ``store`` (column 0 = absolute sample
+    ``offset``); fundamental: (m, >= 3) the cycles' fundamental phasors. st: the main's
+    state (ST_SIZE: carry, grid, event and aggregation state); ring: (4, N) the RVC ring
+    (three channels, then the stamps). work: (7, >= n) scratch, afterwards rows 0-2 the
+    Urms(1/2) values and row 3 their stamps (absolute); flags: (>= n,) their event flags.
+    Returns (values, events, aggregate rows).
+    """
+    carry, grid = st[0:5], st[5:7]
+    state, agg = st[7 : 7 + STATE_SIZE], st[7 + STATE_SIZE :]
+    grid[0] -= offset  # kept absolute between calls
+    n_points = half_grid(bounds, grid, points)
+    grid[0] += offset
+    urms, stamps, sq = work[0:3], work[3], work[4:7]
+    got = urms_half(store, points[:n_points], line_to_line, scale, carry, urms, stamps, sq)
+    stamps[:got] += offset
+    k = scan_events(urms[:, :got], stamps[:got], limits, state, ring[0:3], ring[3], events,
+                    flags)
+    halves = max(0, n_points - 1)
+    ends = points[1:n_points] + offset
+    n_rows = aggregate(sq[:, :halves], np.diff(points[:n_points]), ends, flags, halves - got,
+                       bounds + offset, fundamental, per_basic, scale, fs, line_to_line, agg,
+                       rows)
+    return got, k, n_rows
+
+
+ST_SIZE = 7 + STATE_SIZE + AGG_STATE_SIZE

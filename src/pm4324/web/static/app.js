@@ -52,7 +52,9 @@ function showLive(d) {
 }
 
 /* -- Building ---------------------------------------------------------------------------------- */
-function buildingPage(d) {
+async function buildingPage(d) {
+  if (!state.today || state.ticks % 5 === 1) state.today = await api(onDevice("/api/history/today"));
+  const today = Object.fromEntries(state.today.rows.map((r) => [r.element, r.energy.wh_import]));
   const u = d.units;
   const meters = d.meters.map((m) => `
     <div class="card" data-meter="${m.meter}">
@@ -62,12 +64,13 @@ function buildingPage(d) {
         <dt>Current</dt><dd data-key="meter${m.meter}.i_rms" data-raw="${m.i_rms ?? ""}">${fmt(m.i_rms, "A")}</dd>
         <dt>PF</dt><dd data-key="meter${m.meter}.pf" data-raw="${m.pf ?? ""}">${fmt(m.pf, "PF", 3)} ${esc(m.lead_lag)}</dd>
         <dt>Import</dt><dd data-key="meter${m.meter}.kwh_import" data-raw="${m.kwh_import ?? ""}">${fmt(m.kwh_import, "kWh", 6)}</dd>
+        <dt>Today</dt><dd data-key="meter${m.meter}.today_wh" data-raw="${today[`meter${m.meter}`] ?? ""}">${fmt(today[`meter${m.meter}`], "Wh", 5)}</dd>
       </dl>${flags(m.flags)}
     </div>`).join("");
   const cts = d.cts.map((c) => `<tr data-ct="${c.ct}"><td class="text">${esc(c.name)}</td>
       ${cell(`ct${c.ct}.v_rms`, c.v_rms, u.v_rms)}${cell(`ct${c.ct}.i_rms`, c.i_rms, u.i_rms)}
       ${cell(`ct${c.ct}.p_w`, c.p_w, u.p_w)}${cell(`ct${c.ct}.q_var`, c.q_var, u.q_var)}
-      ${cell(`ct${c.ct}.pf`, c.pf, "PF")}${cell(`ct${c.ct}.kwh_import`, c.kwh_import, "kWh")}
+      ${cell(`ct${c.ct}.pf`, c.pf, "PF")}${cell(`ct${c.ct}.kwh_import`, c.kwh_import, "kWh")}${cell(`ct${c.ct}.today_wh`, today[`ct${c.ct}`], "Wh")}
       <td class="text">${flags(c.flags)}</td></tr>`).join("");
   const relays = d.relays.map((closed, k) => `<div class="relay" data-relay="${k + 1}">
       <span class="dot ${closed ? "on" : ""}"></span> Relay ${k + 1}: <b>${closed ? "closed" : "open"}</b>
@@ -85,7 +88,7 @@ function buildingPage(d) {
         ${m.v_ln.map((v, k) => `<dt>V${"abc"[k]}</dt><dd data-key="main${m.main}.v_ln${k + 1}" data-raw="${v ?? ""}">${fmt(v, "V")}</dd>`).join("")}
         <dt>f</dt><dd data-key="main${m.main}.frequency_hz" data-raw="${m.frequency_hz ?? ""}">${fmt(m.frequency_hz, "Hz", 5)}</dd></dl></div>`).join("")}
     </section>
-    <section class="card scroll"><h2>Circuits</h2><table id="cts"><thead><tr><th>CT</th><th>V</th><th>I</th><th>P</th><th>Q</th><th>PF</th><th>Import</th><th class="text">flags</th></tr></thead>
+    <section class="card scroll"><h2>Circuits</h2><table id="cts"><thead><tr><th>CT</th><th>V</th><th>I</th><th>P</th><th>Q</th><th>PF</th><th>Import</th><th title="import since local midnight (${esc(state.today.date)})">Today</th><th class="text">flags</th></tr></thead>
       <tbody>${cts}</tbody></table></section>`;
 }
 
@@ -138,48 +141,123 @@ async function meterPage(d) {
   $("#harm-i").innerHTML = Charts.bars(h.i_rms, { label: "current harmonics", cls: "vb", skipFirst: true, fmt: (y) => fmt(y, "A", 3) });
 }
 
-/* -- Trends: the seconds since the page opened; drag across the chart to zoom, double-click to undo */
-const TREND_QUANTITIES = { p_w: ["Active power", "W"], i_rms: ["Current", "A"], pf: ["Power factor", "PF"], v_rms: ["Voltage", "V"], frequency_hz: ["Frequency", "Hz"] };
+/* -- Trends: the history (a zoomable trend, energy per day and month, 15-minute demand) and
+   the seconds since the page opened ("live"). Drag across the trend to zoom, double-click to undo. */
+const TREND_QUANTITIES = { p_w: ["Active power", "W"], q_var: ["Reactive power", "var"], s_va: ["Apparent power", "VA"],
+  i_rms: ["Current", "A"], v_rms: ["Voltage", "V"], pf: ["Power factor", "PF"], thd_v_pct: ["THD voltage", "%"],
+  thd_i_pct: ["THD current", "%"], frequency_hz: ["Frequency", "Hz"] };
+const METER_QUANTITIES = ["p_w", "q_var", "s_va", "i_rms", "v_rms", "pf", "frequency_hz"];
+const RANGES = [["live", "live"], [3 * 3600, "3 h"], [86400, "24 h"], [7 * 86400, "7 days"], [31 * 86400, "31 days"], [366 * 86400, "1 year"]];
 const TREND_W = 1200, TREND_L = 64;
+const day = (t) => new Date(t * 1000).toLocaleDateString([], { month: "short", day: "numeric" });
+const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+const stamp = (t, span) => (span > 2 * 86400 ? day(t) : span > 3600 ? clock(t) : new Date(t * 1000).toLocaleTimeString());
+
+async function trendsInit() {
+  const span = (state.span = await api(onDevice("/api/history/span")));
+  const options = span.labels.filter((x) => x.element.startsWith("meter")).concat(span.labels.filter((x) => x.element.startsWith("ct")))
+    .map((x) => `<option value="${x.element}">${esc(x.label)}</option>`).join("");
+  $("#content").innerHTML = `<div class="toolbar">
+      <select id="trend-element" aria-label="Meter or CT">${options}</select>
+      <select id="trend-q" aria-label="quantity"></select>
+      <select id="trend-range" aria-label="range">${RANGES.map(([v, l]) => `<option value="${v}" ${v === 86400 ? "selected" : ""}>${l}</option>`).join("")}</select>
+      <button type="button" id="trend-reset" hidden>whole range</button>
+      <span class="muted hint" id="history-span"></span></div>
+    <section class="card"><h2 id="trend-title">Trend</h2><div id="trend" style="touch-action: none; user-select: none"></div>
+      <p class="muted hint" id="trend-info"></p></section>
+    <section class="grid two">
+      <div class="card"><h2>Energy per day <span class="muted">(import, last 31 days)</span></h2><div id="energy-day"></div></div>
+      <div class="card"><h2>Energy per month <span class="muted">(import, 12 months)</span></h2><div id="energy-month"></div></div>
+    </section>
+    <section class="card"><h2>15-minute demand <span class="muted" id="demand-day"></span></h2><div id="demand"></div>
+      <p class="hint" id="demand-max"></p></section>`;
+  $("#history-span").textContent = span.first == null ? (span.enabled ? "no history yet: it grows by the minute" : "this server keeps no history")
+    : `history ${new Date(span.first * 1000).toLocaleDateString()} – ${new Date((span.last + 900) * 1000).toLocaleString()} (${span.time_zone})`;
+  const quantities = () => {
+    const el = $("#trend-element").value, keys = el.startsWith("ct") ? Object.keys(TREND_QUANTITIES) : METER_QUANTITIES;
+    const was = $("#trend-q").value || "p_w";
+    $("#trend-q").innerHTML = keys.map((k) => `<option value="${k}" ${k === was ? "selected" : ""}>${TREND_QUANTITIES[k][0]}</option>`).join("");
+  };
+  quantities();
+  $("#trend-element").addEventListener("change", () => { quantities(); state.zoom = null; trendsDraw(); energyDraw(); });
+  $("#trend-q").addEventListener("change", () => { state.zoom = null; trendsDraw(); });
+  $("#trend-range").addEventListener("change", () => { state.zoom = null; trendsDraw(); });
+  $("#trend-reset").addEventListener("click", () => { state.zoom = null; trendsDraw(); });
+  $("#trend").addEventListener("dblclick", () => { state.zoom = null; trendsDraw(); });
+  $("#trend").addEventListener("pointerdown", (e) => { state.drag = trendTime(e); });
+  $("#trend").addEventListener("pointerup", (e) => {
+    const a = state.drag, b = trendTime(e); state.drag = null;
+    if (a != null && b != null && Math.abs(b - a) >= 2) { state.zoom = [Math.min(a, b), Math.max(a, b)]; trendsDraw(); }
+  });
+  await Promise.all([trendsDraw(), energyDraw()]);
+  $("#content").dataset.ready = "1";
+}
+function newest() { // the newest second known: the live one, else the end of the history
+  if (state.live) return state.live.time;
+  return state.span?.last != null ? state.span.last + 900 : Date.now() / 1000;
+}
 function trendsPage(d) {
   state.trend.push(d); if (state.trend.length > 3600) state.trend.shift();
-  if (!$("#trend")) {
-    $("#content").innerHTML = `<div class="toolbar">
-      <select id="trend-meter" aria-label="Meter">${d.meters.map((m) => `<option value="${m.meter}">${esc(m.name)}</option>`).join("")}</select>
-      <select id="trend-q" aria-label="quantity">${Object.entries(TREND_QUANTITIES).map(([k, [l]]) => `<option value="${k}">${l}</option>`).join("")}</select>
-      <select id="trend-window" aria-label="window"><option value="60">1 min</option><option value="300" selected>5 min</option><option value="3600">1 h</option></select>
-      <button type="button" id="trend-reset" hidden>whole window</button>
-      <span class="muted">live, since this page opened · drag across the chart to zoom</span></div>
-      <div class="card"><div id="trend" style="touch-action: none; user-select: none"></div></div>`;
-    $("#content").addEventListener("change", () => { state.zoom = null; trendsDraw(); });
-    $("#trend-reset").addEventListener("click", () => { state.zoom = null; trendsDraw(); });
-    $("#trend").addEventListener("dblclick", () => { state.zoom = null; trendsDraw(); });
-    $("#trend").addEventListener("pointerdown", (e) => { state.drag = trendTime(e); });
-    $("#trend").addEventListener("pointerup", (e) => {
-      const a = state.drag, b = trendTime(e); state.drag = null;
-      if (a != null && b != null && Math.abs(b - a) >= 2) { state.zoom = [Math.min(a, b), Math.max(a, b)]; trendsDraw(); }
-    });
-  }
-  trendsDraw();
+  if ($("#trend-range")?.value === "live" && !state.zoom) trendsDraw();
 }
-function trendPoints() {
-  const n = +$("#trend-window").value;
-  return state.zoom ? state.trend.filter((p) => p.time >= state.zoom[0] && p.time <= state.zoom[1]) : state.trend.slice(-n);
+function liveSeries(el, q) {
+  const [kind, n] = [el.replace(/\d+$/, ""), +el.replace(/^\D+/, "")];
+  return state.trend.map((p) => ({ t: p.time, y: (kind === "ct" ? p.cts : p.meters)[n - 1]?.[q] ?? null }));
+}
+async function trendsDraw() {
+  const el = $("#trend-element").value, q = $("#trend-q").value, range = $("#trend-range").value;
+  const [label, unit] = TREND_QUANTITIES[q], name = $("#trend-element").selectedOptions[0].textContent;
+  $("#trend-reset").hidden = !state.zoom;
+  $("#trend-title").textContent = `${label} · ${name}`;
+  let tr, t0, t1, info;
+  if (range === "live") {
+    const pts = liveSeries(el, q).filter((p) => !state.zoom || (p.t >= state.zoom[0] && p.t <= state.zoom[1]));
+    tr = { t: pts.map((p) => p.t), mean: pts.map((p) => p.y), min: pts.map((p) => p.y), max: pts.map((p) => p.y) };
+    [t0, t1] = pts.length ? [pts[0].t, pts.at(-1).t] : [0, 1];
+    info = `live: the seconds since this page opened (${pts.length})`;
+  } else {
+    [t0, t1] = state.zoom || [newest() - +range, newest()];
+    const seq = (state.trendSeq = (state.trendSeq || 0) + 1);
+    tr = await api(onDevice(`/api/history/trend?element=${el}&quantity=${q}&start=${Math.floor(t0)}&end=${Math.ceil(t1)}&points=1200`));
+    if (seq !== state.trendSeq) return; // a newer request is drawing
+    info = tr.t.length ? `${tr.t.length} points from the ${{ raw: "1-second", "1min": "1-minute", "15min": "15-minute" }[tr.resolution]} history, downsampled on the meter`
+      : "no history in this range";
+  }
+  state.shown = tr.t.map((t) => ({ time: t }));
+  const vals = tr.mean.filter((x) => x != null), maxs = tr.max.filter((x) => x != null);
+  if (vals.length) {
+    const mean = vals.reduce((a, b) => a + b, 0) / vals.length, max = Math.max(...maxs);
+    info += ` · mean <b id="trend-mean" data-raw="${mean}">${fmt(mean, unit)}</b> · max <b id="trend-max" data-raw="${max}">${fmt(max, unit)}</b>`;
+  }
+  $("#trend-info").innerHTML = info;
+  const span = t1 - t0, ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => [t0 + f * span, stamp(t0 + f * span, span)]);
+  $("#trend").innerHTML = tr.t.length ? Charts.timeLines(tr, { t0, t1, label, fmt: (y) => fmt(y, unit, 4), xlabels: ticks, width: TREND_W })
+    : `<p class="muted">no values ${range === "live" ? "yet" : "in this range"}</p>`;
+  Object.assign($("#trend").dataset, { element: el, quantity: q, span: Math.round(t1 - t0) });
 }
 function trendTime(e) { // the time under the pointer
   const svg = $("#trend svg"), pts = state.shown || [];
   if (!svg || pts.length < 2) return null;
   const r = svg.getBoundingClientRect(), x = ((e.clientX - r.left) / r.width) * TREND_W;
-  const k = Math.round(((x - TREND_L) / (TREND_W - TREND_L - 4)) * (pts.length - 1));
-  return pts[Math.max(0, Math.min(pts.length - 1, k))].time;
+  const t0 = pts[0].time, t1 = pts.at(-1).time, range = $("#trend-range").value;
+  const [a, b] = state.zoom || (range === "live" ? [t0, t1] : [newest() - +range, newest()]);
+  return a + ((x - TREND_L) / (TREND_W - TREND_L - 4)) * (b - a);
 }
-function trendsDraw() {
-  const m = +$("#trend-meter").value, q = $("#trend-q").value;
-  const pts = (state.shown = trendPoints()), [label, unit] = TREND_QUANTITIES[q];
-  $("#trend-reset").hidden = !state.zoom;
-  const xl = pts.length > 1 ? [[0, new Date(pts[0].time * 1000).toLocaleTimeString()], [pts.length - 1, new Date(pts.at(-1).time * 1000).toLocaleTimeString()]] : [];
-  $("#trend").innerHTML = Charts.lines([{ values: pts.map((p) => p.meters[m - 1][q]), cls: "va", label: `${label} (${unit})` }],
-    { label, fmt: (y) => fmt(y, unit, 4), xlabels: xl, height: 320, width: TREND_W });
+async function energyDraw() {
+  const el = $("#trend-element").value;
+  const [days, months, demand] = await Promise.all([
+    api(onDevice(`/api/history/energy?element=${el}&period=day`)), api(onDevice(`/api/history/energy?element=${el}&period=month`)),
+    api(onDevice(`/api/history/demand?element=${el}&start=${Math.floor(newest() - 86400)}&end=${Math.ceil(newest())}`))]);
+  const bars = (rows, label) => rows.map((r) => ({ key: r.period, value: r.energy.wh_import ?? null, label: label(r.period),
+    title: `${r.period}: ${fmt(r.energy.wh_import, "Wh", 6)}` }));
+  const wh = (y) => fmt(y, "Wh", 3);
+  $("#energy-day").innerHTML = days.rows.length ? Charts.columns(bars(days.rows, (p) => p.slice(5)), { label: "energy per day", fmt: wh, height: 240 }) : "<p class='muted'>no day stored yet</p>";
+  $("#energy-month").innerHTML = months.rows.length ? Charts.columns(bars(months.rows, (p) => p), { label: "energy per month", fmt: wh, labels: 12, height: 240 }) : "<p class='muted'>no month stored yet</p>";
+  const items = demand.t.map((t, k) => ({ key: String(t), value: demand.kw[k], label: clock(t), title: `${clock(t)}: ${fmt(demand.kw[k] * 1000, "W")} (${demand.seconds[k]} s)` }));
+  const mark = demand.max ? demand.t.indexOf(demand.max.at) : -1;
+  $("#demand-day").textContent = demand.t.length ? `(${new Date(demand.t[0] * 1000).toLocaleString()} – ${clock(demand.t.at(-1) + 900)})` : "";
+  $("#demand").innerHTML = items.length ? Charts.columns(items, { label: "15-minute demand", fmt: (y) => fmt(y * 1000, "W", 3), mark, width: 1200 }) : "<p class='muted'>no 15-minute interval stored yet</p>";
+  $("#demand-max").innerHTML = demand.max ? `maximum <b id="max-kw" data-raw="${demand.max.kw}" data-at="${demand.max.at}">${fmt(demand.max.kw * 1000, "W")}</b> in the interval from ${new Date(demand.max.at * 1000).toLocaleString()}` : "";
 }
 
 /* -- Events and alarms ------------------------------------------------------------------------- */
@@ -289,4 +367,5 @@ function drawFleet() {
   $("#content").insertAdjacentHTML("afterbegin", `<section class="card scroll" id="fleet"><h2>Meters of this hub</h2>
     <table><thead><tr><th class="text">meter</th><th class="text">state</th><th class="text">last seen</th><th class="text">model</th></tr></thead><tbody>${rows}</tbody></table></section>`);
 }
+if (page === "trends") trendsInit().catch((err) => say(err.message, true));
 connect();

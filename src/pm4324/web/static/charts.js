@@ -1,4 +1,5 @@
-/* Small hand-written SVG charts (no library, works offline): phasors, lines, bars. */
+/* Small hand-written SVG charts (no library, works offline): phasors, lines, bars, time
+   series with a min/max band, columns. */
 "use strict";
 const Charts = (() => {
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
@@ -74,5 +75,55 @@ const Charts = (() => {
     });
     return out + "</svg>";
   }
-  return { phasors, lines, bars, esc };
+  /* A history trend on a time axis [t0, t1]: the mean as a line (broken where there is no
+     value), the min..max of each point as a band behind it. */
+  function timeLines(tr, opts = {}) {
+    const W = opts.width || 1200, H = opts.height || 320, L = 64, B = 18, T = 8;
+    const all = [...tr.min, ...tr.max, ...tr.mean].filter((x) => x != null);
+    const [lo, hi] = niceRange(Math.min(...all), Math.max(...all));
+    const t0 = opts.t0, t1 = Math.max(opts.t1, opts.t0 + 1);
+    const X = (t) => L + ((W - L - 4) * (t - t0)) / (t1 - t0), Y = (y) => T + ((H - T - B) * (hi - y)) / (hi - lo);
+    let out = `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(opts.label || "trend")}" data-points="${tr.t.length}">`;
+    for (const y of [lo, (lo + hi) / 2, hi]) {
+      out += `<line x1="${L}" x2="${W - 4}" y1="${Y(y).toFixed(1)}" y2="${Y(y).toFixed(1)}" class="axis"/>`;
+      out += `<text x="${L - 4}" y="${(Y(y) + 4).toFixed(1)}" text-anchor="end">${esc(opts.fmt ? opts.fmt(y) : y.toPrecision(3))}</text>`;
+    }
+    const step = tr.t.length > 1 ? Math.min(...tr.t.slice(1).map((t, k) => t - tr.t[k])) : 60;
+    const runs = []; let run = [];
+    tr.t.forEach((t, k) => {
+      const ok = tr.mean[k] != null;
+      if (!ok || (run.length && t - tr.t[run.at(-1)] > 2.5 * step)) { if (run.length) runs.push(run); run = []; }
+      if (ok) run.push(k);
+    });
+    if (run.length) runs.push(run);
+    for (const r of runs) {
+      const top = r.map((k) => `${X(tr.t[k]).toFixed(1)},${Y(tr.max[k] ?? tr.mean[k]).toFixed(1)}`);
+      const bottom = r.slice().reverse().map((k) => `${X(tr.t[k]).toFixed(1)},${Y(tr.min[k] ?? tr.mean[k]).toFixed(1)}`);
+      out += `<polygon points="${[...top, ...bottom].join(" ")}" class="band ${opts.cls || "va"}"/>`;
+      out += `<polyline points="${r.map((k) => `${X(tr.t[k]).toFixed(1)},${Y(tr.mean[k]).toFixed(1)}`).join(" ")}" style="fill:none" class="${opts.cls || "va"}" stroke-width="1.6"/>`;
+    }
+    (opts.xlabels || []).forEach(([t, text], j, a) => {
+      out += `<text x="${X(t).toFixed(1)}" y="${H - 3}" text-anchor="${j === 0 ? "start" : j === a.length - 1 ? "end" : "middle"}">${esc(text)}</text>`;
+    });
+    return out + "</svg>";
+  }
+
+  /* Columns with a label under some of them: items = [{key, value, label, title}]; ``mark``
+     is the index drawn as the maximum. */
+  function columns(items, opts = {}) {
+    const W = opts.width || 600, H = opts.height || 200, L = 64, B = 18, T = 14, n = Math.max(1, items.length);
+    const hi = 1.1 * Math.max(1e-12, ...items.map((x) => x.value || 0));
+    const bw = (W - L - 4) / n, every = Math.ceil(n / (opts.labels || 8));
+    let out = `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(opts.label || "columns")}">`;
+    out += `<line x1="${L}" x2="${W - 4}" y1="${H - B}" y2="${H - B}" class="axis"/>`;
+    out += `<text x="${L - 4}" y="${T + 4}" text-anchor="end">${esc(opts.fmt ? opts.fmt(hi) : hi.toPrecision(3))}</text>`;
+    items.forEach((x, k) => {
+      const h = Math.max(0, ((x.value || 0) / hi) * (H - T - B)), max = k === opts.mark;
+      out += `<rect x="${(L + k * bw + 1).toFixed(1)}" y="${(H - B - h).toFixed(1)}" width="${Math.max(1, bw - 2).toFixed(1)}" height="${h.toFixed(1)}" class="${max ? "vc max" : opts.cls || "vb"}" data-key="${esc(x.key)}" data-raw="${x.value ?? ""}"><title>${esc(x.title || "")}</title></rect>`;
+      if (max) out += `<text x="${(L + (k + 0.5) * bw).toFixed(1)}" y="${(H - B - h - 3).toFixed(1)}" text-anchor="middle" class="max-label">▼ max</text>`;
+      if (k % every === 0) out += `<text x="${(L + (k + 0.5) * bw).toFixed(1)}" y="${H - 3}" text-anchor="middle">${esc(x.label)}</text>`;
+    });
+    return out + "</svg>";
+  }
+  return { phasors, lines, bars, timeLines, columns, esc };
 })();

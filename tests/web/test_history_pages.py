@@ -1,0 +1,99 @@
+"""The Trends page drawn from the history (Debian's chromium, Playwright): energy per day and
+per month, 15-minute demand with its maximum and the long trend show the values the API
+answers for a store with known energies; the Building page's Today column equals the API's
+and the meter's own counters."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from history_fixture import FIRST, LAST, day_wh, write_site
+
+from pm4324.history import HistoryStore
+from pm4324.web.server import WebServer
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A server with a history and no live meter (a hub whose meter is away)."""
+    path = str(tmp_path_factory.mktemp("history") / "site.db")
+    write_site(path).close()
+    web = WebServer(None, "127.0.0.1", 0, keys=["site"], history=HistoryStore.open(path, readonly=True))
+    web.start_in_thread()
+    yield web
+    web.stop_thread()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.errors = errors
+    yield pg
+    context.close()
+
+
+def raw(page, selector: str, attribute: str = "data-raw") -> float:
+    return float(page.get_attribute(selector, attribute))
+
+
+def test_trends_show_the_historys_energy_demand_and_trend(page, site):
+    with httpx.Client(base_url=site.url.rstrip("/"), timeout=30) as http:
+        span = http.get("/api/history/span").json()
+        end = int(span["last"] + 900)
+        days = http.get("/api/history/energy", params={"element": "meter1"}).json()["rows"]
+        months = http.get("/api/history/energy",
+                          params={"element": "meter1", "period": "month"}).json()["rows"]
+        demand = http.get("/api/history/demand", params={"element": "meter1", "start": end - 86400,
+                                                         "end": end}).json()
+        trend = http.get("/api/history/trend", params={"element": "meter1", "quantity": "p_w", "points": 1200,
+                                                       "start": end - 86400, "end": end}).json()
+    page.goto(site.url + "trends")
+    page.wait_for_selector("#content[data-ready='1']", timeout=20_000)
+    bars = page.locator("#energy-day rect[data-key]")
+    assert bars.count() == len(days) == 4
+    for k, row in enumerate(days):
+        assert bars.nth(k).get_attribute("data-key") == row["period"]
+        assert float(bars.nth(k).get_attribute("data-raw")) == row["energy"]["wh_import"]
+        assert row["energy"]["wh_import"] == pytest.approx(day_wh(FIRST.fromisoformat(row["period"])))
+    assert raw(page, '#energy-month rect[data-key="2026-03"]') == months[0]["energy"]["wh_import"]
+    assert page.locator("#demand rect[data-key]").count() == len(demand["t"]) == 96
+    assert raw(page, "#max-kw") == demand["max"]["kw"]
+    assert raw(page, "#max-kw", "data-at") == demand["max"]["at"]
+    assert page.locator("#demand rect.max").get_attribute("data-key") == str(int(demand["max"]["at"]))
+    assert int(page.get_attribute("#trend svg", "data-points")) == len(trend["t"])
+    assert raw(page, "#trend-max") == max(x for x in trend["max"] if x is not None)
+    means = [x for x in trend["mean"] if x is not None]
+    assert raw(page, "#trend-mean") == pytest.approx(sum(means) / len(means), rel=1e-12)
+    assert "kWh" in page.inner_text("#energy-day") and "kW" in page.inner_text("#demand-max")
+    page.select_option("#trend-element", "ct1")  # another circuit: its own energy
+    page.wait_for_function("document.querySelector('#energy-day rect').dataset.raw < 10000", timeout=10_000)
+    assert raw(page, f'#energy-day rect[data-key="{LAST}"]') == pytest.approx(day_wh(LAST) / 3, rel=1e-9)
+    page.select_option("#trend-range", str(366 * 86400))  # a year: 15-minute points
+    page.wait_for_function("document.querySelector('#trend-info').textContent.includes('15-minute')",
+                           timeout=10_000)
+    assert page.errors == []
+
+
+def test_building_shows_todays_energy(browser, live):
+    live.step(61)  # a whole minute: the history has written today's first energy
+    snap = live.step()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(live.url)
+    page.wait_for_selector(f'#live[data-seq="{snap.seq}"]', timeout=10_000)
+    with live.http() as http:
+        rows = http.get("/api/history/today").json()["rows"]
+    today = {r["element"]: r["energy"]["wh_import"] for r in rows}
+    for key in ("meter1", "meter8", "ct1", "ct24"):
+        assert raw(page, f'[data-key="{key}.today_wh"]') == today[key]
+    counted = float(snap.meter_energy.wh_import[0] - live.first.meter_energy.wh_import[0])
+    assert today["meter1"] == pytest.approx(counted, rel=1e-9) and counted > 0
+    assert page.inner_text('[data-key="meter1.today_wh"]').endswith("Wh")
+    context.close()
+    assert errors == []
