@@ -173,6 +173,9 @@ class Snapshot:
     # Per main, the samples of the second's last whole cycles in primary V and A at the
     # settings' sample rate: rows va, vb, vc, then the main's CTs (the web's waveform view).
     waveforms: tuple[np.ndarray, ...] = ()
+    # power quality (device/pq.py): the mains' latest aggregates, events ended this second,
+    # the CTs' latest 10-minute values; JSON-ready, None when PQ is off (docs/power-quality.md)
+    pq: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "waveforms", tuple(_frozen(w) for w in self.waveforms))
@@ -217,6 +220,11 @@ class Snapshot:
         if not np.isfinite(f):
             f = self.settings.mains[main].nominal_frequency_hz
         return math.ceil(self.settings.sample_rate_hz / 2 / f)
+
+    def pq_dict(self) -> dict[str, Any]:
+        """``{"pq": ...}`` when the meter measures power quality, else {}; `run --json` and the
+        dashboard's stream add it to ``to_dict()``'s keys (Modbus cannot carry it)."""
+        return {} if self.pq is None else {"pq": self.pq}
 
     def alarms_dict(self) -> dict[str, Any]:
         """Relay modes and the enabled alarm rules (slot, relay, rule text, output on,

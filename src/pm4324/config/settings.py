@@ -27,6 +27,7 @@ from pm4324.config.alarm_settings import (
 from pm4324.config.ct_settings import PHASE_WIRINGS, CtSettings, read_cts
 from pm4324.config.history_settings import HistorySettings, read_history
 from pm4324.config.mqtt_settings import MqttSettings, read_mqtt
+from pm4324.config.pq_settings import PqSettings, read_pq
 from pm4324.config.security_settings import SecuritySettings, read_security
 
 N_METERS = 8
@@ -212,6 +213,7 @@ class Settings:
     ct_input: str = "clip-on"  # a key of CT_INPUTS; "333mV" = the PM-4324P variant [ours]
     history: HistorySettings = HistorySettings()
     mqtt: MqttSettings = MqttSettings()
+    pq: PqSettings = PqSettings()
     security: SecuritySettings = SecuritySettings()
     source_path: str = "<defaults>"
 
@@ -508,6 +510,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
     store = read_store(r.sub("store"))
     history = read_history(r.sub("history"))
     mqtt = read_mqtt(r.sub("mqtt"))
+    pq = read_pq(r.sub("pq"))
     security = read_security(r.sub("security"))
     r.finish()
     settings = Settings(
@@ -527,6 +530,7 @@ def parse_settings(data: Mapping[str, Any], source: str = "<settings>") -> Setti
         ct_input=ct_input,
         history=history,
         mqtt=mqtt,
+        pq=pq,
         security=security,
         source_path=source,
     )

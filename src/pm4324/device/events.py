@@ -43,6 +43,10 @@ KINDS = (
     "settings_file",  # the settings file could not be saved, or an edit on disk was kept
     "energy_reset",
     "clock_step",  # the wall clock stepped (set back or forward, NTP sync) while running
+    "voltage_dip",  # power quality (docs/power-quality.md): a dip ended (text: where, how deep)
+    "voltage_swell",
+    "voltage_interruption",
+    "voltage_change",  # a rapid voltage change (IEC 61000-4-30 RVC)
 )
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

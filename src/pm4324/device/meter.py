@@ -49,6 +49,7 @@ from pm4324.device.commit import Committer
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.powerup import no_data_snapshot
+from pm4324.device.pq import DevicePq
 from pm4324.device.relays import RecordingDriver, RelayDriver, RelayModeError, SupervisedDriver
 from pm4324.device.saving import Durable, Saving, power_up_text
 from pm4324.device.store import Store
@@ -97,6 +98,7 @@ class Meter(Saving):
         self._stepped_until = -1.0  # monotonic time until which CLOCK_STEPPED is set
         self._shown_status = 0
         self.start_time = wall_clock() if start_time is None else start_time
+        self.pq = DevicePq(self.engine, settings, self.start_time)  # hooked into the engine
         self._last_end = self.start_time  # the meter's clock at the end of the last second
         self._last_end_mono: float | None = None
         self._speed = 0.0  # meter seconds per wall second while run() paces; 0 = not paced
@@ -316,6 +318,7 @@ class Meter(Saving):
             configure, self._engine_settings = self._engine_settings, None
         if configure is not None:
             self.engine.configure(configure)
+            self.pq.configure(configure)
         if self._ahead is not None:
             block, self._ahead = self._ahead, None
         else:
@@ -351,6 +354,9 @@ class Meter(Saving):
             for problem in self.driver.poll():
                 self._event("relay_driver", problem)
             self._log_news()
+            pq_news, pq = self.pq.after_step(r, end)
+            for kind, text in pq_news:
+                self._event(kind, text)
             due = (self.seq - 1) % self._settings.store.commit_interval_s == 0
             done = self._request_commit() if due or self._not_saved else None
             snap = Snapshot(
@@ -366,6 +372,7 @@ class Meter(Saving):
                 duration_s=r.duration_s,
                 alarms=self.alarms.status(),
                 waveforms=r.waveforms,
+                pq=pq,
                 status=self.status,
             )
         return snap, done

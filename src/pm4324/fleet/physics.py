@@ -85,6 +85,34 @@ def unpack(k: int, rows: np.ndarray, n_mains: int) -> Second:
                   meter_flags=_field(rows, "meter.flags").astype(np.int64))
 
 
+class FastPhasors:
+    """A member's scenario for its simulator, with the phasors of a second without faults
+    or sags computed as one product (each load's level times its precomputed current
+    phasors) instead of Python loops over loads, CTs and orders: 0.27 ms of the ~1.2 ms a
+    meter-second costs at 3.2 kS/s (measured with cProfile). Anything else is the
+    scenario's own (the slow path is exact by construction)."""
+
+    def __init__(self, scenario: Scenario, settings: Settings):
+        from pm4324.fleet.truth import _load_currents
+
+        self._scenario = scenario
+        volts, _, orders = scenario.phasors(settings, 0.0, (), sags=False)
+        self._volts, self._orders = volts, orders
+        self._lc = _load_currents(scenario, orders).reshape(len(scenario.loads), -1)
+
+    def __getattr__(self, name: str):
+        return getattr(self._scenario, name)
+
+    def phasors(self, settings: Settings, t: float, faults=None, sags: bool = True):
+        active = [f for f in (self._scenario.faults if faults is None else faults)
+                  if f.active(t)]
+        if active or sags:
+            return self._scenario.phasors(settings, t, faults, sags)
+        levels = np.array([ld.level(t) for ld in self._scenario.loads])
+        currents = (levels @ self._lc).reshape(N_CTS, len(self._orders))
+        return self._volts.copy(), currents, list(self._orders)
+
+
 def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: float) -> None:
     """A worker process: simulate and measure its members, one second per request."""
     from threadpoolctl import threadpool_limits
@@ -98,6 +126,7 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
     for settings, scenario in members:
         s = replace(settings, sample_rate_hz=rate)
         src = SimulatorSource(scenario, s)
+        src.scenario = FastPhasors(scenario, s)  # type: ignore[assignment]
         # one Gaussian table per worker (2 MB each otherwise); each member still reads it at
         # offsets from its own seeded generator
         if noise is None:
@@ -124,6 +153,10 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
         if msg[0] == "settings":
             _, j, settings = msg
             engines[j].configure(replace(settings, sample_rate_hz=rate))
+            continue
+        if msg[0] == "faults":  # the member's faults as the fleet's book has them now
+            _, j, faults = msg
+            sources[j].faults.faults = faults
             continue
         k = msg[1]
         n = int(round((k + 1) * rate)) - int(round(k * rate))
@@ -162,6 +195,17 @@ class PhysicsFleet(TruthFleet):
                 raise RuntimeError("a physics worker did not start")
         self._rows = np.empty((n, WIDTH))
         self._send_lock = threading.Lock()  # the clock and a Modbus write thread both send
+        self.faults.on_change = self._send_faults
+        for book in self.faults.books:  # a live fault reaches a worker for second k + 1 at
+            book.now = lambda: float(self.published_k + 2)  # the soonest: say so in the log
+
+    def _send_faults(self, member: int, faults: tuple) -> None:
+        """A live fault set or cleared: the member's simulator gets the book's faults before
+        its next second (both books count scenario seconds from the same sample)."""
+        for (a, b), conn in zip(self._shares, self._conns):
+            if a <= member < b:
+                with self._send_lock:
+                    conn.send(("faults", member - a, faults))
 
     def _compute(self, k: int) -> list[Second]:
         with self._send_lock:
@@ -170,7 +214,7 @@ class PhysicsFleet(TruthFleet):
         for (a, b), conn in zip(self._shares, self._conns):
             self._rows[a:b] = conn.recv()
         return [unpack(k, self._rows[g.rows].copy(), g.truth.settings.n_mains)
-                for g in self.groups]
+                for g in self.groups]  # faults: applied by each member's simulator
 
     def set_gain(self, member: int, gain: np.ndarray, rated: np.ndarray) -> None:
         """A live CT ratio write: the member's engine gets its settings before its next

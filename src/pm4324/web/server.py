@@ -144,7 +144,9 @@ class WebServer:
         if self.meter is not None:
             self.meter.add_listener(lambda snap: self.publish(self.fleet.keys[0], snap))
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each connection (it checks the
+        # socket's proto): else a keep-alive answer's body waited ~40 ms for a delayed ACK
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))

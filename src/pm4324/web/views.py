@@ -130,6 +130,7 @@ def live_view(snap: Snapshot) -> dict[str, Any]:
     """One second for the dashboard's stream: the JSON snapshot plus names and alarms."""
     d = snap.to_dict()
     d.update(snap.alarms_dict())
+    d.update(snap.pq_dict())
     d["status_word"] = int(snap.status)
     d["status"] = Status(snap.status).names()
     for ct in d["cts"]:

@@ -66,7 +66,13 @@ class MainPq:
         self.urms, self.stamps, self.flags = self._work[0:3], self._work[3], self._flags
 
     def configure(self, limits: EventLimits, pt: float) -> None:
-        """New thresholds or PT ratio; events in progress continue."""
+        """New thresholds or PT ratio. A new PT ratio, Udin or voltage choice drops the
+        events under way (they would end in a different scale) and restarts the RVC's
+        steady-state second; the aggregation goes on."""
+        if (pt, limits.udin, limits.line_to_line) != (self.pt, self.lim.udin,
+                                                      self.lim.line_to_line):
+            self.st[: 7 + K.STATE_SIZE] = np.r_[0.0, 0, 0, 0, 0, self.st[5:7],
+                                                np.zeros(K.STATE_SIZE)]
         self.lim, self.pt = limits, pt
 
     def add(self, store: np.ndarray, bounds: np.ndarray, offset: int,
