@@ -140,3 +140,41 @@ def test_cli_sets_lists_and_clears(live, capsys):
     assert "energy_rollover" in capsys.readouterr().out
     assert main(["fault", "--http", "http://127.0.0.1:9", "list"]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_check_wiring_reads_a_running_meter_over_modbus(live, capsys):
+    from web_helpers import SETTINGS
+
+    with live.http() as http:
+        fault = http.post("/api/faults", json={"kind": "reversed_ct", "target": "ct3"},
+                          headers=_auth(ENGINEER)).json()
+        live.step(2)
+        where = f"127.0.0.1:{live.modbus.port}"
+        code = main(["check-wiring", "--tcp", where, "--seconds", "1", "--settings", str(SETTINGS)])
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "CT3 reversed (P -10.35 kW at PF 0.90 as wired)" in out
+        assert "CT1 ok (P 10.35 kW at PF 0.90 lagging on phase a)" in out
+        http.delete(f"/api/faults/{fault['id']}", headers=_auth(ENGINEER))
+
+
+def test_api_wiring_and_the_wiring_page(live, browser):
+    with live.http() as http:
+        fault = http.post("/api/faults", json={"kind": "wrong_phase", "target": "ct2",
+                                               "parameters": {"phase": "c"}},
+                          headers=_auth(ENGINEER)).json()
+        live.step(2)
+        w = http.get("/api/wiring").json()
+        cts = {c["ct"]: c for c in w["cts"]}
+        assert cts[2]["status"] == "wrong_phase" and cts[2]["fix"] == ['[cts.2] phase = "c"']
+        assert cts[1]["status"] == "ok" and cts[3]["status"] == "ok"
+        assert w["problems"] == 1 and [m["status"] for m in w["mains"]] == ["ok", "ok"]
+        page = browser.new_page()
+        try:
+            page.goto(live.url + "wiring")
+            row = page.wait_for_selector('#wiring tr[data-ct="2"]', timeout=20_000)
+            assert row.get_attribute("data-status") == "wrong_phase"
+            assert 'phase = "c"' in row.inner_text()
+        finally:
+            page.close()
+        http.delete(f"/api/faults/{fault['id']}", headers=_auth(ENGINEER))

@@ -328,10 +328,26 @@ async function settingsPage() {
   });
 }
 
+/* -- Wiring check (every 5 s: GET /api/wiring) ------------------------------------------------ */
+async function wiringPage() {
+  if (state.wiring && state.ticks % 5 !== 1) return;
+  const w = state.wiring = await api(onDevice("/api/wiring"));
+  const good = new Set(["ok", "unused"]);
+  const mains = w.mains.map((m) => `<li class="${m.status === "ok" ? "ok" : "bad"}">${esc(m.text)}</li>`).join("");
+  const rows = w.cts.filter((c) => c.status !== "unused").map((c) => `<tr data-ct="${c.ct}" data-status="${c.status}">
+    <td>${c.ct}</td><td class="text ${good.has(c.status) || c.status === "open" ? "ok" : "bad"}">${esc(c.status.replace(/_/g, " "))}</td>
+    <td class="text">${esc(c.text)}</td><td class="text"><code>${c.fix.map(esc).join("<br>")}</code></td></tr>`).join("");
+  $("#content").innerHTML = `<section class="card"><h2>Wiring check</h2>
+    <p class="muted">${w.problems ? `${w.problems} wiring problem(s)` : "No wiring problem found"} in the newest second; expected PF range per CT in the settings ([cts.N], default 0.7 lagging … 0.95 leading).</p>
+    <ul id="wiring-mains">${mains}</ul></section>
+    <section class="card scroll"><table id="wiring"><thead><tr><th>CT</th><th class="text">verdict</th><th class="text">why</th><th class="text">settings fix</th></tr></thead><tbody>${rows}</tbody></table></section>`;
+}
+
 /* -- the stream -------------------------------------------------------------------------------- */
 const device = new URLSearchParams(location.search).get("device");
 const onDevice = (path) => (device ? `${path}${path.includes("?") ? "&" : "?"}device=${encodeURIComponent(device)}` : path);
-const PAGES = { building: buildingPage, meter: meterPage, trends: trendsPage, events: eventsPage, settings: settingsPage };
+const PAGES = { building: buildingPage, meter: meterPage, trends: trendsPage, events: eventsPage, settings: settingsPage,
+  wiring: wiringPage };
 const params = new URLSearchParams(location.search);
 state.meter = Math.min(8, Math.max(1, +(params.get("m") || 1)));
 state.ct = 3 * state.meter - 2;
