@@ -11,6 +11,7 @@ fleet's clock. The device fault ``energy_rollover`` presets the member's counter
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ class FleetFaults:
         self.clock_at, self.log, self.registers = clock_at, log, registers
         self.with_faults = {j for j, b in enumerate(self.books) if b.faults}
         self.on_change: Callable[[int, tuple[Fault, ...]], None] | None = None  # physics
+        self.lock: threading.RLock = threading.RLock()  # the physics level shares its own
         for j, book in enumerate(self.books):
             book.add_listener(lambda event, f, t, j=j: self._heard(j, event, f, t))
 
@@ -50,15 +52,17 @@ class FleetFaults:
             duration_s: float | None = None) -> Fault:
         """Start a fault on member ``key`` at its next second (FaultError if invalid)."""
         j = self.member(key)
-        fault = self.books[j].set(kind, target, params, duration_s)
-        self.with_faults.add(j)
-        self._changed(j)
+        with self.lock:
+            fault = self.books[j].set(kind, target, params, duration_s)
+            self.with_faults.add(j)
+            self._changed(j)
         return fault
 
     def clear(self, key: str, fault_id: int | None = None) -> list[Fault]:
         j = self.member(key)
-        ended = self.books[j].clear(fault_id)
-        self._changed(j)
+        with self.lock:
+            ended = self.books[j].clear(fault_id)
+            self._changed(j)
         return ended
 
     def _changed(self, j: int) -> None:

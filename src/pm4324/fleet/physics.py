@@ -3,8 +3,9 @@ engine, in worker processes (past the GIL), at the fleet's sample rate (docs/fle
 
 Each worker owns a contiguous share of the members: per member a ``SimulatorSource`` and an
 ``Engine`` at ``[fleet] sample_rate_hz`` (3.2 kS/s by default: a quarter of the meter's 12.8
-kS/s, orders up to 31 at 50 Hz). At the start of second k the clock asks every worker for
-second k; each synthesises and measures one second of each of its members and sends back
+kS/s, orders up to 31 at 50 Hz). The workers run one second ahead: when the clock takes
+second k it asks for k + 1, and each worker synthesises and measures one second of each of
+its members and sends back
 one row of numbers per member (the snapshot's values, the engine's flags and the second's
 energy increments, ``FIELDS``); the clock then commits and publishes exactly as at the truth
 level (fleet/clock.py). A CT ratio written to a member reaches its engine before its next
@@ -194,10 +195,22 @@ class PhysicsFleet(TruthFleet):
             if conn.recv() != "ready":
                 raise RuntimeError("a physics worker did not start")
         self._rows = np.empty((n, WIDTH))
-        self._send_lock = threading.Lock()  # the clock and a Modbus write thread both send
+        # the clock and the writers (Modbus, live faults) send; a change reaches a worker
+        # after every step already sent, so it acts from second _sent + 1: the fault book
+        # stamps it so, under the same lock
+        self._send_lock = threading.RLock()
+        self._sent = -1  # the newest second asked of the workers
+        self._received = -1
+        self.faults.lock = self._send_lock
         self.faults.on_change = self._send_faults
-        for book in self.faults.books:  # a live fault reaches a worker for second k + 1 at
-            book.now = lambda: float(self.published_k + 2)  # the soonest: say so in the log
+        for book in self.faults.books:
+            book.now = lambda: float(self._sent + 1)
+
+    def _ask(self, k: int) -> None:
+        with self._send_lock:
+            for conn in self._conns:
+                conn.send(("step", k))
+            self._sent = k
 
     def _send_faults(self, member: int, faults: tuple) -> None:
         """A live fault set or cleared: the member's simulator gets the book's faults before
@@ -208,11 +221,14 @@ class PhysicsFleet(TruthFleet):
                     conn.send(("faults", member - a, faults))
 
     def _compute(self, k: int) -> list[Second]:
-        with self._send_lock:
-            for conn in self._conns:
-                conn.send(("step", k))
+        """Second k (asked a second ahead: the workers compute k + 1 while k is committed
+        and published, so they have a whole second for each)."""
+        if self._sent < k:
+            self._ask(k)
         for (a, b), conn in zip(self._shares, self._conns):
             self._rows[a:b] = conn.recv()
+        self._received = k
+        self._ask(k + 1)
         return [unpack(k, self._rows[g.rows].copy(), g.truth.settings.n_mains)
                 for g in self.groups]  # faults: applied by each member's simulator
 
@@ -227,6 +243,8 @@ class PhysicsFleet(TruthFleet):
     def close(self) -> None:
         for conn in self._conns:
             try:
+                if self._sent > self._received and conn.poll(30):
+                    conn.recv()  # the second asked ahead: a worker blocks until it is read
                 conn.send(("stop",))
             except OSError:
                 pass
