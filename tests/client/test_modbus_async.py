@@ -8,7 +8,7 @@ import time
 
 import pytest
 from pymodbus.client import ModbusTcpClient
-from software_meter import software_meters
+from software_meter import SoftwareMeter
 
 from pm4324.client.modbus import ReadError, modbus_reader, read_meter
 from pm4324.client.modbus_async import AsyncModbusTcp
@@ -19,8 +19,13 @@ WAIT_S = 90.0  # bound: the meter's first second, and a round of reads inside on
 
 @pytest.fixture(scope="module")
 def meter(tmp_path_factory):
-    with software_meters(tmp_path_factory.mktemp("async"), 1) as (m,):
-        yield m
+    m = SoftwareMeter(tmp_path_factory.mktemp("async"))
+    with (m.home / "meter.toml").open("a") as f:  # three readings back to back from one address
+        f.write("\n[security.tcp]\nmax_requests_per_s = 100000\n")
+    try:
+        yield m.start()
+    finally:
+        m.kill()
 
 
 @pytest.mark.parametrize(("pipeline", "meters"), [(4, None), (1, (2, 5)), (16, (8,))])

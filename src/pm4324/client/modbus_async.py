@@ -24,6 +24,9 @@ from pm4324.client.modbus import ReadError
 from pm4324.client.plan import ReadPlan, Request
 
 _FC = {"coil": 1, "input": 4}
+_REFUSED = {1, 2, 3}  # illegal function / address / value: the device lacks these rows
+_BUSY = {4: "device failure", 5: "busy", 6: "busy", 10: "gateway: no path",
+         11: "gateway: the device did not answer"}  # worth another try, not a refusal
 
 
 class _Protocol(asyncio.Protocol):
@@ -115,7 +118,10 @@ class AsyncModbusTcp:
             raise ReadError(f"{self.where}: no answer from unit {self.unit}") from None
         fc = _FC[r.table]
         if pdu[:1] == bytes([fc | 0x80]) and len(pdu) == 2:
-            return None
+            if pdu[1] in _REFUSED:
+                return None
+            raise ReadError(f"{self.where}: unit {self.unit} answered exception {pdu[1]} "
+                            f"({_BUSY.get(pdu[1], 'failed')})")
         size = (r.count + 7) // 8 if fc == 1 else 2 * r.count
         if pdu[0] != fc or len(pdu) != 2 + size or pdu[1] != size:
             raise ReadError(f"{self.where}: a malformed answer to FC {fc} "
