@@ -90,8 +90,11 @@ def test_physics_member_measures_its_fault(tmp_path):
     fleet = PhysicsFleet(config, FleetStore.open(config.store, [m.key for m in config.members]))
     seen: dict[int, object] = {}
     fleet.members[1].add_listener(lambda snap: seen.setdefault(snap.seq, snap))
+    fleet.faults.set("m1", "open_ct", "ct4")  # live: from the next second the workers compute
     try:
         run_seconds(fleet, 4)
+        assert fleet.members[0].snapshot.ct.i_rms[3] < 0.05  # the ADC noise only
+        assert fleet.members[0].snapshot.ct.i_rms[4] > 5
         m2 = config.members[1]
         # second 1 holds the switch on its first sample; second 2 is wholly reversed
         assert _values(seen[2], 1)[2] == pytest.approx(_truth(m2, 2.5, 1)[2], rel=1e-2)

@@ -24,9 +24,12 @@ from pm4324.client.modbus import (
     METER_FIELDS,
     MODEL_NAMES,
     READ_TABLES,
+    Reader,
+    WordOrderError,
     _wiring,
     wanted_points,
 )
+from pm4324.client.plausible import implausible, summary
 from pm4324.config.settings import N_METERS, WORD_ORDERS
 from pm4324.registers.table import MAX_BITS, MAX_REGISTERS, Point, RegisterMap, load_map
 from pm4324.snapshot import ENERGY_KINDS, Flag, Status
@@ -147,18 +150,13 @@ class ReadPlan:
     def decode_answers(self, answers: Mapping[tuple[str, int, int], Sequence[Any] | None],
                        word_order: str = WORD_ORDERS[0]) -> dict[str, Any] | None:
         """Decode ``answers`` (by ``Request.key``: registers or bits, None = refused)."""
-        words, wok, bits, bok = self.buffers()
+        buf = self.buffers()
         for r in self.requests:
             for sub in (r, *r.parts):
                 got = answers.get(sub.key)
-                if got is None:
-                    continue
-                at = self._slot_of[(sub.table, sub.address)]
-                if sub.table == "coil":
-                    bits[at: at + sub.count], bok[at: at + sub.count] = got[: sub.count], True
-                else:
-                    words[at: at + sub.count], wok[at: at + sub.count] = got, True
-        return self.decode(words, wok, bits, bok, word_order)
+                if got is not None:
+                    self._store(buf, sub, got)
+        return self.decode(*buf, word_order)
 
     def put(self, buf: tuple[np.ndarray, ...], sub: Request, payload: bytes) -> None:
         """Store one answer's data bytes (registers big-endian, or packed coils)."""
@@ -231,6 +229,40 @@ class ReadPlan:
             "meters": [{"meter": m, "name": None, "wiring": _wiring(w), **d}
                        for m, w, d in zip(self.meters, wirings, elements[k:], strict=True)],
         }
+
+    def finish(self, buf: tuple[np.ndarray, ...], word_order: str) -> dict[str, Any] | None:
+        """Decode a filled ``buffers()``; None when nothing was answered. Raises
+        WordOrderError like ``read_reading`` when only the other word order makes sense."""
+        d = self.decode(*buf, word_order)
+        if d is None or not (wrong := implausible(d)):
+            return d
+        other = WORD_ORDERS[1 - WORD_ORDERS.index(word_order)]
+        d_other = self.decode(*buf, other)
+        if d_other is not None and not implausible(d_other):
+            raise WordOrderError(
+                f"with word order {word_order} the meter's values make no sense "
+                f"({'; '.join(wrong)}); with {other} they do ({summary(d_other)})")
+        return d
+
+    def read(self, read: Reader, word_order: str = WORD_ORDERS[0]) -> dict[str, Any] | None:
+        """Read and decode through a synchronous ``Reader`` (an RTU line: one at a time)."""
+        buf = self.buffers()
+        for r in self.requests:
+            if (got := read(*r.key)) is not None:
+                self._store(buf, r, got)
+                continue
+            for sub in r.parts:  # refused: a real unit may lack our rows
+                if (got := read(*sub.key)) is not None:
+                    self._store(buf, sub, got)
+        return self.finish(buf, word_order)
+
+    def _store(self, buf: tuple[np.ndarray, ...], sub: Request, got: Sequence[Any]) -> None:
+        words, wok, bits, bok = buf
+        at = self._slot_of[(sub.table, sub.address)]
+        if sub.table == "coil":
+            bits[at: at + sub.count], bok[at: at + sub.count] = got[: sub.count], True
+        else:
+            words[at: at + sub.count], wok[at: at + sub.count] = got, True
 
     def values(self, words: np.ndarray, wok: np.ndarray, bits: np.ndarray, bok: np.ndarray,
                word_order: str) -> np.ndarray | None:

@@ -271,6 +271,22 @@ def history_router(service: Any, hist: WebHistory) -> APIRouter:
             return []
         return [hm.Gap(start=a, end=b, reason=r) for a, b, r in run(query.gaps, meter, start, end)]
 
+    @api.get("/gap-summary", summary="Every meter's gaps in the last `days` days before its "
+             "newest second: how many, how long, and how many were backfilled")
+    def gap_summary(days: Annotated[int, Query(ge=1, le=3660)] = 7) -> list[hm.GapSummary]:
+        out = []
+        for key in service.fleet.keys:
+            meter = hist.meter(key)
+            rows = []
+            if meter is not None:
+                end = newest(key, meter) + 1
+                rows = run(query.gaps, meter, end - days * DAY_S, end)
+            open_ = [(a, b) for a, b, reason in rows if "backfilled" not in reason]
+            out.append(hm.GapSummary(device=key, gaps=len(open_), missing_s=sum(b - a for a, b in open_),
+                                     backfilled=len(rows) - len(open_),
+                                     last_end=max((b for _, b, _ in rows), default=None)))
+        return out
+
     @api.get("/events", summary="Events the history keeps (energy resets with the value before, "
              "rollovers, offline/online); default: the last 31 days")
     def events(start: Time = None, end: Time = None,
