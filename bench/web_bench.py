@@ -18,6 +18,14 @@ What it measures:
 * /metrics: the median time of 200 GETs of one meter's /metrics over loopback (httpx), and
   ``metrics.render`` for a hub of 200 meters (200 copies of one measured second), in process.
 
+With ``--history STORE`` it measures the history API instead (docs/benchmarks.md): a year
+of the building's synthesized history (`pm4324 history synth`, written to STORE first when it
+does not exist) behind an in-process web server: the median of 7 GETs over loopback of each
+history endpoint, and the Trends page in chromium switching to a 1-year trend (request,
+server-side downsampling and SVG drawing).
+
+    .venv/bin/python bench/web_bench.py --history /tmp/web-year.db
+
 Nothing listens beyond 127.0.0.1; the meter subprocess is stopped by its PID.
 """
 
@@ -171,13 +179,99 @@ def metrics_times(url: str) -> None:
           f"(min {1000 * min(runs):.0f}), {len(text) / 1e6:.1f} MB, {text.count(chr(10))} lines")
 
 
+def history_endpoints(store_path: Path) -> None:
+    from datetime import date, timedelta
+
+    from playwright.sync_api import sync_playwright
+
+    from pm4324.history import HistoryStore
+    from pm4324.web.server import WebServer
+
+    last = date(2026, 12, 4)
+    if not store_path.exists():
+        t0 = time.perf_counter()
+        subprocess.run([str(ROOT / ".venv" / "bin" / "pm4324"), "history", "synth", "--store",
+                        str(store_path), "--meter-key", "local", "--time-zone", "Europe/Berlin",
+                        "--from", str(last - timedelta(days=364)), "--to", str(last)], check=True)
+        print(f"synthesized a year in {time.perf_counter() - t0:.0f} s")
+    web = WebServer(None, "127.0.0.1", 0, keys=["local"],
+                    history=HistoryStore.open(store_path, readonly=True))
+    web.start_in_thread()
+    try:
+        with httpx.Client(base_url=web.url.rstrip("/"), timeout=60) as http:
+            span = http.get("/api/history/span").json()
+            end = span["last"] + 900
+            year, month, day = end - 365 * 86400, end - 31 * 86400, end - 86400
+            cases = [
+                ("span", "/api/history/span", {}),
+                ("today (32 elements)", "/api/history/today", {}),
+                ("trend ct7 P, 24 h, 1-min -> 1200", "/api/history/trend",
+                 {"element": "ct7", "start": day, "end": end, "points": 1200}),
+                ("trend ct7 P, 1 year, 1-min -> 2000", "/api/history/trend",
+                 {"element": "ct7", "start": year, "end": end, "points": 2000, "resolution": "1min"}),
+                ("trend ct7 P, 1 year, auto (1-min) -> 1200", "/api/history/trend",
+                 {"element": "ct7", "start": year, "end": end, "points": 1200}),
+                ("trend ct7 PF, 1 year (15-min only) -> 1200", "/api/history/trend",
+                 {"element": "ct7", "quantity": "pf", "start": year, "end": end, "points": 1200}),
+                ("energy per day, 31 days", "/api/history/energy", {"element": "meter2"}),
+                ("energy per day, 1 year", "/api/history/energy",
+                 {"element": "meter2", "first": str(last - timedelta(days=364)), "last": str(last)}),
+                ("energy per month, 12 months", "/api/history/energy",
+                 {"element": "meter2", "period": "month"}),
+                ("15-min demand, 24 h", "/api/history/demand",
+                 {"element": "meter2", "start": day, "end": end}),
+                ("15-min demand, 31 days", "/api/history/demand",
+                 {"element": "meter2", "start": month, "end": end}),
+                ("max demand per month, 1 year", "/api/history/max-demand",
+                 {"element": "meter2", "period": "month"}),
+                ("backfill, 6 h (360 min, 24 intervals)", "/api/history/backfill",
+                 {"start": end - 6 * 3600, "end": end}),
+            ]
+            print("\nHistory API over loopback, a year of one PM-4324A (ms, median / min of 7)")
+            for name, path, params in cases:
+                times = []
+                for _ in range(7):
+                    t0 = time.perf_counter()
+                    r = http.get(path, params=params)
+                    times.append(time.perf_counter() - t0)
+                    assert r.status_code == 200, r.text
+                print(f"  {name:<44} {1000 * statistics.median(times):7.1f} / {1000 * min(times):<7.1f}"
+                      f" {len(r.content) / 1000:8.1f} kB")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            loads, years = [], []
+            for _ in range(5):
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = context.new_page()
+                t0 = time.perf_counter()
+                page.goto(web.url + "trends")
+                page.wait_for_selector("#content[data-ready='1']", timeout=30_000)
+                loads.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                page.select_option("#trend-range", str(366 * 86400))
+                page.wait_for_selector(f"#trend[data-span='{366 * 86400}'] svg", timeout=30_000)
+                years.append(time.perf_counter() - t0)
+                context.close()
+            browser.close()
+        print(f"\nTrends page (chromium), ms median / max of 5: loaded with its 24-h trend, days, months "
+              f"and demand {1000 * statistics.median(loads):.0f} / {1000 * max(loads):.0f}; "
+              f"switched to 1 year {1000 * statistics.median(years):.0f} / {1000 * max(years):.0f}")
+    finally:
+        web.stop_thread()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10-s CPU windows, 3 loads per page")
+    ap.add_argument("--history", type=Path, metavar="STORE", help="measure the history API on a year")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     print(f"{os.uname().nodename}: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    if args.history:
+        history_endpoints(args.history)
+        print(f"load {os.getloadavg()[0]:.2f}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_meter(Path(tmp))
         try:

@@ -18,9 +18,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pm4324"
 
 # layer -> the layers it may import besides itself, config and snapshot (shared by every layer).
 # Services (history, hub, web, mqtt, billing) never import metering or protocols.
-SERVICES = {"snapshot", "registers", "client", "history", "security"}
+SERVICES = {"snapshot", "registers", "client", "history", "security", "wiring_check"}
 ALL = {"sources", "metering", "device", "registers", "protocols", "client", "history", "hub",
-       "web", "mqtt", "billing", "fleet", "cli", "app", "security", "faults"}
+       "web", "mqtt", "billing", "fleet", "cli", "app", "security", "faults", "wiring_check"}
 ALLOWED = {
     "config": set(),
     "snapshot": set(),
@@ -33,6 +33,8 @@ ALLOWED = {
     # the CANopen master builds its object dictionary with the slave's own EDS generator
     "client": {"registers", "protocols"},
     "history": set(),
+    # pure functions over snapshots (the wiring check): a service every interface may use
+    "wiring_check": set(),
     "hub": SERVICES,
     "web": SERVICES,
     "mqtt": SERVICES,

@@ -27,6 +27,7 @@ from pm4324.device.store import Store, StoreError, store_location
 from pm4324.faults.log import FaultLog
 from pm4324.faults.switch import FaultSwitch
 from pm4324.history import HistoryError, HistoryStore, HistoryWriter, names_of
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.registers.backend import ACK_WAIT_S, AccessError, ExceptionCode, on_disk
 from pm4324.registers.map_backend import MapBackend
 from pm4324.security.audit import DAY_S, AuditLog, audit_path_for
@@ -163,7 +164,9 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     if book is not None:
         apply_device_faults(meter, book)
     fault_log = FaultLog(args.fault_log) if getattr(args, "fault_log", None) else None
-    switch = FaultSwitch(book, store.restored.meter_id, lambda t: meter.start_time + t, fault_log)
+    protocol_faults = _protocol_faults(store.restored.meter_id, fault_log)
+    switch = FaultSwitch(book, store.restored.meter_id, lambda t: meter.start_time + t, fault_log,
+                         protocol_faults)
     if history is not None:
         meter.add_listener(history.add_snapshot)
     stop = asyncio.Event()
@@ -182,7 +185,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     mqtt = None
     try:
         backend = MapBackend(meter, guard=Guard(settings.security, audit))
-        await start_servers(meter, settings, args, backend, plan, servers)
+        await start_servers(meter, settings, args, backend, plan, servers, protocol_faults)
         if args.http:
             where = history_location(settings, settings_path) if history is not None else None
             servers.append(await _start_web(meter, args, backend.guard, where, switch))
@@ -205,6 +208,17 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
             history.close()
             history.store.close()
     return 0
+
+
+def _protocol_faults(meter_id: str, fault_log: FaultLog | None) -> ProtocolFaults:
+    """The meter's protocol faults (protocols/faults.py), given to every protocol server;
+    their starts and ends go to the fault log (wall-clock times: they act on the wire)."""
+    faults = ProtocolFaults(meter_id)
+    if fault_log is not None:
+        faults.add_listener(lambda c: fault_log.write(
+            c.state, c.meter, c.fault, "protocol", c.fault, dict(c.params), "live", c.started,
+            c.time if c.state == "end" else None))
+    return faults
 
 
 async def _start_web(meter: Meter, args: argparse.Namespace, guard: Guard, history: str | None,

@@ -17,6 +17,8 @@ GOOD = {"key": "a", "tcp": "127.0.0.1:5020"}
     ([{**GOOD, "rtu": "/dev/ttyS0"}], "meters.1.tcp"),
     ([{**GOOD, "poll_s": 0}], "meters.1.poll_s"),
     ([{**GOOD, "meters": [9]}], "meters.1.meters"),
+    ([{**GOOD, "pipeline": 0}], "meters.1.pipeline"),
+    ([{**GOOD, "pipeline": 17}], "meters.1.pipeline"),
     ([{**GOOD, "colour": "red"}], "meters.1.colour"),
     ([{**GOOD, "names": {"cts": {"25": "x"}}}], "meters.1.names.cts"),
     ([GOOD, GOOD], "meters.key"),

@@ -35,6 +35,7 @@ SHOTS = (  # (file, path, theme, viewport)
     ("meter-dark.png", "meter?m=3", "dark", (1400, 1000)),
     ("trends.png", "trends", "light", (1400, 1300)),
     ("trends-dark.png", "trends", "dark", (1400, 1300)),
+    ("building-hub.png", "hub", "light", (1400, 720)),
     ("events.png", "events", "light", (1400, 800)),
     ("settings.png", "settings", "light", (1400, 900)),
 )
@@ -56,8 +57,8 @@ def main() -> int:
                 context = browser.new_context(viewport={"width": w, "height": h},
                                               color_scheme=theme, device_scale_factor=1)
                 page = context.new_page()
-                server = trends if path == "trends" else live
-                page.goto(server.url + path)
+                server = trends if path in ("trends", "hub") else live
+                page.goto(server.url + ("" if path == "hub" else path))
                 for _ in range(12):  # a few seconds of live values
                     snap = server.step()
                     page.wait_for_selector(f'#live[data-seq="{snap.seq}"]', timeout=10_000)
@@ -68,6 +69,8 @@ def main() -> int:
                     page.wait_for_selector("#trend[data-element='meter2'][data-span='604800'] svg",
                                            timeout=30_000)
                 page.wait_for_load_state("networkidle")
+                if path == "hub":
+                    page.wait_for_selector("#fleet [data-gaps='1']", timeout=30_000)
                 page.screenshot(path=str(OUT / name), full_page=name == "meter.png")
                 context.close()
                 print(OUT / name)
@@ -79,7 +82,8 @@ def main() -> int:
 
 
 class _Fed:
-    """A web server fed seconds by hand, as a hub feeds it, over a synthesized history."""
+    """A hub's web server fed seconds by hand, as the hub feeds it, over a synthesized history:
+    "local" live, "annex" offline with a gap."""
 
     def __init__(self, history: Path):
         from pm4324.config.settings import load_settings
@@ -90,7 +94,7 @@ class _Fed:
 
         settings = load_settings(SETTINGS)
         self.meter = Meter(settings, SimulatorSource(load_scenario(None), settings))
-        self.web = WebServer(None, "127.0.0.1", 0, keys=["local"],
+        self.web = WebServer(None, "127.0.0.1", 0, keys=["local", "annex"],
                              history=HistoryStore.open(history, readonly=True))
         self.web.start_in_thread()
         self.url = self.web.url
@@ -102,11 +106,21 @@ class _Fed:
 
 
 def synthesized(path: Path) -> _Fed:
-    """90 days of the building up to yesterday, then live seconds on top."""
+    """90 days of the building up to yesterday, then live seconds on top; an annex with 10
+    days up to two days ago and a gap of 90 minutes in them."""
+    from pm4324.history import HistoryStore
+
     last = date.today() - timedelta(days=1)
-    subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "history", "synth", "--store", str(path),
-                    "--meter-key", "local", "--time-zone", "UTC", "--from",
-                    str(last - timedelta(days=89)), "--to", str(last)], check=True)
+    for key, first, end in (("local", last - timedelta(days=89), last),
+                            ("annex", last - timedelta(days=10), last - timedelta(days=1))):
+        subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "history", "synth", "--store", str(path),
+                        "--meter-key", key, "--time-zone", "UTC", "--from", str(first), "--to", str(end)],
+                       check=True)
+    store = HistoryStore.open(path)
+    meter = store.find_meter("annex")
+    t = store.load_state(meter).last_time - 30 * 3600
+    store.write(meter, None, None, gaps=[(t, t + 5400, "offline")])
+    store.close()
     return _Fed(path)
 
 

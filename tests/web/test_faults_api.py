@@ -16,6 +16,7 @@ from pm4324.config.settings import load_settings
 from pm4324.device.meter import Meter
 from pm4324.faults.log import FaultLog
 from pm4324.faults.switch import FaultSwitch
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog
@@ -44,8 +45,11 @@ def live(tmp_path_factory):
     async def start() -> LiveMeter:
         source = SimulatorSource(scenario, settings)
         meter = Meter(settings, source, start_time=1_800_000_000.0)
-        switch = FaultSwitch(source.faults, "meter-7", lambda t: meter.start_time + t, log)
-        modbus = TcpServer(MapBackend(meter), unit_id=1, host="127.0.0.1", port=0)
+        protocol = ProtocolFaults("meter-7")
+        switch = FaultSwitch(source.faults, "meter-7", lambda t: meter.start_time + t, log,
+                             protocol)
+        modbus = TcpServer(MapBackend(meter), unit_id=1, host="127.0.0.1", port=0,
+                           faults=protocol)
         await modbus.start()
         web = WebServer(meter, "127.0.0.1", 0, guard=Guard(settings.security, AuditLog()),
                         faults=switch)
@@ -140,3 +144,70 @@ def test_cli_sets_lists_and_clears(live, capsys):
     assert "energy_rollover" in capsys.readouterr().out
     assert main(["fault", "--http", "http://127.0.0.1:9", "list"]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_check_wiring_reads_a_running_meter_over_modbus(live, capsys):
+    from web_helpers import SETTINGS
+
+    with live.http() as http:
+        fault = http.post("/api/faults", json={"kind": "reversed_ct", "target": "ct3"},
+                          headers=_auth(ENGINEER)).json()
+        live.step(2)
+        where = f"127.0.0.1:{live.modbus.port}"
+        code = main(["check-wiring", "--tcp", where, "--seconds", "1", "--settings", str(SETTINGS)])
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "CT3 reversed (P -10.35 kW at PF 0.90 as wired)" in out
+        assert "CT1 ok (P 10.35 kW at PF 0.90 lagging on phase a)" in out
+        http.delete(f"/api/faults/{fault['id']}", headers=_auth(ENGINEER))
+
+
+def test_api_wiring_and_the_wiring_page(live, browser):
+    with live.http() as http:
+        fault = http.post("/api/faults", json={"kind": "wrong_phase", "target": "ct2",
+                                               "parameters": {"phase": "c"}},
+                          headers=_auth(ENGINEER)).json()
+        live.step(2)
+        w = http.get("/api/wiring").json()
+        cts = {c["ct"]: c for c in w["cts"]}
+        assert cts[2]["status"] == "wrong_phase" and cts[2]["fix"] == ['[cts.2] phase = "c"']
+        assert cts[1]["status"] == "ok" and cts[3]["status"] == "ok"
+        assert w["problems"] == 1 and [m["status"] for m in w["mains"]] == ["ok", "ok"]
+        page = browser.new_page()
+        try:
+            page.goto(live.url + "wiring")
+            row = page.wait_for_selector('#wiring tr[data-ct="2"]', timeout=20_000)
+            assert row.get_attribute("data-status") == "wrong_phase"
+            assert 'phase = "c"' in row.inner_text()
+        finally:
+            page.close()
+        http.delete(f"/api/faults/{fault['id']}", headers=_auth(ENGINEER))
+
+
+def test_protocol_faults_through_the_same_switch(live, capsys):
+    from pymodbus.client import ModbusTcpClient
+
+    client = ModbusTcpClient("127.0.0.1", port=live.modbus.port, timeout=5, retries=0)
+    assert client.connect()
+    try:
+        with live.http() as http:
+            assert "latency" in http.get("/api/fault-kinds").json()
+            bad = http.post("/api/faults", json={"kind": "exception", "target": "ct1"},
+                            headers=_auth(ENGINEER))
+            assert bad.status_code == 422 and "its target is protocol" in bad.json()["reason"]
+        assert main(["fault", "--http", live.url, "--token", ENGINEER, "set", "exception",
+                     "protocol", "code=6"]) == 0
+        assert "exception" in capsys.readouterr().out
+        rr = client.read_input_registers(0x1000, count=2, device_id=1)
+        assert rr.isError() and rr.exception_code == 6
+        with live.http() as http:
+            listed = [f for f in http.get("/api/faults").json() if f["target"] == "protocol"]
+            assert [(f["id"], f["parameters"]["code"], f["state"]) for f in listed] == \
+                [("exception", 6, "active")]
+        assert main(["fault", "--http", live.url, "--token", ENGINEER, "clear", "exception"]) == 0
+        assert "exception" in capsys.readouterr().out
+        assert not client.read_input_registers(0x1000, count=2, device_id=1).isError()
+        assert main(["fault", "--http", live.url, "--token", ENGINEER, "clear", "latency"]) == 2
+        assert "404" in capsys.readouterr().err
+    finally:
+        client.close()

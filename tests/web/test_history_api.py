@@ -113,6 +113,12 @@ def test_trend_downsampled_on_the_server(http):
                resolution="15min", points=5000)
     assert long["resolution"] == "15min" and len(long["t"]) == 4 * 96 - 4  # the 23-hour day
     assert max(long["max"]) == pytest.approx(PEAK_W * CT1_SHARE, rel=1e-6)
+    year = get(http, "trend", element="meter1", quantity="p_w", start=midnight(FIRST) - 300 * 86400,
+               end=end, points=400)  # auto beyond 31 days: the 1-minute blocks, where kept
+    assert year["resolution"] == "1min"
+    assert max(x for x in year["max"] if x is not None) == pytest.approx(PEAK_W, rel=1e-6)
+    pf = get(http, "trend", element="meter1", quantity="pf", start=midnight(FIRST) - 300 * 86400, end=end)
+    assert pf["resolution"] == "15min"
     default = get(http, "trend", element="main1", quantity="v_ln_a")  # the last 24 h: no voltage kept
     assert default["unit"] == "V" and all(x is None for x in default["mean"])
 

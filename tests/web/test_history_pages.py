@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from history_fixture import FIRST, LAST, day_wh, write_site
+from history_fixture import FIRST, GAP, LAST, day_wh, write_site
 
 from pm4324.history import HistoryStore
 from pm4324.web.server import WebServer
@@ -15,10 +15,13 @@ from pm4324.web.server import WebServer
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """A server with a history and no live meter (a hub whose meter is away)."""
+    """A hub's server with a history and no live second: "site" complete, "hubbed" with a
+    gap of 105 minutes."""
     path = str(tmp_path_factory.mktemp("history") / "site.db")
     write_site(path).close()
-    web = WebServer(None, "127.0.0.1", 0, keys=["site"], history=HistoryStore.open(path, readonly=True))
+    write_site(path, key="hubbed", skip_gap=True).close()
+    web = WebServer(None, "127.0.0.1", 0, keys=["site", "hubbed"],
+                    history=HistoryStore.open(path, readonly=True))
     web.start_in_thread()
     yield web
     web.stop_thread()
@@ -72,8 +75,27 @@ def test_trends_show_the_historys_energy_demand_and_trend(page, site):
     page.select_option("#trend-element", "ct1")  # another circuit: its own energy
     page.wait_for_function("document.querySelector('#energy-day rect').dataset.raw < 10000", timeout=10_000)
     assert raw(page, f'#energy-day rect[data-key="{LAST}"]') == pytest.approx(day_wh(LAST) / 3, rel=1e-9)
-    page.select_option("#trend-range", str(366 * 86400))  # a year: 15-minute points
-    page.wait_for_function("document.querySelector('#trend-info').textContent.includes('15-minute')",
+    page.select_option("#trend-range", str(366 * 86400))  # a year, from the 1-minute blocks
+    page.wait_for_selector(f"#trend[data-span='{366 * 86400}'] svg", timeout=10_000)
+    assert "1-minute history" in page.inner_text("#trend-info")
+    assert page.errors == []
+
+
+def test_the_hubs_building_page_lists_each_meters_gaps(page, site):
+    with httpx.Client(base_url=site.url.rstrip("/"), timeout=30) as http:
+        summary = {x["device"]: x for x in http.get("/api/history/gap-summary").json()}
+    assert summary["site"]["gaps"] == 0 and summary["hubbed"]["gaps"] == 1
+    assert summary["hubbed"]["missing_s"] == GAP[1] - (GAP[0] - 1) and summary["hubbed"]["last_end"] == GAP[1]
+    page.goto(site.url)  # no live second from either meter: the list shows all the same
+    row = page.locator("#fleet tr[data-device='hubbed'] [data-gaps]")
+    row.wait_for(timeout=10_000)
+    assert row.get_attribute("data-gaps") == "1"
+    assert float(row.get_attribute("data-missing")) == GAP[1] - GAP[0] + 1
+    assert row.inner_text() == "1 · 1.8 h missing"
+    assert page.inner_text("#fleet tr[data-device='site'] [data-gaps]") == "none"
+    assert "offline" in page.inner_text("#fleet tr[data-device='hubbed']")
+    page.goto(site.url + "?device=hubbed")  # a meter with no second yet: said, and no error
+    page.wait_for_function("document.querySelector('#live').textContent.includes('no second yet')",
                            timeout=10_000)
     assert page.errors == []
 

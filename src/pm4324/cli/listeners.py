@@ -14,6 +14,7 @@ from pm4324.cli.errors import listen_problem, serial_problem
 from pm4324.config.security_settings import ListenerAccess, TlsSettings
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.registers.map_backend import MapBackend
 from pm4324.security import exposure
 
@@ -90,10 +91,12 @@ def plan_tcp(settings: Settings, args: argparse.Namespace) -> list[Listener]:
 
 
 async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespace,
-                        backend: MapBackend, plan: list[Listener], servers: list) -> None:
+                        backend: MapBackend, plan: list[Listener], servers: list,
+                        faults: ProtocolFaults | None = None) -> None:
     """Modbus TCP by default, TLS and the other word order when set, RTU when a serial port
-    is given, CANopen when an interface is (see docs/modbus.md, docs/security.md). Each
-    started server is appended to ``servers``, so the caller stops those that did start."""
+    is given, CANopen when an interface is (see docs/modbus.md, docs/security.md), all with
+    the meter's protocol ``faults``. Each started server is appended to ``servers``, so the
+    caller stops those that did start."""
     from pm4324.protocols.modbus.access import SourceControl
     from pm4324.protocols.modbus.rtu import RtuServer
     from pm4324.protocols.modbus.tcp import TcpServer
@@ -109,7 +112,7 @@ async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespa
                 raise ServerStartError(f"[security.tls]: {exc}") from None
         tcp = TcpServer(backend, unit_id=mb.address, host=listener.host, port=listener.port,
                         ssl_context=ssl_context, word_order=listener.word_order,
-                        access=SourceControl(listener.access))
+                        access=SourceControl(listener.access), faults=faults)
         try:
             await tcp.start()
         except OSError as exc:
@@ -119,7 +122,7 @@ async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespa
     port_name = args.rtu or mb.serial_port
     if port_name:
         rtu = RtuServer(backend, port_name, address=mb.address, baud=mb.baud,
-                        data_format=mb.data_format)
+                        data_format=mb.data_format, faults=faults)
         try:
             await rtu.start()
         except Exception as exc:  # pyserial: SerialException / ValueError around an OSError
@@ -135,7 +138,7 @@ async def start_servers(meter: Meter, settings: Settings, args: argparse.Namespa
         co = settings.canopen
         parameters, serial = node_files(settings, meter.settings_path)
         node = CanopenServer(meter, settings, backend=backend, serial_number=serial,
-                             parameters=parameters)
+                             parameters=parameters, faults=faults)
         try:
             await node.start()
         except CanopenBusError as exc:

@@ -25,7 +25,9 @@ from pm4324.config.settings import N_CTS
 from pm4324.device.commit import Committer
 from pm4324.device.energy import MICRO
 from pm4324.device.recovery import StoreError
+from pm4324.faults.log import FaultLog
 from pm4324.fleet.config import FleetConfig
+from pm4324.fleet.faults import FleetFaults
 from pm4324.fleet.member import FleetMember, energies
 from pm4324.fleet.store import FleetStore
 from pm4324.fleet.truth import GroupTruth, Second, rated_currents
@@ -73,6 +75,12 @@ class TruthFleet:
         self.compute_s: deque[float] = deque(maxlen=3600)
         self.late = 0  # seconds whose commit was not done by their end
         self._committer = Committer(self._commit)
+        self.faults = FleetFaults([m.key for m in config.members],
+                                  [m.scenario for m in config.members],
+                                  lambda: float(self.published_k + 1),
+                                  lambda t: self.start_time + t, self.registers,
+                                  FaultLog(config.fault_log) if config.fault_log else None,
+                                  config.protocol_faults)
 
     # -- what members ask --------------------------------------------------------------------
 
@@ -138,6 +146,7 @@ class TruthFleet:
             due = t0 + (k + 1) / speed
             if stop.wait(max(0.0, due - lead - time.monotonic())):
                 break
+            self.faults.advance(k + 1)  # log starts and ends; presets before the energy
             regs = self.registers
             with regs.lock:
                 for j, (g, sec) in enumerate(zip(self.groups, secs)):
@@ -160,8 +169,10 @@ class TruthFleet:
 
     def _compute(self, k: int) -> list[Second]:
         """Second ``k`` of every group."""
-        return [g.truth.second(k, g.gain, g.rated) for g in self.groups]
+        return [g.truth.second(k, g.gain, g.rated, self.faults.faulted(g.rows, k + 0.5))
+                for g in self.groups]
 
     def close(self) -> None:
         self._committer.close()
         self.store.close()
+        self.faults.close()

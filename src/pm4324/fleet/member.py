@@ -123,6 +123,8 @@ class FleetMember:
         fleet, n = self.fleet, self.index
         ct_e, meter_e = fleet.energies_of(n)
         sec, row = fleet.second_of(n)
+        if sec is not None and row in sec.overrides:  # a member with active faults
+            sec, row = sec.overrides[row], 0
         if sec is None:
             from pm4324.device.energy import EnergyRegisters
 

@@ -3,8 +3,9 @@ engine, in worker processes (past the GIL), at the fleet's sample rate (docs/fle
 
 Each worker owns a contiguous share of the members: per member a ``SimulatorSource`` and an
 ``Engine`` at ``[fleet] sample_rate_hz`` (3.2 kS/s by default: a quarter of the meter's 12.8
-kS/s, orders up to 31 at 50 Hz). At the start of second k the clock asks every worker for
-second k; each synthesises and measures one second of each of its members and sends back
+kS/s, orders up to 31 at 50 Hz). The workers run one second ahead: when the clock takes
+second k it asks for k + 1, and each worker synthesises and measures one second of each of
+its members and sends back
 one row of numbers per member (the snapshot's values, the engine's flags and the second's
 energy increments, ``FIELDS``); the clock then commits and publishes exactly as at the truth
 level (fleet/clock.py). A CT ratio written to a member reaches its engine before its next
@@ -85,6 +86,34 @@ def unpack(k: int, rows: np.ndarray, n_mains: int) -> Second:
                   meter_flags=_field(rows, "meter.flags").astype(np.int64))
 
 
+class FastPhasors:
+    """A member's scenario for its simulator, with the phasors of a second without faults
+    or sags computed as one product (each load's level times its precomputed current
+    phasors) instead of Python loops over loads, CTs and orders: 0.27 ms of the ~1.2 ms a
+    meter-second costs at 3.2 kS/s (measured with cProfile). Anything else is the
+    scenario's own (the slow path is exact by construction)."""
+
+    def __init__(self, scenario: Scenario, settings: Settings):
+        from pm4324.fleet.truth import _load_currents
+
+        self._scenario = scenario
+        volts, _, orders = scenario.phasors(settings, 0.0, (), sags=False)
+        self._volts, self._orders = volts, orders
+        self._lc = _load_currents(scenario, orders).reshape(len(scenario.loads), -1)
+
+    def __getattr__(self, name: str):
+        return getattr(self._scenario, name)
+
+    def phasors(self, settings: Settings, t: float, faults=None, sags: bool = True):
+        active = [f for f in (self._scenario.faults if faults is None else faults)
+                  if f.active(t)]
+        if active or sags:
+            return self._scenario.phasors(settings, t, faults, sags)
+        levels = np.array([ld.level(t) for ld in self._scenario.loads])
+        currents = (levels @ self._lc).reshape(N_CTS, len(self._orders))
+        return self._volts.copy(), currents, list(self._orders)
+
+
 def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: float) -> None:
     """A worker process: simulate and measure its members, one second per request."""
     from threadpoolctl import threadpool_limits
@@ -98,6 +127,7 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
     for settings, scenario in members:
         s = replace(settings, sample_rate_hz=rate)
         src = SimulatorSource(scenario, s)
+        src.scenario = FastPhasors(scenario, s)  # type: ignore[assignment]
         # one Gaussian table per worker (2 MB each otherwise); each member still reads it at
         # offsets from its own seeded generator
         if noise is None:
@@ -124,6 +154,10 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
         if msg[0] == "settings":
             _, j, settings = msg
             engines[j].configure(replace(settings, sample_rate_hz=rate))
+            continue
+        if msg[0] == "faults":  # the member's faults as the fleet's book has them now
+            _, j, faults = msg
+            sources[j].faults.faults = faults
             continue
         k = msg[1]
         n = int(round((k + 1) * rate)) - int(round(k * rate))
@@ -161,16 +195,42 @@ class PhysicsFleet(TruthFleet):
             if conn.recv() != "ready":
                 raise RuntimeError("a physics worker did not start")
         self._rows = np.empty((n, WIDTH))
-        self._send_lock = threading.Lock()  # the clock and a Modbus write thread both send
+        # the clock and the writers (Modbus, live faults) send; a change reaches a worker
+        # after every step already sent, so it acts from second _sent + 1: the fault book
+        # stamps it so, under the same lock
+        self._send_lock = threading.RLock()
+        self._sent = -1  # the newest second asked of the workers
+        self._received = -1
+        self.faults.lock = self._send_lock
+        self.faults.on_change = self._send_faults
+        for book in self.faults.books:
+            book.now = lambda: float(self._sent + 1)
 
-    def _compute(self, k: int) -> list[Second]:
+    def _ask(self, k: int) -> None:
         with self._send_lock:
             for conn in self._conns:
                 conn.send(("step", k))
+            self._sent = k
+
+    def _send_faults(self, member: int, faults: tuple) -> None:
+        """A live fault set or cleared: the member's simulator gets the book's faults before
+        its next second (both books count scenario seconds from the same sample)."""
+        for (a, b), conn in zip(self._shares, self._conns):
+            if a <= member < b:
+                with self._send_lock:
+                    conn.send(("faults", member - a, faults))
+
+    def _compute(self, k: int) -> list[Second]:
+        """Second k (asked a second ahead: the workers compute k + 1 while k is committed
+        and published, so they have a whole second for each)."""
+        if self._sent < k:
+            self._ask(k)
         for (a, b), conn in zip(self._shares, self._conns):
             self._rows[a:b] = conn.recv()
+        self._received = k
+        self._ask(k + 1)
         return [unpack(k, self._rows[g.rows].copy(), g.truth.settings.n_mains)
-                for g in self.groups]
+                for g in self.groups]  # faults: applied by each member's simulator
 
     def set_gain(self, member: int, gain: np.ndarray, rated: np.ndarray) -> None:
         """A live CT ratio write: the member's engine gets its settings before its next
@@ -183,6 +243,8 @@ class PhysicsFleet(TruthFleet):
     def close(self) -> None:
         for conn in self._conns:
             try:
+                if self._sent > self._received and conn.poll(30):
+                    conn.recv()  # the second asked ahead: a worker blocks until it is read
                 conn.send(("stop",))
             except OSError:
                 pass

@@ -29,6 +29,7 @@ class MeterConfig:
     gap_s: float = 0.0  # silence longer than this is a gap; 0 = 3 polls (at least 2.5 s)
     timeout_s: float = 1.0
     retries: int = 1
+    pipeline: int = 4  # Modbus TCP requests in flight on the connection (1 = one at a time)
     word_order: str = "low-first"
     baud: int = 19200
     data_format: str = "N81"
@@ -99,7 +100,7 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
     if not isinstance(t, dict):
         raise _err(src, f"meters.{n}", t, "must be a table [[meters]]")
     _unknown(src, t, {"key", "tcp", "rtu", "canopen", "unit", "node", "poll_s", "gap_s", "timeout_s",
-                      "retries", "word_order", "baud", "format", "meters", "names", "web"}, p)
+                      "retries", "pipeline", "word_order", "baud", "format", "meters", "names", "web"}, p)
     key = t.get("key")
     if not isinstance(key, str) or not KEY.fullmatch(key):
         raise _err(src, p + "key", key, "must name the meter: letters, digits, _ . - (1..64)")
@@ -137,6 +138,7 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
                        gap_s=_number(src, t, "gap_s", 0.0, 0.0, 86400, p),
                        timeout_s=_number(src, t, "timeout_s", 1.0, 0.05, 60, p),
                        retries=_integer(src, t, "retries", 1, 0, 10, p),
+                       pipeline=_integer(src, t, "pipeline", 4, 1, 16, p),
                        word_order=word_order, baud=baud, data_format=fmt,
                        meters=tuple(sorted(set(meters))), names=_names(src, t.get("names", {}), p),
                        web=web.rstrip("/"))

@@ -1,6 +1,7 @@
-"""Polling: one thread per line, one request at a time on it.
+"""Polling: one thread per serial line or CAN bus, one request at a time on it; every Modbus
+TCP meter on one asyncio loop (``hub.tcp_line``).
 
-A Modbus TCP meter is a line of its own (its own connection); every meter on one RS-485
+Every meter on one RS-485
 port shares one line (one ``ModbusSerialClient``: pymodbus keeps the 3.5-character silence
 between frames, and a request is answered or timed out before the next one goes out); a
 CANopen bus is one line (SDO uploads, node by node). Each meter is polled at its own
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from queue import Queue
 from typing import Any
 
-from pm4324.client.modbus import ReadError, modbus_reader, parse_host_port, read_meter
+from pm4324.client.modbus import ReadError, modbus_reader
+from pm4324.client.plan import ReadPlan
 from pm4324.hub.config import MeterConfig
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class Reading:
     time: float  # the hub's clock when the answer came
     data: dict[str, Any] | None
     problem: str = ""
+    late_s: float = 0.0  # how far behind its due time this poll started
 
 
 class _Meter:
@@ -47,20 +50,17 @@ class _Meter:
 
 
 def _modbus_client(m: MeterConfig) -> Any:
-    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+    from pymodbus.client import ModbusSerialClient
 
-    if m.transport == "tcp":
-        host, port = parse_host_port(m.address)
-        return ModbusTcpClient(host, port=port, timeout=m.timeout_s, retries=m.retries)
     fmt = m.data_format
     return ModbusSerialClient(m.address, baudrate=m.baud, bytesize=8, parity=fmt[0],
                               stopbits=int(fmt[2]), timeout=m.timeout_s, retries=m.retries)
 
 
-def _modbus_read(client: Any, m: MeterConfig) -> dict[str, Any] | None:
+def _modbus_read(client: Any, m: MeterConfig, plan: ReadPlan) -> dict[str, Any] | None:
     if not client.connected and not client.connect():
         raise ReadError(f"cannot connect to {m.address}")
-    return read_meter(modbus_reader(client, m.unit, m.address), m.meters, m.word_order)
+    return plan.read(modbus_reader(client, m.unit, m.address), m.word_order)
 
 
 def _canopen_read(m: MeterConfig) -> dict[str, Any] | None:
@@ -80,13 +80,14 @@ class Line(threading.Thread):
         self.meters = [_Meter(m) for m in meters]
         self.out, self.stop, self.max_backoff_s = out, stop, max_backoff_s
         self._client: Any = None
+        self._plans = {m.meters: ReadPlan(m.meters) for m in meters if m.transport == "rtu"}
 
     def _read(self, m: MeterConfig) -> dict[str, Any] | None:
         if m.transport == "canopen":
             return _canopen_read(m)
         if self._client is None:
             self._client = _modbus_client(m)
-        return _modbus_read(self._client, m)
+        return _modbus_read(self._client, m, self._plans[m.meters])
 
     def run(self) -> None:
         now = time.monotonic()
@@ -114,18 +115,23 @@ class Line(threading.Thread):
         except Exception as exc:  # a bug in decoding one meter must not stop the line
             log.exception("polling %s failed", cfg.key)
             data, problem = None, f"{type(exc).__name__}: {exc}"
-        if data is None and self._client is not None and cfg.transport == "tcp":
-            self._client.close()  # reconnect next time (a restarted meter)
         m.schedule(time.monotonic(), data is not None, self.max_backoff_s)
         return Reading(cfg.key, time.time(), data, problem)
 
 
 def start_lines(meters: tuple[MeterConfig, ...], out: Queue, stop: threading.Event,
-                max_backoff_s: float, factory: Callable = Line) -> list[Line]:
+                max_backoff_s: float, factory: Callable = Line) -> list[threading.Thread]:
+    from pm4324.hub.tcp_line import TcpLine
+
     by_line: dict[str, list[MeterConfig]] = {}
     for m in meters:
-        by_line.setdefault(m.line, []).append(m)
-    lines = [factory(name, ms, out, stop, max_backoff_s) for name, ms in by_line.items()]
+        if m.transport != "tcp":
+            by_line.setdefault(m.line, []).append(m)
+    lines: list[threading.Thread] = [factory(name, ms, out, stop, max_backoff_s)
+                                     for name, ms in by_line.items()]
+    tcp = [m for m in meters if m.transport == "tcp"]
+    if tcp:
+        lines.append(TcpLine(tcp, out, stop, max_backoff_s))
     for line in lines:
         line.start()
     return lines

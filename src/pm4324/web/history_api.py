@@ -175,8 +175,9 @@ def history_router(service: Any, hist: WebHistory) -> APIRouter:
                        today=today(key, meter).isoformat(),
                        labels=[hm.Label(element=e.key, label=label(labels, e.key)) for e in ENERGY_ELEMENTS])
 
-    @api.get("/trend", summary="One quantity over time, downsampled on the server "
-             "(default: the last 24 h; resolution auto = raw up to 3 h, 1 min up to 31 days)")
+    @api.get("/trend", summary="One quantity over time, downsampled on the server (default: the "
+             "last 24 h; resolution auto = raw up to 3 h, else 1 min where the quantity is kept per "
+             "minute, else 15 min)")
     def trend(element: Element,
               quantity: Annotated[Quantity, Query(description="of the element's kind")] = "p_w",
               start: Time = None, end: Time = None,
@@ -195,6 +196,11 @@ def history_router(service: Any, hist: WebHistory) -> APIRouter:
         if meter is None:
             return hm.Trend(element=e, label=name, quantity=quantity, unit=unit(quantity),
                             resolution="", start=start, end=end, t=[], mean=[], min=[], max=[])
+        per_minute = (e, quantity, "mean") in LAYOUT.minute_series
+        if resolution == "auto" and end - start > 31 * DAY_S and per_minute:
+            # the 1-minute blocks hold one quantity each: a year of them reads in ~60 ms, the
+            # 15-minute rows (every channel in each) in ~1 s (docs/benchmarks.md)
+            resolution = "1min"
         got = run(query.trend, meter, e, quantity, start, end, resolution, points)
         return hm.Trend(element=e, label=name, quantity=quantity, unit=unit(quantity),
                         resolution=got.resolution, start=start, end=end, t=got.t.tolist(),
@@ -264,6 +270,22 @@ def history_router(service: Any, hist: WebHistory) -> APIRouter:
         if meter is None:
             return []
         return [hm.Gap(start=a, end=b, reason=r) for a, b, r in run(query.gaps, meter, start, end)]
+
+    @api.get("/gap-summary", summary="Every meter's gaps in the last `days` days before its "
+             "newest second: how many, how long, and how many were backfilled")
+    def gap_summary(days: Annotated[int, Query(ge=1, le=3660)] = 7) -> list[hm.GapSummary]:
+        out = []
+        for key in service.fleet.keys:
+            meter = hist.meter(key)
+            rows = []
+            if meter is not None:
+                end = newest(key, meter) + 1
+                rows = run(query.gaps, meter, end - days * DAY_S, end)
+            open_ = [(a, b) for a, b, reason in rows if "backfilled" not in reason]
+            out.append(hm.GapSummary(device=key, gaps=len(open_), missing_s=sum(b - a for a, b in open_),
+                                     backfilled=len(rows) - len(open_),
+                                     last_end=max((b for _, b, _ in rows), default=None)))
+        return out
 
     @api.get("/events", summary="Events the history keeps (energy resets with the value before, "
              "rollovers, offline/online); default: the last 31 days")

@@ -85,6 +85,14 @@ class Gap(BaseModel):
     reason: str
 
 
+class GapSummary(BaseModel):
+    device: str
+    gaps: int = Field(description="gaps in the window not filled from the meter's own history")
+    missing_s: float = Field(description="their total length, seconds")
+    backfilled: int = Field(description="gaps filled from the meter's own history (docs/hub.md)")
+    last_end: float | None = Field(description="end of the newest gap in the window")
+
+
 class HistoryEvent(BaseModel):
     time: float
     kind: str

@@ -26,8 +26,10 @@ from pm4324.web.faults_api import FaultControl, fault_router
 from pm4324.web.feed import Feed
 from pm4324.web.fleet import Fleet
 from pm4324.web.history_api import WebHistory, history_router
+from pm4324.web.wiring_api import wiring_router
 
-PAGES = {"": "Building", "meter": "Meter", "trends": "Trends", "events": "Events", "settings": "Settings"}
+PAGES = {"": "Building", "meter": "Meter", "trends": "Trends", "events": "Events", "settings": "Settings",
+         "wiring": "Wiring"}
 ASSETS = {"app.css": "text/css", "app.js": "text/javascript", "charts.js": "text/javascript",
           "icon.svg": "image/svg+xml"}
 
@@ -66,6 +68,7 @@ def create_app(service: Service, history: WebHistory | None = None) -> FastAPI:
     app.include_router(router(service))
     app.include_router(history_router(service, history or WebHistory(None)))
     app.include_router(fault_router(service.faults, service.guard, service.local))
+    app.include_router(wiring_router(service))
     metrics_route(app, service)
     static = resources.files("pm4324.web") / "static"
     shell = (static / "page.html").read_text(encoding="utf-8")
@@ -141,7 +144,9 @@ class WebServer:
         if self.meter is not None:
             self.meter.add_listener(lambda snap: self.publish(self.fleet.keys[0], snap))
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each connection (it checks the
+        # socket's proto): else a keep-alive answer's body waited ~40 ms for a delayed ACK
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))

@@ -6,6 +6,11 @@ event-driven TPDOs, SDO timeout, EMCY inhibit, life guarding) through ``_next_de
 and wakes the timer thread, so the device loop never waits for the bus. Writes that change
 the meter (settings, relays, energy reset) are run in the device loop's own thread when the
 server was started from it (``await start()``), as the Modbus servers' writes are.
+
+Protocol faults (protocols/faults.py) act here, on the frames themselves: ``offline`` and
+``bus_off`` make the node send and hear nothing, ``heartbeat_loss`` drops its life signal
+on 0x700 + node-ID (heartbeats and node-guarding replies; the boot-up message still goes).
+When one ends the node goes on where it was (no boot-up: it was off the bus, not reset).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 import can
 
 from pm4324.config.settings import Settings
+from pm4324.protocols.canopen.codes import HEARTBEAT_BASE
+from pm4324.protocols.faults import ProtocolFaults
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +45,10 @@ class BusNode:
     node_id: int
     bitrate: int
 
-    def __init__(self, settings: Settings, bus: can.BusABC | None):
+    def __init__(self, settings: Settings, bus: can.BusABC | None,
+                 faults: ProtocolFaults | None = None):
         self.settings = settings
+        self.faults = faults
         self._bus = bus
         self._own_bus = bus is None
         self._lock = threading.RLock()
@@ -50,6 +59,8 @@ class BusNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.frames_sent = 0
         self.send_errors = 0
+        self.frames_unsent = 0  # not sent because of a protocol fault
+        self.frames_unheard = 0  # received but ignored because of a protocol fault
 
     # -- what the node does ----------------------------------------------------------------
 
@@ -147,7 +158,20 @@ class BusNode:
 
     # -- the bus and the threads ------------------------------------------------------
 
+    def _off_bus(self) -> bool:
+        """A fault has taken the node off the bus (offline, bus-off)."""
+        faults = self.faults
+        if faults is None or not faults.current:
+            return False
+        return "offline" in faults.current or "bus_off" in faults.current
+
     def _send(self, cob_id: int, data: bytes) -> None:
+        faults = self.faults
+        if faults is not None and faults.current and (self._off_bus() or (
+                "heartbeat_loss" in faults.current and cob_id == HEARTBEAT_BASE + self.node_id
+                and data != b"\x00")):
+            self.frames_unsent += 1
+            return
         msg = can.Message(arbitration_id=cob_id, data=data, is_extended_id=False)
         try:
             assert self._bus is not None
@@ -167,6 +191,9 @@ class BusNode:
                 self._stop.wait(RX_POLL_S)
                 continue
             if msg is not None:
+                if self._off_bus():
+                    self.frames_unheard += 1
+                    continue
                 self.handle(msg)
 
     def _timer_loop(self) -> None:

@@ -64,6 +64,7 @@ from pm4324.protocols.canopen.pdo import Pdo, PdoTable
 from pm4324.protocols.canopen.sdo import SdoServer
 from pm4324.protocols.canopen.storage import ParameterFile, start_values
 from pm4324.protocols.canopen.values import Sample, Values
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.registers.backend import MeterControl
 from pm4324.registers.image import MapBackend
 from pm4324.registers.table import load_map
@@ -80,13 +81,14 @@ class CanopenServer(BusNode):
 
     def __init__(self, control: MeterControl, settings: Settings, *, bus: can.BusABC | None = None,
                  backend: MapBackend | None = None, sdo_timeout_s: float = 1.0,
-                 serial_number: int = 0, parameters: ParameterFile | None = None):
+                 serial_number: int = 0, parameters: ParameterFile | None = None,
+                 faults: ProtocolFaults | None = None):
         """``serial_number``: 0x1018:4 (``storage.node_files``); ``parameters``: where 0x1010
-        and LSS store (None: nothing is stored)."""
+        and LSS store (None: nothing is stored); ``faults``: protocol faults (bus.py)."""
         co = settings.canopen
         if not 1 <= co.node_id <= 127:
             raise ValueError(f"CANopen node-ID {co.node_id}: must be 1..127")
-        super().__init__(settings, bus)
+        super().__init__(settings, bus, faults)
         self.control = control
         self.parameters = parameters
         self.node_id, self.bitrate = start_values(co, parameters)

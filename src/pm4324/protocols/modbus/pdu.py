@@ -36,6 +36,7 @@ from pm4324.registers.backend import (
     ExceptionCode,
     RegisterBackend,
     RegisterTable,
+    on_disk,
 )
 
 __all__ = [
@@ -44,7 +45,9 @@ __all__ = [
     "SERVER_BUSY",
     "MAX_PDU",
     "WRITE_FUNCTIONS",
+    "durable_answer",
     "exception_pdu",
+    "gateway_target_failed",
     "handle_pdu",
     "request_pdu_length",
 ]
@@ -86,6 +89,22 @@ class Deferred:
 
         timer = loop.call_later(ACK_WAIT_S, finish)
         self.durable.add_done_callback(wake)
+
+
+def durable_answer(rsp: bytes | Deferred | None) -> bytes | None:
+    """A write waiting for its commit: its answer once durable, exception 04 after
+    ACK_WAIT_S (blocks: only where no write thread runs, e.g. while a server stops)."""
+    if not isinstance(rsp, Deferred):
+        return rsp
+    on_disk(rsp.durable)  # too slow, or the commit failed: answer() says 04
+    return rsp.answer()
+
+
+def gateway_target_failed(pdu: bytes) -> bytes | None:
+    """The answer to a unit id nobody serves: exception 0x0B, as a gateway whose target
+    does not answer (none to a function code that has no exception answer)."""
+    fc = pdu[0]
+    return None if fc == 0 or fc >= 0x80 else exception_pdu(fc, GATEWAY_TARGET_FAILED)
 
 
 def _after(durable: Future | None, ack: bytes) -> bytes | Deferred:

@@ -20,12 +20,14 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 
 import serial
 
 from pm4324.config.settings import BAUD_RATES, ModbusSettings
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.protocols.modbus.pdu import WRITE_FUNCTIONS, Deferred, handle_pdu
 from pm4324.protocols.modbus.rtu_framing import (
     BROADCAST,
@@ -73,15 +75,16 @@ def serial_kwargs(baud: int, data_format: str) -> dict[str, object]:
 
 class _Unit:
     """One meter on the line: how a unicast and a broadcast reach it (the guard sees the
-    line and whether a frame was a broadcast)."""
+    line and whether a frame was a broadcast), and its protocol faults."""
 
-    __slots__ = ("unicast", "broadcast")
+    __slots__ = ("unicast", "broadcast", "faults")
 
-    def __init__(self, backend: RegisterBackend, port: str):
+    def __init__(self, backend: RegisterBackend, port: str, faults: ProtocolFaults | None):
         for_client = getattr(backend, "for_client", None)
         client = Client(MODBUS_RTU, port)
         self.unicast = for_client(client) if for_client else backend
         self.broadcast = for_client(replace(client, broadcast=True)) if for_client else backend
+        self.faults = faults
 
 
 class RtuServer:
@@ -105,6 +108,7 @@ class RtuServer:
         data_format: str = "N81",
         *,
         backends: Mapping[int, RegisterBackend] | None = None,
+        faults: ProtocolFaults | Mapping[int, ProtocolFaults] | None = None,
         strict_t15: bool = False,
         silence_s: float | None = None,
         local_echo: bool = False,
@@ -115,13 +119,20 @@ class RtuServer:
         bad = [u for u in units if not 1 <= u <= 247]
         if bad or not units:
             raise ValueError(f"unit address {bad or 'none'}: allowed 1..247")
+        if isinstance(faults, ProtocolFaults) == (backends is not None) and faults is not None:
+            raise ValueError("faults: one ProtocolFaults for one meter, {unit: "
+                             "ProtocolFaults} for several")
         self._kwargs = serial_kwargs(baud, data_format)
         self.backend = backend
         self.port = port
         self.address = address
         # multi-drop: unit -> how frames reach that meter (one meter: ``_one``, by address)
-        self._units = {u: _Unit(b, port) for u, b in backends.items()} if backends else None
-        self._one = _Unit(backend, port) if backend is not None else None
+        per_unit = faults if isinstance(faults, Mapping) else {}
+        self._units = {u: _Unit(b, port, per_unit.get(u)) for u, b in backends.items()} \
+            if backends else None
+        one = faults if isinstance(faults, ProtocolFaults) else None
+        self._one = _Unit(backend, port, one) if backend is not None else None
+        self.faults_applied: Counter[str] = Counter()  # frames each kind of fault hit
         self.baud = baud
         self.data_format = data_format
         timing = RtuTiming.for_line(baud, data_format)
@@ -230,27 +241,75 @@ class RtuServer:
         for unit, pdu in frames:
             self.requests += 1
             if self._units is None:
-                one = self._one
-                assert one is not None
-                rsp = serve_rtu_frame(one.unicast, self.address, unit, pdu, one.broadcast)
+                target = self._one
+                assert target is not None
+                address = self.address
             else:
-                rsp = self._serve_multidrop(unit, pdu)
-            if isinstance(rsp, Deferred) and self._loop is not None:
-                head = bytes((unit,))
-                rsp.send_when_durable(self._loop, lambda pdu, h=head: self._reply(with_crc(h + pdu)))
-            elif isinstance(rsp, bytes) and not self._reply(rsp):
+                target = self._units.get(unit)
+                address = unit
+            if target is None or unit != address:  # another meter's, or a broadcast
+                if unit == BROADCAST:
+                    self._broadcast(pdu)
+                continue
+            faults = target.faults
+            if faults is not None and faults.current:
+                rsp = self._faulty(unit, pdu, target, faults)
+            else:
+                rsp = serve_rtu_frame(target.unicast, unit, unit, pdu)
+            if not self._send(unit, rsp, faults):
                 return
 
-    def _serve_multidrop(self, unit: int, pdu: bytes) -> bytes | Deferred | None:
-        """What the line answers: the meter of that unit id, or (broadcast) nobody."""
-        assert self._units is not None
-        target = self._units.get(unit)
-        if target is not None:
-            return serve_rtu_frame(target.unicast, unit, unit, pdu)
-        if unit == BROADCAST and pdu and pdu[0] in WRITE_FUNCTIONS:
-            for each in self._units.values():
+    def _broadcast(self, pdu: bytes) -> None:
+        """Unit 0: a write is executed by every meter on the line that is not offline
+        (through its guard, as a broadcast); nobody answers."""
+        if not pdu or pdu[0] not in WRITE_FUNCTIONS:
+            return
+        for each in self._units.values() if self._units is not None else (self._one,):
+            assert each is not None
+            if each.faults is None or "offline" not in each.faults.current:
                 handle_pdu(each.broadcast, pdu)
-        return None
+
+    def _faulty(self, unit: int, pdu: bytes, target: _Unit,
+                faults: ProtocolFaults) -> bytes | Deferred | None:
+        """The reply ADU as the meter's faults decide it (None: silence)."""
+        current, fc = faults.current, pdu[0]
+        if "offline" in current:
+            self.faults_applied["offline"] += 1
+            return None
+        if faults.hit("no_answer"):
+            self.faults_applied["no_answer"] += 1
+            return None
+        if faults.hit("exception"):
+            self.faults_applied["exception"] += 1
+            code = int(current["exception"]["code"])
+            return with_crc(bytes((unit, fc | 0x80, code))) if 0 < fc < 0x80 else None
+        if "stale" in current and fc not in WRITE_FUNCTIONS:
+            self.faults_applied["stale"] += 1
+            return faults.frozen(pdu, lambda: serve_rtu_frame(target.unicast, unit, unit, pdu))
+        return serve_rtu_frame(target.unicast, unit, unit, pdu)
+
+    def _send(self, unit: int, rsp: bytes | Deferred | None,
+              faults: ProtocolFaults | None) -> bool:
+        """Send a reply, once durable (a write), late or with a broken CRC as the faults
+        say; False if the port failed (it is then closed)."""
+        if rsp is None:
+            return True
+        if isinstance(rsp, Deferred):
+            if self._loop is not None:
+                head = bytes((unit,))
+                rsp.send_when_durable(self._loop, lambda pdu: self._send(
+                    unit, with_crc(head + pdu), faults) and None)
+            return True
+        if faults is not None and faults.current:
+            if faults.hit("bad_crc"):
+                self.faults_applied["bad_crc"] += 1
+                rsp = rsp[:-2] + bytes((rsp[-2] ^ 0xFF, rsp[-1] ^ 0xFF))
+            delay = faults.delay_s()
+            if delay and self._loop is not None:
+                self.faults_applied["latency"] += 1
+                self._loop.call_later(delay, self._reply, rsp)
+                return True
+        return self._reply(rsp)
 
     def _reply(self, rsp: bytes) -> bool:
         """Send one response ADU; False if the port failed (it is then closed)."""

@@ -52,6 +52,10 @@ write reaches the guard with its sender and a listener may serve its own word or
 ``access`` (access.py) admits client networks and limits connections and requests per client
 address; ``ssl_context`` makes the listener a Modbus/TCP Security one.
 
+Protocol faults (protocols/faults.py): ``faults`` (one meter's, or ``{unit: faults}`` for a
+gateway) make the meter answer late, not at all, with an exception, with frozen values,
+another transaction id, or in split or merged segments (tcp_faults.py).
+
 The connection itself (framing, turns, deadlines, flow control) is in tcp_connection.py.
 """
 
@@ -60,10 +64,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.protocols.modbus.access import SourceControl
 from pm4324.protocols.modbus.tcp_connection import Connection, Route
 from pm4324.protocols.modbus.tls import HANDSHAKE_TIMEOUT_S
@@ -121,6 +127,7 @@ class TcpServer:
         port: int = 5020,
         *,
         backends: Mapping[int, RegisterBackend] | None = None,
+        faults: ProtocolFaults | Mapping[int, ProtocolFaults] | None = None,
         max_connections: int = 128,
         idle_timeout_s: float = 60.0,
         frame_deadline_s: float = 5.0,
@@ -140,6 +147,9 @@ class TcpServer:
                 raise ValueError(f"unit ids {bad}: allowed 1..247")
         if not 1 <= unit_id <= 247:
             raise ValueError(f"unit_id {unit_id!r}: allowed 1..247")
+        if isinstance(faults, ProtocolFaults) == (backends is not None) and faults is not None:
+            raise ValueError("faults: one ProtocolFaults for one meter, {unit_id: "
+                             "ProtocolFaults} for a gateway")
         if max_connections < 1 or idle_timeout_s <= 0 or frame_deadline_s <= 0:
             raise ValueError("max_connections must be >= 1, idle_timeout_s and "
                              "frame_deadline_s > 0")
@@ -147,6 +157,8 @@ class TcpServer:
             raise ValueError("requests_per_turn must be >= 1")
         self.backend = backend
         self.backends = dict(backends) if backends is not None else None
+        self.faults = faults  # protocol faults (faults.py): of the meter, or per unit
+        self.faults_applied: Counter[str] = Counter()  # requests each kind of fault hit
         self._unit_id = unit_id
         self.host = host
         self._port = port
@@ -190,13 +202,19 @@ class TcpServer:
 
     def _reroute(self) -> None:
         """Which unit ids lead to which meter; connections look them up again."""
+        faults = self.faults
         if self.backends is not None:
-            self._targets = {u: (b, None) for u, b in self.backends.items()}
+            per_unit = faults if isinstance(faults, Mapping) else {}
+            self._targets = {u: (b, per_unit.get(u)) for u, b in self.backends.items()}
         else:
             assert self.backend is not None
-            self._targets = {u: (self.backend, None) for u in (self._unit_id, *_DEVICE_ITSELF)}
+            one = faults if isinstance(faults, ProtocolFaults) else None
+            self._targets = {u: (self.backend, one) for u in (self._unit_id, *_DEVICE_ITSELF)}
         for conn in self._connections:
             conn.forget_routes()
+
+    def count_fault(self, kind: str) -> None:
+        self.faults_applied[kind] += 1
 
     @property
     def port(self) -> int:

@@ -17,16 +17,18 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, cast
 
 from pm4324.protocols.modbus.pdu import (
-    GATEWAY_TARGET_FAILED,
     SERVER_BUSY,
     WRITE_FUNCTIONS,
     Deferred,
+    durable_answer,
     exception_pdu,
+    gateway_target_failed,
     handle_pdu,
     request_pdu_length,
 )
+from pm4324.protocols.modbus.tcp_faults import FaultyAnswers
 from pm4324.protocols.modbus.tls import client_of
-from pm4324.registers.backend import RegisterBackend, on_disk
+from pm4324.registers.backend import RegisterBackend
 from pm4324.security.roles import Client
 
 if TYPE_CHECKING:
@@ -41,29 +43,13 @@ MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 Route = tuple[RegisterBackend, "ProtocolFaults | None"]
 
 
-def durable_answer(rsp: bytes | Deferred | None) -> bytes | None:
-    """A write waiting for its commit: its answer once durable, exception 04 after
-    ACK_WAIT_S (blocks: only when no write thread runs, i.e. while the server stops)."""
-    if not isinstance(rsp, Deferred):
-        return rsp
-    on_disk(rsp.durable)  # too slow, or the commit failed: answer() says 04
-    return rsp.answer()
-
-
-def unknown_unit(pdu: bytes) -> bytes | None:
-    """The answer to a unit id nobody serves: exception 0x0B, as a gateway whose target
-    does not answer (none to a function code that has no exception answer)."""
-    fc = pdu[0]
-    return None if fc == 0 or fc >= 0x80 else exception_pdu(fc, GATEWAY_TARGET_FAILED)
-
-
-class Connection(asyncio.Protocol):
+class Connection(FaultyAnswers, asyncio.Protocol):
     """One client connection; requests are served from ``data_received`` and, past the
     per-turn budget, from callbacks scheduled on the loop."""
 
     __slots__ = ("_server", "_transport", "peer", "_rest", "_offset", "_last_request", "_served",
                  "_frame_start", "_timer", "_timer_at", "_backlog", "_writing", "_paused",
-                 "_stalled_since", "_client", "_routes", "_host")
+                 "_stalled_since", "_client", "_routes", "_host", "_held", "_held_timer")
 
     def __init__(self, server: TcpServer):
         self._server = server
@@ -77,12 +63,14 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._backlog = False  # a turn is scheduled to serve more of ``_rest``
-        self._writing = False  # a write is running in the write thread
+        self._writing = False  # a write runs in the write thread, or a faulty answer waits
         self._paused = False  # reading paused by us (backlog, write in progress, stalled)
         self._stalled_since: float | None = None  # our send buffer is full since then
         self._client: Client | None = None
         self._routes: dict[int, Route] = {}  # unit id -> this client's view (``route``)
         self._host: str | None = None  # set once admitted by ``server.access``
+        self._held = b""  # answers held back by a ``merge`` fault
+        self._held_timer: asyncio.TimerHandle | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -270,16 +258,17 @@ class Connection(asyncio.Protocol):
                 continue
             route = routes.get(unit) or self.route(unit)
             if route is None:
-                rsp = unknown_unit(pdu)
+                rsp = gateway_target_failed(pdu)
             elif host is not None and not server.access.request(  # type: ignore[union-attr]
                     host, server._loop.time()):
                 fc = pdu[0]
                 rsp = exception_pdu(fc, SERVER_BUSY) if 0 < fc < 0x80 else None
-            elif pdu[0] in WRITE_FUNCTIONS and server._writer is not None:
+            elif (route[1] is not None and route[1].current) or \
+                    (pdu[0] in WRITE_FUNCTIONS and server._writer is not None):
                 self._offset = pos
                 self._frame_start = None
                 self._flush(out)
-                self._start_write(tid, unit, pdu, route[0])
+                self._start(tid, unit, pdu, route)
                 return
             else:
                 rsp = durable_answer(handle_pdu(route[0], pdu))
@@ -299,26 +288,36 @@ class Connection(asyncio.Protocol):
                 self._arm(now + server.frame_deadline_s)
 
     def _flush(self, out: list[bytes]) -> None:
+        if self._held:  # a merge fault held answers back: they go first, in one segment
+            out.insert(0, self._take_held())
         if out and self._transport is not None:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
-    def _start_write(self, tid: int, unit: int, pdu: bytes, backend: RegisterBackend) -> None:
-        """Run one write request in the write thread; this connection waits for it."""
+    def _start(self, tid: int, unit: int, pdu: bytes, route: Route) -> None:
+        """Serve one request this connection waits for: a write (in the write thread), or
+        any request while its meter has a protocol fault."""
         server = self._server
         self._writing = True
         self._pause()
+        backend, faults = route
+        if faults is not None and faults.current:
+            rsp, done = self._faulty(pdu, backend, faults)
+            if done:
+                self._deliver(tid, unit, rsp, faults)
+                return
         future = server._writer.submit(handle_pdu, backend, pdu)  # type: ignore[union-attr]
         loop = server._loop
 
-        def done(f: Future) -> None:
+        def finished(f: Future) -> None:
             try:
-                loop.call_soon_threadsafe(self._write_done, tid, unit, f)
+                loop.call_soon_threadsafe(self._write_done, tid, unit, f, faults)
             except RuntimeError:  # the loop closed while the write ran: nobody to answer
                 pass
 
-        future.add_done_callback(done)
+        future.add_done_callback(finished)
 
-    def _write_done(self, tid: int, unit: int, future: Future) -> None:
+    def _write_done(self, tid: int, unit: int, future: Future,
+                    faults: ProtocolFaults | None) -> None:
         try:
             rsp = future.result()
         except Exception:  # handle_pdu answers 04 itself; this is the thread pool failing
@@ -328,18 +327,24 @@ class Connection(asyncio.Protocol):
             # applied; its commit runs: wait for it here (≤ ACK_WAIT_S), not in the write
             # thread, so other clients' writes meanwhile share the next commit. This
             # connection stays paused: its answers stay in order.
-            rsp.send_when_durable(self._server._loop, lambda a: self._answer(tid, unit, a))
+            rsp.send_when_durable(self._server._loop,
+                                  lambda a: self._deliver(tid, unit, a, faults))
             return
-        self._answer(tid, unit, rsp)
+        self._deliver(tid, unit, rsp, faults)
 
-    def _answer(self, tid: int, unit: int, rsp: bytes | None) -> None:
-        """Send a write's answer and go on serving this connection."""
+    @staticmethod
+    def _frame(tid: int, unit: int, rsp: bytes) -> bytes:
+        return MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp
+
+    def _finish(self, frame: bytes | None) -> None:
+        """Send the awaited answer (None: none) and go on serving this connection."""
         self._writing = False
         self._last_request = self._server._loop.time()
-        if rsp is not None and self._transport is not None:
-            self._transport.write(MBAP.pack(tid, 0, len(rsp) + 1, unit) + rsp)
-        if self._transport is not None:
-            self._serve()
+        if self._transport is None:
+            return
+        if frame is not None:
+            self._flush([frame])
+        self._serve()
 
 
 _unpack = MBAP.unpack_from

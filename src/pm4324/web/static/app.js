@@ -53,7 +53,8 @@ function showLive(d) {
 
 /* -- Building ---------------------------------------------------------------------------------- */
 async function buildingPage(d) {
-  if (!state.today || state.ticks % 5 === 1) state.today = await api(onDevice("/api/history/today"));
+  if (!state.today) state.today = (await state.todayFirst) || (await api(onDevice("/api/history/today")));
+  else if (state.ticks % 5 === 1) state.today = await api(onDevice("/api/history/today"));
   const today = Object.fromEntries(state.today.rows.map((r) => [r.element, r.energy.wh_import]));
   const u = d.units;
   const meters = d.meters.map((m) => `
@@ -79,7 +80,8 @@ async function buildingPage(d) {
     </div>`).join("");
   const active = d.alarms.filter((a) => a.active || a.unacked);
   const alarms = active.length ? active.map((a) => `<li class="bad">Alarm ${a.alarm}: ${esc(a.rule)}</li>`).join("") : "<li class='ok'>no active alarm</li>";
-  $("#content").innerHTML = `
+  if (!$("#building")) $("#content").insertAdjacentHTML("beforeend", "<div id='building' class='stack'></div>");
+  $("#building").innerHTML = `
     <section><h2>Meters</h2><div class="grid">${meters}</div></section>
     <section class="grid">
       <div class="card"><h2>Relays</h2>${relays}</div>
@@ -327,10 +329,26 @@ async function settingsPage() {
   });
 }
 
+/* -- Wiring check (every 5 s: GET /api/wiring) ------------------------------------------------ */
+async function wiringPage() {
+  if (state.wiring && state.ticks % 5 !== 1) return;
+  const w = state.wiring = await api(onDevice("/api/wiring"));
+  const good = new Set(["ok", "unused"]);
+  const mains = w.mains.map((m) => `<li class="${m.status === "ok" ? "ok" : "bad"}">${esc(m.text)}</li>`).join("");
+  const rows = w.cts.filter((c) => c.status !== "unused").map((c) => `<tr data-ct="${c.ct}" data-status="${c.status}">
+    <td>${c.ct}</td><td class="text ${good.has(c.status) || c.status === "open" ? "ok" : "bad"}">${esc(c.status.replace(/_/g, " "))}</td>
+    <td class="text">${esc(c.text)}</td><td class="text"><code>${c.fix.map(esc).join("<br>")}</code></td></tr>`).join("");
+  $("#content").innerHTML = `<section class="card"><h2>Wiring check</h2>
+    <p class="muted">${w.problems ? `${w.problems} wiring problem(s)` : "No wiring problem found"} in the newest second; expected PF range per CT in the settings ([cts.N], default 0.7 lagging … 0.95 leading).</p>
+    <ul id="wiring-mains">${mains}</ul></section>
+    <section class="card scroll"><table id="wiring"><thead><tr><th>CT</th><th class="text">verdict</th><th class="text">why</th><th class="text">settings fix</th></tr></thead><tbody>${rows}</tbody></table></section>`;
+}
+
 /* -- the stream -------------------------------------------------------------------------------- */
 const device = new URLSearchParams(location.search).get("device");
 const onDevice = (path) => (device ? `${path}${path.includes("?") ? "&" : "?"}device=${encodeURIComponent(device)}` : path);
-const PAGES = { building: buildingPage, meter: meterPage, trends: trendsPage, events: eventsPage, settings: settingsPage };
+const PAGES = { building: buildingPage, meter: meterPage, trends: trendsPage, events: eventsPage, settings: settingsPage,
+  wiring: wiringPage };
 const params = new URLSearchParams(location.search);
 state.meter = Math.min(8, Math.max(1, +(params.get("m") || 1)));
 state.ct = 3 * state.meter - 2;
@@ -340,11 +358,18 @@ async function show(d) {
   state.live = d; state.ticks += 1; showLive(d);
   if (drawing && page !== "trends") return;
   drawing = true;
-  try { await PAGES[page](d); if (page === "building") await fleetCard(); } catch (err) { say(err.message, true); } finally { drawing = false; }
+  try { await PAGES[page](d); } catch (err) { say(err.message, true); } finally { drawing = false; }
 }
 function connect() {
-  if (device) { // another meter of a hub: the stream carries the first one, so ask each second
-    const poll = async () => { try { await show(await api(onDevice("/api/snapshot"))); } catch (err) { say(err.message, true); } };
+  if (device) { // another meter of a hub: the stream carries the first one, so ask for its newest second
+    const poll = async () => {
+      try {
+        const me = (await api("/api/fleet")).find((m) => m.key === device);
+        if (!me) { say(`no meter ${device} here`, true); return; }
+        if (me.seq == null) { $("#live").textContent = `${device}: no second yet (${me.online ? "online" : "offline"})`; return; }
+        if (state.live?.seq !== me.seq) await show(await api(onDevice("/api/snapshot")));
+      } catch (err) { say(err.message, true); }
+    };
     poll(); setInterval(poll, 1000);
     return;
   }
@@ -353,19 +378,35 @@ function connect() {
   source.onerror = () => { $("#live").textContent = "reconnecting…"; };
 }
 
-/* A hub's meters: online or not, last seen (shown when the server has more than one). */
+/* A hub's meters: online or not, last seen, gaps of the last 7 days (when the server shows
+   more than one meter); drawn with or without a live second, refreshed every 5 s. */
 async function fleetCard() {
-  if (state.ticks % 5 !== 1 && state.fleet) { drawFleet(); return; }
-  state.fleet = await api("/api/fleet");
-  drawFleet();
-}
-function drawFleet() {
-  if (!state.fleet || state.fleet.length < 2 || $("#fleet")) return;
-  const rows = state.fleet.map((m) => `<tr data-device="${esc(m.key)}"><td class="text"><a href="/?device=${encodeURIComponent(m.key)}">${esc(m.key)}</a></td>
+  const fleet = await api("/api/fleet");
+  if (fleet.length < 2) return false; // one meter (`run`): no list, and no more asking
+  const gaps = await api("/api/history/gap-summary?days=7");
+  const g = Object.fromEntries(gaps.map((x) => [x.device, x]));
+  const minutes = (s) => (s >= 3600 ? `${(s / 3600).toFixed(1)} h` : `${Math.round(s / 60)} min`);
+  const rows = fleet.map((m) => {
+    const x = g[m.key] || { gaps: 0, missing_s: 0, backfilled: 0 };
+    const text = x.gaps ? `${x.gaps} · ${minutes(x.missing_s)} missing` : "none";
+    return `<tr data-device="${esc(m.key)}"><td class="text"><a href="/?device=${encodeURIComponent(m.key)}">${esc(m.key)}</a></td>
     <td class="text ${m.online ? "ok" : "bad"}">${m.online ? "online" : "offline"}</td>
-    <td class="text">${m.last_seen ? new Date(m.last_seen * 1000).toLocaleTimeString() : "never"}</td><td class="text">${esc(m.model || "")}</td></tr>`).join("");
-  $("#content").insertAdjacentHTML("afterbegin", `<section class="card scroll" id="fleet"><h2>Meters of this hub</h2>
-    <table><thead><tr><th class="text">meter</th><th class="text">state</th><th class="text">last seen</th><th class="text">model</th></tr></thead><tbody>${rows}</tbody></table></section>`);
+    <td class="text">${m.last_seen ? new Date(m.last_seen * 1000).toLocaleTimeString() : "never"}</td>
+    <td class="text ${x.gaps ? "bad" : ""}" data-gaps="${x.gaps}" data-missing="${x.missing_s}">${text}${x.backfilled ? ` <span class="muted">(${x.backfilled} backfilled)</span>` : ""}</td>
+    <td class="text">${esc(m.model || "")}</td></tr>`;
+  }).join("");
+  if (!$("#fleet")) $("#content").insertAdjacentHTML("afterbegin", `<section class="card scroll" id="fleet"><h2>Meters of this hub</h2>
+    <table><thead><tr><th class="text">meter</th><th class="text">state</th><th class="text">last seen</th><th class="text">gaps (7 days)</th><th class="text">model</th></tr></thead><tbody></tbody></table></section>`);
+  $("#fleet tbody").innerHTML = rows;
+  return true;
+}
+if (page === "building") {
+  state.todayFirst = api(onDevice("/api/history/today")).catch(() => null); // while the stream connects
+  const refresh = async () => {
+    try { if (!(await fleetCard())) clearInterval(timer); } catch (err) { say(err.message, true); }
+  };
+  const timer = setInterval(refresh, 5000);
+  refresh();
 }
 if (page === "trends") trendsInit().catch((err) => say(err.message, true));
 connect();
