@@ -164,8 +164,9 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     if book is not None:
         apply_device_faults(meter, book)
     fault_log = FaultLog(args.fault_log) if getattr(args, "fault_log", None) else None
-    switch = FaultSwitch(book, store.restored.meter_id, lambda t: meter.start_time + t, fault_log)
     protocol_faults = _protocol_faults(store.restored.meter_id, fault_log)
+    switch = FaultSwitch(book, store.restored.meter_id, lambda t: meter.start_time + t, fault_log,
+                         protocol_faults)
     if history is not None:
         meter.add_listener(history.add_snapshot)
     stop = asyncio.Event()

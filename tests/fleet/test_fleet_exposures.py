@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import struct
 import subprocess
 import uuid
@@ -64,24 +63,6 @@ async def test_mbpoll_polls_every_unit_through_the_gateway(tmp_path, mbpoll):
         fleet.close()
 
 
-@pytest.fixture
-async def pty_pair(socat, tmp_path: Path):
-    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
-    proc = subprocess.Popen([socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LIMIT
-        while not (a.exists() and b.exists()):  # bounded poll for socat's links
-            if proc.poll() is not None or loop.time() > deadline:
-                pytest.fail(f"socat did not create {a} and {b} (rc {proc.poll()})")
-            await asyncio.sleep(0.01)
-        yield str(a), str(b)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=LIMIT)
-
-
 async def test_rtu_line_mbpoll_and_pymodbus(tmp_path, mbpoll, pty_pair):
     server_port, client_port = pty_pair
     fleet = open_fleet(small_fleet(tmp_path, rtu={"device": server_port}, modbus={"mode": "off"}))
@@ -128,7 +109,7 @@ async def test_canopen_two_node_ids_on_one_bus(tmp_path):
     network.NOTIFIER_CYCLE = 0.1
     try:
         await start_canopen(config, fleet.members, Backends(fleet.members), servers,
-                            fleet.store.meter_ids)
+                            fleet.store.meter_ids, fleet.faults.protocol)
         await asyncio.to_thread(run_seconds, fleet, 2)
         network.connect(interface="virtual", channel=channel)
         eds = str(Path(__file__).resolve().parents[2] / "docs" / "pm4324a-cps.eds")
@@ -147,6 +128,16 @@ async def test_canopen_two_node_ids_on_one_bus(tmp_path):
             assert [v, i] == pytest.approx(_truth(fleet, node_id - 1, 2)[:2], rel=1e-6)
             serials.add(await asyncio.to_thread(read, 0x1018, 4))
         assert len(serials) == 2  # each member its own identity
+        # heartbeat loss on node 1 only: node 3 keeps beating (50 ms producer times)
+        fleet.faults.protocol[0].set("heartbeat_loss")
+        nodes = {n: network[n] for n in (1, 3)}
+        for node in nodes.values():
+            await asyncio.to_thread(node.sdo.download, 0x1017, 0, (50).to_bytes(2, "little"))
+        assert await asyncio.to_thread(nodes[3].nmt.wait_for_heartbeat, 2.0)
+        with pytest.raises(canopen.nmt.NmtError):
+            await asyncio.to_thread(nodes[1].nmt.wait_for_heartbeat, 0.5)
+        fleet.faults.protocol[0].clear()
+        assert await asyncio.to_thread(nodes[1].nmt.wait_for_heartbeat, 2.0)
     finally:
         network.disconnect()
         for s in servers:

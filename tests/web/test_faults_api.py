@@ -16,6 +16,7 @@ from pm4324.config.settings import load_settings
 from pm4324.device.meter import Meter
 from pm4324.faults.log import FaultLog
 from pm4324.faults.switch import FaultSwitch
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog
@@ -44,8 +45,11 @@ def live(tmp_path_factory):
     async def start() -> LiveMeter:
         source = SimulatorSource(scenario, settings)
         meter = Meter(settings, source, start_time=1_800_000_000.0)
-        switch = FaultSwitch(source.faults, "meter-7", lambda t: meter.start_time + t, log)
-        modbus = TcpServer(MapBackend(meter), unit_id=1, host="127.0.0.1", port=0)
+        protocol = ProtocolFaults("meter-7")
+        switch = FaultSwitch(source.faults, "meter-7", lambda t: meter.start_time + t, log,
+                             protocol)
+        modbus = TcpServer(MapBackend(meter), unit_id=1, host="127.0.0.1", port=0,
+                           faults=protocol)
         await modbus.start()
         web = WebServer(meter, "127.0.0.1", 0, guard=Guard(settings.security, AuditLog()),
                         faults=switch)
@@ -178,3 +182,32 @@ def test_api_wiring_and_the_wiring_page(live, browser):
         finally:
             page.close()
         http.delete(f"/api/faults/{fault['id']}", headers=_auth(ENGINEER))
+
+
+def test_protocol_faults_through_the_same_switch(live, capsys):
+    from pymodbus.client import ModbusTcpClient
+
+    client = ModbusTcpClient("127.0.0.1", port=live.modbus.port, timeout=5, retries=0)
+    assert client.connect()
+    try:
+        with live.http() as http:
+            assert "latency" in http.get("/api/fault-kinds").json()
+            bad = http.post("/api/faults", json={"kind": "exception", "target": "ct1"},
+                            headers=_auth(ENGINEER))
+            assert bad.status_code == 422 and "its target is protocol" in bad.json()["reason"]
+        assert main(["fault", "--http", live.url, "--token", ENGINEER, "set", "exception",
+                     "protocol", "code=6"]) == 0
+        assert "exception" in capsys.readouterr().out
+        rr = client.read_input_registers(0x1000, count=2, device_id=1)
+        assert rr.isError() and rr.exception_code == 6
+        with live.http() as http:
+            listed = [f for f in http.get("/api/faults").json() if f["target"] == "protocol"]
+            assert [(f["id"], f["parameters"]["code"], f["state"]) for f in listed] == \
+                [("exception", 6, "active")]
+        assert main(["fault", "--http", live.url, "--token", ENGINEER, "clear", "exception"]) == 0
+        assert "exception" in capsys.readouterr().out
+        assert not client.read_input_registers(0x1000, count=2, device_id=1).isError()
+        assert main(["fault", "--http", live.url, "--token", ENGINEER, "clear", "latency"]) == 2
+        assert "404" in capsys.readouterr().err
+    finally:
+        client.close()

@@ -70,7 +70,9 @@ def _remote(args: argparse.Namespace) -> list[Snapshot]:
     from pm4324.client.snapshot import snapshot_from_dict
 
     client, where = _client(args)
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # one line of ours instead
+    pymodbus_log = logging.getLogger("pymodbus")
+    level = pymodbus_log.level
+    pymodbus_log.setLevel(logging.CRITICAL)  # one line of ours instead, while we read
     snaps: list[Snapshot] = []
     try:
         if not client.connect():
@@ -87,6 +89,7 @@ def _remote(args: argparse.Namespace) -> list[Snapshot]:
         raise _Failed(str(exc)) from None
     finally:
         client.close()
+        pymodbus_log.setLevel(level)
     return snaps
 
 

@@ -5,7 +5,8 @@
     pm4324 fault set reversed_ct ct5 [--for 60]
     pm4324 fault set wrong_phase ct8 phase=c
     pm4324 fault set harmonic_rich ct4 'harmonics={"3": 0.3, "5": 0.2}'
-    pm4324 fault clear [ID]
+    pm4324 fault set latency protocol ms=200 jitter_ms=50 --for 30
+    pm4324 fault clear [ID | PROTOCOL-KIND]
 
 The meter runs with `pm4324 run --http`; setting and clearing need a token whose role has
 the ``settings`` right (``--token`` or the environment variable PM4324_TOKEN), and are
@@ -35,14 +36,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sub.add_parser("kinds", help="the kinds of fault, their targets and parameters")
     s = sub.add_parser("set", help="start a fault at the meter's next sample")
     s.add_argument("kind")
-    s.add_argument("target", help="ctN, mainM, mainM.a|b|c, meterN or all")
+    s.add_argument("target", help="ctN, mainM, mainM.a|b|c, meterN, all; protocol for a "
+                   "protocol fault")
     s.add_argument("params", nargs="*", metavar="KEY=VALUE",
                    help="parameters; a value is JSON where it parses (50, [\"a\",\"c\",\"b\"]),"
                    " else text")
     s.add_argument("--for", dest="duration_s", type=float, metavar="SECONDS",
                    help="end it after this long (default: until cleared)")
-    c = sub.add_parser("clear", help="end one fault (by id) or every fault")
-    c.add_argument("id", nargs="?", type=int)
+    c = sub.add_parser("clear", help="end one fault (its id; a protocol fault: its kind) or all")
+    c.add_argument("id", nargs="?")
     p.set_defaults(func=run)
     return p
 
@@ -91,9 +93,13 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
 
 def _line(f: dict[str, Any]) -> str:
     params = " ".join(f"{k}={json.dumps(v)}" for k, v in f["parameters"].items())
-    end = f"{f['end_s']:g} s" if f["end_s"] is not None else "until cleared"
+    if f["start_s"] is None:  # a protocol fault: wall-clock times
+        when = f"{f['start']} .. {f['end'] or 'until cleared'}"
+    else:
+        when = f"{f['start_s']:g} s .. " + (f"{f['end_s']:g} s" if f["end_s"] is not None
+                                           else "until cleared")
     return (f"{f['id']:>3} {f['state']:<7} {f['kind']:<20} {f['target']:<8} "
-            f"{f['start_s']:g} s .. {end} ({f['origin']}) {params}").rstrip()
+            f"{when} ({f['origin']}) {params}").rstrip()
 
 
 def run(args: argparse.Namespace) -> int:

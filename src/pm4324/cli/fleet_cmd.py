@@ -80,9 +80,10 @@ async def _serve(config, store, args: argparse.Namespace) -> int:
     servers: list = []
     extras: list = []
     try:
-        await start_tcp(config, backends, servers)
-        await start_rtu(config, backends, servers)
-        await start_canopen(config, fleet.members, backends, servers, store.meter_ids)
+        wire = fleet.faults.protocol
+        await start_tcp(config, backends, servers, wire)
+        await start_rtu(config, backends, servers, wire)
+        await start_canopen(config, fleet.members, backends, servers, store.meter_ids, wire)
         extras = await _start_web_mqtt(config, fleet, servers)
     except ExposeError as exc:
         for server in servers:

@@ -79,7 +79,8 @@ class TruthFleet:
                                   [m.scenario for m in config.members],
                                   lambda: float(self.published_k + 1),
                                   lambda t: self.start_time + t, self.registers,
-                                  FaultLog(config.fault_log) if config.fault_log else None)
+                                  FaultLog(config.fault_log) if config.fault_log else None,
+                                  config.protocol_faults)
 
     # -- what members ask --------------------------------------------------------------------
 

@@ -84,6 +84,8 @@ class FleetConfig:
     workers: int = 2  # physics level: worker processes
     store: str = "var/fleet"  # state files: <store>.ring and beside it the identity
     fault_log: str = ""  # JSON lines of every fault's start and end; "" = none
+    # scheduled protocol faults: (member keys, kind, parameters, start_s, end_s)
+    protocol_faults: tuple[tuple[tuple[str, ...], str, dict, float, float], ...] = ()
     tcp: TcpExposure = TcpExposure()
     rtu: RtuExposure = RtuExposure()
     canopen: CanopenExposure = CanopenExposure()
@@ -307,7 +309,7 @@ def parse_fleet(data: dict, source: str = "<fleet>", base: Path | None = None) -
     rate = _num(source, f, "sample_rate_hz", 3200.0, 1000.0, 12800.0, "fleet.")
     store_path = Path(store).expanduser()
     store_path = store_path if store_path.is_absolute() else base / store_path
-    members = _with_faults(source, data.get("faults", []), members)
+    members, protocol_faults = _with_faults(source, data.get("faults", []), members)
     log = f.get("fault_log", str(store_path) + ".faults.jsonl")
     if not isinstance(log, str):
         raise _err(source, "fleet.fault_log", log, 'must be a file name, or "" for none')
@@ -321,17 +323,24 @@ def parse_fleet(data: dict, source: str = "<fleet>", base: Path | None = None) -
         fault_log=str(log_path if log_path is None or log_path.is_absolute()
                       else base / log_path) if log_path else "",
         tcp=tcp, rtu=_rtu(source, data), canopen=_canopen(source, data), http=listen,
-        mqtt=mqtt, source=source, base=str(base), groups=tuple(groups))
+        mqtt=mqtt, source=source, base=str(base), groups=tuple(groups),
+        protocol_faults=tuple(protocol_faults))
 
 
-def _with_faults(src: str, raw: Any, members: list[MemberConfig]) -> list[MemberConfig]:
-    """``[[faults]]``: each for the members it names (``meter`` or ``meters``), added to
-    their scenario's scheduled faults (kind, target, start_s, end_s and the parameters)."""
+def _with_faults(src: str, raw: Any, members: list[MemberConfig]
+                 ) -> tuple[list[MemberConfig], list]:
+    """``[[faults]]``: each for the members it names (``meter`` or ``meters``). A measurement
+    or device fault is added to their scenario's scheduled faults (kind, target, start_s,
+    end_s and the parameters); a protocol fault (protocols/faults.py: latency, no_answer,
+    exception, ...) is returned as (keys, kind, parameters, start_s, end_s)."""
+    from pm4324.protocols.faults import KINDS as WIRE
+    from pm4324.protocols.faults import parse_params
     from pm4324.sources.faults import INF, FaultError, make_fault
 
     if not isinstance(raw, list):
         raise _err(src, "faults", raw, "must be [[faults]] tables")
     extra: dict[str, list] = {}
+    wire: list = []
     keys = {m.key for m in members}
     for j, t in enumerate(raw):
         p = f"faults.{j + 1}."
@@ -343,6 +352,17 @@ def _with_faults(src: str, raw: Any, members: list[MemberConfig]) -> list[Member
                        'meter = "KEY" or meters = ["KEY", ...]')
         params = {k: v for k, v in t.items()
                   if k not in ("meter", "meters", "kind", "target", "start_s", "end_s")}
+        if t.get("kind") in WIRE:
+            start, end = t.get("start_s", 0.0), t.get("end_s", INF)
+            try:
+                values = parse_params(t["kind"], [f"{k}={v}" for k, v in params.items()])
+            except ValueError as exc:
+                raise _err(src, f"faults.{j + 1}", t["kind"], str(exc)) from None
+            if not (isinstance(start, int | float) and isinstance(end, int | float)
+                    and 0 <= start < end):
+                raise _err(src, p + "start_s", start, "need 0 <= start_s < end_s")
+            wire.append((tuple(names), t["kind"], values, float(start), float(end)))
+            continue
         try:
             fault = make_fault(t.get("kind"), t.get("target"), params, t.get("start_s", 0.0),
                                t.get("end_s", INF))
@@ -351,7 +371,7 @@ def _with_faults(src: str, raw: Any, members: list[MemberConfig]) -> list[Member
         for n in names:
             extra.setdefault(n, []).append(fault)
     if not extra:
-        return members
+        return members, wire
     out = []
     for m in members:
         more = extra.get(m.key)
@@ -360,7 +380,7 @@ def _with_faults(src: str, raw: Any, members: list[MemberConfig]) -> list[Member
             faults = m.scenario.faults + tuple(replace(f, id=first + k) for k, f in enumerate(more))
             m = replace(m, scenario=replace(m.scenario, faults=faults))
         out.append(m)
-    return out
+    return out, wire
 
 
 def load_fleet(path: str | Path) -> FleetConfig:

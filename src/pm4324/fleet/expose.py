@@ -16,6 +16,7 @@ from typing import Any
 
 from pm4324.fleet.config import GATEWAY_UNITS, FleetConfig
 from pm4324.fleet.member import FleetMember, MemberBackend
+from pm4324.protocols.faults import ProtocolFaults
 from pm4324.registers.table import load_map
 from pm4324.security.guard import Guard
 
@@ -95,8 +96,10 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def start_tcp(config: FleetConfig, backends: Backends, servers: list) -> None:
-    """One port per member, or (gateway) one port per 247 members behind unit ids 1..247."""
+async def start_tcp(config: FleetConfig, backends: Backends, servers: list,
+                    faults: list[ProtocolFaults] | None = None) -> None:
+    """One port per member, or (gateway) one port per 247 members behind unit ids 1..247;
+    ``faults``: each member's protocol faults (by place in the fleet)."""
     from pm4324.protocols.modbus.tcp import TcpServer
 
     t = config.tcp
@@ -107,13 +110,17 @@ async def start_tcp(config: FleetConfig, backends: Backends, servers: list) -> N
         for first in range(0, n, GATEWAY_UNITS):
             units = {u + 1: backends.lazy[first + u] for u in range(min(GATEWAY_UNITS, n - first))}
             port = config.tcp_place(first)[0] if t.port else 0
-            await _start(TcpServer(None, backends=units, host=t.host, port=port), servers, t.host, port)
+            wire = {u: faults[first + u - 1] for u in units} if faults else None
+            await _start(TcpServer(None, backends=units, host=t.host, port=port, faults=wire),
+                         servers, t.host, port)
         _say(f"Modbus TCP gateway: {n} meters behind unit ids 1..{min(n, GATEWAY_UNITS)} on "
              f"{t.host}:{t.port}..{config.tcp_place(n - 1)[0]}")
         return
     for j, lazy in enumerate(backends.lazy):
         port = config.tcp_place(j)[0] if t.port else 0  # 0: free ports (tests)
-        await _start(TcpServer(lazy, unit_id=1, host=t.host, port=port), servers, t.host, port)
+        wire = faults[j] if faults else None
+        await _start(TcpServer(lazy, unit_id=1, host=t.host, port=port, faults=wire), servers,
+                     t.host, port)
     _say(f"Modbus TCP: {n} meters on {t.host}:{servers[-n].port}..{servers[-1].port} (unit 1, "
          "one port each)")
 
@@ -126,7 +133,8 @@ async def _start(server: Any, servers: list, host: str, port: int) -> None:
     servers.append(server)
 
 
-async def start_rtu(config: FleetConfig, backends: Backends, servers: list) -> None:
+async def start_rtu(config: FleetConfig, backends: Backends, servers: list,
+                    faults: list[ProtocolFaults] | None = None) -> None:
     """The first 247 members on one RS-485 line, unit id = place in the fleet (1..247)."""
     from pm4324.protocols.modbus.rtu import RtuServer
 
@@ -135,7 +143,8 @@ async def start_rtu(config: FleetConfig, backends: Backends, servers: list) -> N
         return
     n = min(len(backends.lazy), GATEWAY_UNITS)
     units = {u + 1: backends.lazy[u] for u in range(n)}
-    server = RtuServer(None, r.device, backends=units, baud=r.baud, data_format=r.data_format)
+    server = RtuServer(None, r.device, backends=units, baud=r.baud, data_format=r.data_format,
+                       faults={u: faults[u - 1] for u in units} if faults else None)
     try:
         await server.start()
     except Exception as exc:  # pyserial wraps the OSError
@@ -146,7 +155,8 @@ async def start_rtu(config: FleetConfig, backends: Backends, servers: list) -> N
 
 
 async def start_canopen(config: FleetConfig, members: list[FleetMember], backends: Backends,
-                        servers: list, meter_ids: list[str]) -> None:
+                        servers: list, meter_ids: list[str],
+                        faults: list[ProtocolFaults] | None = None) -> None:
     """The first 127 members as CANopen nodes 1..127 on one bus; each serial number
     (0x1018:4) is the first 32 bits of the member's meter id, as a single meter's."""
     from pm4324.protocols.canopen import CanopenBusError, CanopenServer
@@ -161,7 +171,8 @@ async def start_canopen(config: FleetConfig, members: list[FleetMember], backend
         s = replace(s, canopen=replace(s.canopen, node_id=j + 1, interface=co.interface,
                                        channel=co.channel, bitrate=co.bitrate))
         serial = int(meter_ids[j].replace("-", "")[:8], 16)
-        node = CanopenServer(m, s, backend=backends.lazy[j].backend, serial_number=serial)
+        node = CanopenServer(m, s, backend=backends.lazy[j].backend, serial_number=serial,
+                             faults=faults[j] if faults else None)
         try:
             await node.start()
         except CanopenBusError as exc:

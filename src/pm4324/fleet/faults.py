@@ -21,6 +21,7 @@ from pm4324.config.settings import N_CTS
 from pm4324.device.energy import MICRO
 from pm4324.faults.log import FaultLog
 from pm4324.fleet.store import FleetRegisters
+from pm4324.protocols.faults import FaultChange, ProtocolFaults
 from pm4324.sources.faults import Fault, FaultBook, plain_params
 from pm4324.sources.simulator import Scenario
 
@@ -28,11 +29,12 @@ ROLLOVER_KWH = 2**32 / 100  # the uint32 energy registers count 0.01 kWh
 
 
 class FleetFaults:
-    """The fault books of every member, the log, and the device faults."""
+    """The fault books of every member, their protocol faults, the log, the device faults."""
 
     def __init__(self, keys: list[str], scenarios: list[Scenario], now: Callable[[], float],
                  clock_at: Callable[[float], float], registers: FleetRegisters,
-                 log: FaultLog | None = None):
+                 log: FaultLog | None = None,
+                 scheduled: tuple[tuple[tuple[str, ...], str, dict, float, float], ...] = ()):
         self.keys, self.scenarios = keys, scenarios
         self.index = {k: j for j, k in enumerate(keys)}
         self.books = [FaultBook(s.faults, now) for s in scenarios]
@@ -42,6 +44,16 @@ class FleetFaults:
         self.lock: threading.RLock = threading.RLock()  # the physics level shares its own
         for j, book in enumerate(self.books):
             book.add_listener(lambda event, f, t, j=j: self._heard(j, event, f, t))
+        # what the members' protocol servers do on the wire (protocols/faults.py), given to
+        # every server of the member; starts and ends in the same log (wall-clock times)
+        self.protocol = [ProtocolFaults(k) for k in keys]
+        if log is not None:
+            for pf in self.protocol:
+                pf.add_listener(self._wire)
+        # scheduled protocol faults: (keys, kind, parameters, start_s, end_s), not yet started
+        self._schedule = [(tuple(self.index[k] for k in keys_), kind, params, a, b)
+                          for keys_, kind, params, a, b in scheduled]
+        self._running: list[tuple[tuple[int, ...], str, float]] = []
 
     def member(self, key: str) -> int:
         if key not in self.index:
@@ -81,9 +93,25 @@ class FleetFaults:
         return out
 
     def advance(self, t: float) -> None:
-        """Starts and ends before scenario time t: logged, device faults applied."""
+        """Starts and ends before scenario time t: logged, device faults applied, scheduled
+        protocol faults switched."""
         for j in list(self.with_faults):
             self.books[j].advance(t)
+        for item in [x for x in self._running if x[2] <= t]:
+            self._running.remove(item)
+            for j in item[0]:
+                self.protocol[j].clear(item[1])
+        for item in [x for x in self._schedule if x[3] < t]:
+            self._schedule.remove(item)
+            members, kind, params, _, end = item
+            for j in members:
+                self.protocol[j].set(kind, **params)
+            self._running.append((members, kind, end))
+
+    def _wire(self, c: FaultChange) -> None:
+        assert self.log is not None
+        self.log.write(c.state, c.meter, c.fault, "protocol", c.fault, dict(c.params), "live",
+                       c.started, c.time if c.state == "end" else None)
 
     def _heard(self, j: int, event: str, f: Fault, t: float) -> None:
         if event == "start" and f.kind == "energy_rollover":

@@ -27,18 +27,18 @@ class FaultControl(Protocol):
     def list(self) -> list[dict[str, Any]]: ...
     def set(self, kind: str, target: str, params: Mapping[str, Any] | None,
             duration_s: float | None) -> dict[str, Any]: ...
-    def clear(self, fault_id: int | None = None) -> list[dict[str, Any]]: ...
+    def clear(self, fault_id: int | str | None = None) -> list[dict[str, Any]]: ...
 
 
 class FaultView(BaseModel):
-    id: int
+    id: int | str = Field(description="a number; a protocol fault: its kind")
     kind: str
     target: str
     parameters: dict[str, Any]
     state: str = Field(description="pending, active or ended")
     origin: str = Field(description="scenario (scheduled) or live (set at run time)")
     live: bool
-    start_s: float = Field(description="scenario seconds")
+    start_s: float | None = Field(description="scenario seconds (null: a protocol fault)")
     end_s: float | None = Field(description="scenario seconds; null: until cleared")
     start: str | None = Field(description="on the meter's clock, ISO 8601 UTC")
     end: str | None
@@ -46,7 +46,8 @@ class FaultView(BaseModel):
 
 class FaultWrite(BaseModel):
     kind: str = Field(max_length=40, description="a kind of GET /api/fault-kinds")
-    target: str = Field(max_length=40, description="ctN, mainM, mainM.p, meterN or all")
+    target: str = Field(max_length=40, description="ctN, mainM, mainM.p, meterN, all, or "
+                        "protocol (a protocol fault)")
     parameters: dict[str, Any] = Field(default_factory=dict)
     duration_s: float | None = Field(None, gt=0, le=1e9, description="null: until cleared")
 
@@ -88,13 +89,14 @@ def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRou
         guard.accepted(client, writes)
         return FaultView(**row)
 
-    @api.delete("/faults/{fault_id}", summary="End one fault at the next sample (right: settings)")
-    def clear_one(fault_id: Annotated[int, Path(ge=1, le=2**31)], request: Request,
+    @api.delete("/faults/{fault_id}", summary="End one fault: its id, or a protocol fault's "
+                "kind (right: settings)")
+    def clear_one(fault_id: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,40}$")], request: Request,
                   authorization: Auth = None) -> list[FaultView]:
         writes = [Write(Right.SETTINGS, f"fault {fault_id}", "set", "cleared")]
         client = allow(request, authorization, writes)
         try:
-            rows = need().clear(fault_id)
+            rows = need().clear(int(fault_id) if fault_id.isdigit() else fault_id)
         except KeyError:
             raise HTTPException(404, f"no fault {fault_id}: GET /api/faults lists them") from None
         guard.accepted(client, writes)
