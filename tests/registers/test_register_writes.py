@@ -193,3 +193,15 @@ def test_writes_reach_the_real_meter_and_survive_a_restart(tmp_path):
     assert [m.pt_ratio for m in reloaded.mains] == [1.0, 1.2]
     assert reloaded.modbus.word_order == "high-first"
     assert meter.relays == (True, False)
+
+
+def test_rewriting_the_same_wiring_keeps_per_ct_phases():
+    meters = list(Settings().meters)
+    meters[0] = MeterSettings(circuit_phases=("a", "c", "c"), ct_reverse=(False, True, False))
+    meter = FakeMeter(replace(Settings(), meters=tuple(meters)))
+    b = MapBackend(meter)
+    b.write_registers(0x100A, [0])  # 3P4W-3CT again: the CTs' phases and reverse flags stay
+    assert meter.settings.meters[0].circuit_phases == ("a", "c", "c")
+    assert meter.settings.meters[0].ct_reverse == (False, True, False)
+    b.write_registers(0x100A, [1])  # 3P3W-3CT: its CTs' phases are fixed
+    assert meter.settings.meters[0].circuit_phases == ("a", "b", "c")

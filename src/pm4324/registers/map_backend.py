@@ -46,9 +46,11 @@ def _with_setting(s: Settings, src: Source, value: float) -> Settings:
         return s.with_meter(src.index, ct_ratio=value)
     if src.group == "meters":
         wiring = Wiring.from_code(int(value))
-        phases = s.meters[src.index - 1].circuit_phases
-        # circuit_phases applies only to 1P2W-1CT; other modes need the default (see settings)
-        phases = phases if wiring is Wiring.W1P2W_1CT else ("a", "b", "c")
+        old = s.meters[src.index - 1]
+        # circuit_phases (and [cts.N] phase) apply to 1P2W-1CT and 3P4W-3CT: kept while the
+        # wiring stays, and into 1P2W-1CT; a change to another mode needs the default
+        same = wiring is old.wiring or wiring is Wiring.W1P2W_1CT
+        phases = old.circuit_phases if same else ("a", "b", "c")
         return s.with_meter(src.index, wiring=wiring, circuit_phases=phases)
     if src.group == "mains":
         return s.with_main(src.index, pt_ratio=value)

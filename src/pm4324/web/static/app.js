@@ -53,7 +53,8 @@ function showLive(d) {
 
 /* -- Building ---------------------------------------------------------------------------------- */
 async function buildingPage(d) {
-  if (!state.today || state.ticks % 5 === 1) state.today = await api(onDevice("/api/history/today"));
+  if (!state.today) state.today = (await state.todayFirst) || (await api(onDevice("/api/history/today")));
+  else if (state.ticks % 5 === 1) state.today = await api(onDevice("/api/history/today"));
   const today = Object.fromEntries(state.today.rows.map((r) => [r.element, r.energy.wh_import]));
   const u = d.units;
   const meters = d.meters.map((m) => `
@@ -380,8 +381,9 @@ function connect() {
 /* A hub's meters: online or not, last seen, gaps of the last 7 days (when the server shows
    more than one meter); drawn with or without a live second, refreshed every 5 s. */
 async function fleetCard() {
-  const [fleet, gaps] = await Promise.all([api("/api/fleet"), api("/api/history/gap-summary?days=7")]);
-  if (fleet.length < 2) return;
+  const fleet = await api("/api/fleet");
+  if (fleet.length < 2) return false; // one meter (`run`): no list, and no more asking
+  const gaps = await api("/api/history/gap-summary?days=7");
   const g = Object.fromEntries(gaps.map((x) => [x.device, x]));
   const minutes = (s) => (s >= 3600 ? `${(s / 3600).toFixed(1)} h` : `${Math.round(s / 60)} min`);
   const rows = fleet.map((m) => {
@@ -396,10 +398,15 @@ async function fleetCard() {
   if (!$("#fleet")) $("#content").insertAdjacentHTML("afterbegin", `<section class="card scroll" id="fleet"><h2>Meters of this hub</h2>
     <table><thead><tr><th class="text">meter</th><th class="text">state</th><th class="text">last seen</th><th class="text">gaps (7 days)</th><th class="text">model</th></tr></thead><tbody></tbody></table></section>`);
   $("#fleet tbody").innerHTML = rows;
+  return true;
 }
 if (page === "building") {
-  const refresh = () => fleetCard().catch((err) => say(err.message, true));
-  refresh(); setInterval(refresh, 5000);
+  state.todayFirst = api(onDevice("/api/history/today")).catch(() => null); // while the stream connects
+  const refresh = async () => {
+    try { if (!(await fleetCard())) clearInterval(timer); } catch (err) { say(err.message, true); }
+  };
+  const timer = setInterval(refresh, 5000);
+  refresh();
 }
 if (page === "trends") trendsInit().catch((err) => say(err.message, true));
 connect();
