@@ -154,6 +154,32 @@ def test_back_to_back_writes_are_not_taken_for_an_operator_edit(operator_file):
     meter.close()
 
 
+def test_writes_during_a_save_are_not_taken_for_an_operator_edit(operator_file, monkeypatch):
+    """The file on disk already shows a save in progress (renamed, not yet recorded) while
+    the same key takes two more values: neither is refused as an operator's edit, and no
+    write is reported as merged into a file edited on disk."""
+    renamed, go_on = threading.Event(), threading.Event()
+    real_write = settings_writeback.write_atomic
+
+    def rename_then_hold(path, text):
+        real_write(path, text)
+        renamed.set()
+        assert go_on.wait(30)
+
+    monkeypatch.setattr(settings_writeback, "write_atomic", rename_then_hold)
+    meter, b = start(operator_file)
+    b.write_registers(CT_RATIO_METER[2], [300])
+    assert renamed.wait(30)  # the file says 300; the writer has not recorded it yet
+    b.write_registers(CT_RATIO_METER[2], [400])
+    b.write_registers(CT_RATIO_METER[2], [60])  # refused before: "the operator's edit"
+    go_on.set()
+    assert meter.wait_settings_saved()
+    assert load_settings(operator_file).meters[1].ct_ratio == 60.0
+    assert not [e for e in meter.events if e.kind == "settings_refused"]
+    assert not [e for e in meter.events if "edited on disk" in e.text]
+    meter.close()
+
+
 def test_a_deleted_file_is_written_anew_whole(operator_file):
     meter, b = start(operator_file)
     operator_file.unlink()

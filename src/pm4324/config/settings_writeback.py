@@ -45,9 +45,28 @@ class SettingsConflict(SettingsError):
     """The operator edited the same key on disk, or the file on disk is not valid now."""
 
 
+_flat_cache: list[tuple[Settings, dict[Path_, Any]]] = []  # the last few, by identity
+_flat_lock = threading.Lock()
+
+
+def _flat(s: Settings) -> dict[Path_, Any]:
+    """``flatten(settings_table(s))``, remembered for the last few Settings objects: a
+    write compares old with new twice (event text, file check), and the next write's old
+    is this write's new (Settings are frozen, so one object's keys never change)."""
+    with _flat_lock:
+        for known, flat in _flat_cache:
+            if known is s:
+                return flat
+    flat = flatten(settings_table(s))
+    with _flat_lock:
+        _flat_cache.insert(0, (s, flat))
+        del _flat_cache[4:]
+    return flat
+
+
 def changes_between(old: Settings, new: Settings) -> Changes:
     """The keys whose value differs, with the new value (or REMOVED)."""
-    a, b = flatten(settings_table(old)), flatten(settings_table(new))
+    a, b = _flat(old), _flat(new)
     return {p: b.get(p, REMOVED) for p in a.keys() | b.keys()
             if a.get(p, REMOVED) != b.get(p, REMOVED)}
 
@@ -89,7 +108,9 @@ class SettingsWriter:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, SettingsError):
             self._base = flatten(settings_table(loaded))
         self._pending: Changes = {}  # queued, not yet being saved
-        self._unconfirmed: Changes = {}  # queued or being saved: the file may show them now
+        # being saved now: the file may show these already (renamed into place, not yet
+        # recorded in ``_base``). Queued values may not: the next save writes them.
+        self._saving: Changes = {}
         self._latest = loaded  # a deleted file is written anew, whole, from these
         self._busy = False
         self._closed = False
@@ -118,9 +139,8 @@ class SettingsWriter:
                                        "it; the operator's edit is kept and this write refused")
             edited = sorted(p for p in disk.keys() | self._base.keys() if p not in changes
                             and disk.get(p, REMOVED) not in (self._base.get(p, REMOVED),
-                                                             self._unconfirmed.get(p, REMOVED)))
+                                                             self._saving.get(p, REMOVED)))
             self._pending.update(changes)
-            self._unconfirmed.update(changes)
             self._latest = new
             self._cond.notify_all()
             if self._thread is None:
@@ -166,12 +186,14 @@ class SettingsWriter:
 
     def _clashes(self, changes: Changes, disk: dict[Path_, Any]) -> list[Path_]:
         """Keys the operator changed on disk to something else than ours: the file shows
-        neither what we last read or wrote nor a change of ours that is on its way."""
+        neither what we last read or wrote, nor what the save in progress writes, nor the
+        value asked for now. (Not the latest queued value: while a save runs, the same key
+        may take several values, and the file shows the one being saved.)"""
         if not disk:
             return []
         return sorted(p for p, value in changes.items()
                       if disk.get(p, REMOVED) not in (self._base.get(p, REMOVED),
-                                                       self._unconfirmed.get(p, REMOVED), value))
+                                                       self._saving.get(p, REMOVED), value))
 
     def _run(self) -> None:
         while True:
@@ -180,6 +202,7 @@ class SettingsWriter:
                 if not self._pending:
                     return
                 changes, self._pending = self._pending, {}
+                self._saving = dict(changes)
                 self._busy = True
             news, base = self._save(changes)
             with self._cond:
@@ -187,7 +210,7 @@ class SettingsWriter:
                     self._base = base
                     self._seen = _stamp(self.path)
                     self.saves += 1
-                self._unconfirmed = dict(self._pending)  # what the next save will write
+                self._saving = {}
                 if news:
                     log.warning("%s", news)
                     self._news.append(news)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -112,8 +113,9 @@ def build_image(
     ``status``: the live status word, else the snapshot's).
 
     With a ``previous`` image of the same snapshot, word order, counters and status (after a
-    write), only the settings, relay and alarm points are encoded again: a write costs ~3 times
-    less.
+    write), only the points whose inputs changed are encoded again: the settings section a
+    write changed (``_parts``), the relays, the alarm status. A write costs a fraction of a
+    full build, and a table none of whose points changed is shared, not copied.
     """
     order = order or settings.modbus.word_order
     if status is None:
@@ -121,6 +123,7 @@ def build_image(
     reuse = previous is not None and previous.snapshot is snapshot \
         and previous.order == order and previous.counters == counters \
         and previous.status == status
+    changed = _changed_parts(previous, settings, relays, alarms) if reuse else frozenset()
     areas = {}
     for table in ("coil", "discrete", "input", "holding"):
         points = register_map.table(table)
@@ -130,8 +133,12 @@ def build_image(
         bits = table in ("coil", "discrete")
         if reuse and table in previous.areas:  # type: ignore[union-attr]
             old = previous.areas[table]  # type: ignore[union-attr]
+            by_part = _state_points(register_map, table)
+            points = tuple(p for part in changed for p in by_part.get(part, ()))
+            if not points:
+                areas[table] = old
+                continue
             values, mapped = old.values.copy(), old.mapped
-            points = tuple(p for p in points if p.source.kind in _STATE_KINDS)
         else:
             size = max(p.end for p in points) - base
             values = np.zeros(size, dtype=bool if bits else np.uint16)
@@ -149,6 +156,44 @@ def build_image(
         areas[table] = Area(base, values, mapped)
     return RegisterImage(snapshot, settings, tuple(relays), areas, alarms, order, counters,
                          status)
+
+
+# What a point's value depends on besides the snapshot: the part of the settings its source
+# reads (``_setting``), the relays, or the alarm status.
+_SETTING_PARTS = {"relays": "relays", "alarms": "alarms", "meters": "meters", "mains": "mains",
+                  "model": "model", "ct_input": "ct_input"}  # any other group: modbus
+
+
+def _part(src: Source) -> str | None:
+    if src.kind == "setting":
+        return _SETTING_PARTS.get(src.group, "modbus")
+    return src.kind if src.kind in ("relay", "alarm") else None
+
+
+@cache
+def _state_points(register_map: RegisterMap, table: str) -> dict[str, tuple[Point, ...]]:
+    """The points of ``table`` whose value changes without a new snapshot, by ``_part``."""
+    out: dict[str, list[Point]] = {}
+    for p in register_map.table(table):
+        part = _part(p.source)
+        if part is not None:
+            out.setdefault(part, []).append(p)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _changed_parts(previous: RegisterImage | None, settings: Settings,
+                   relays: tuple[bool, bool], alarms: AlarmStatus) -> frozenset[str]:
+    """The parts whose points must be encoded again (settings sections compared by
+    identity: an unchanged section is the same object after ``dataclasses.replace``)."""
+    assert previous is not None
+    old = previous.settings
+    parts = {part for part in set(_SETTING_PARTS.values()) | {"modbus"}
+             if getattr(old, part) is not getattr(settings, part)}
+    if tuple(previous.relays) != tuple(relays):
+        parts.add("relay")
+    if _alarm_bits(previous.alarms) != _alarm_bits(alarms):
+        parts.add("alarm")
+    return frozenset(parts)
 
 
 _STATE_KINDS = frozenset(("setting", "relay", "alarm"))  # what changes without a new snapshot

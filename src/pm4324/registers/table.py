@@ -238,6 +238,8 @@ class RegisterMap:
         self.origin = origin
         self.points = tuple(sorted(points, key=lambda p: (TABLES.index(p.table), p.address)))
         self._at: dict[str, dict[int, Point]] = {t: {} for t in TABLES}
+        # every image build asks for these: made once
+        self._tables = {t: tuple(p for p in self.points if p.table == t) for t in TABLES}
         self.by_name: dict[str, Point] = {}
         for p in self.points:
             if p.name in self.by_name:
@@ -254,7 +256,7 @@ class RegisterMap:
 
     def table(self, name: str) -> tuple[Point, ...]:
         """The points of one table, by address."""
-        return tuple(p for p in self.points if p.table == name)
+        return self._tables[name]
 
     def at(self, table: str, address: int) -> Point | None:
         """The point covering ``address`` (any of its registers), or None if unmapped."""
