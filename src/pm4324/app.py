@@ -25,7 +25,7 @@ from pm4324.device.meter import Meter
 from pm4324.device.relays import make_driver
 from pm4324.device.store import Store, StoreError, store_location
 from pm4324.faults.log import FaultLog
-from pm4324.faults.switch import FaultSwitch
+from pm4324.faults.switch import FaultSwitch, offline_while_off
 from pm4324.history import HistoryError, HistoryStore, HistoryWriter, names_of
 from pm4324.protocols.faults import ProtocolFaults
 from pm4324.registers.backend import ACK_WAIT_S, AccessError, ExceptionCode, on_disk
@@ -167,6 +167,7 @@ async def run_meter(settings: Settings, args: argparse.Namespace,
     protocol_faults = _protocol_faults(store.restored.meter_id, fault_log)
     switch = FaultSwitch(book, store.restored.meter_id, lambda t: meter.start_time + t, fault_log,
                          protocol_faults)
+    offline_while_off(meter, protocol_faults)
     if history is not None:
         meter.add_listener(history.add_snapshot)
     stop = asyncio.Event()

@@ -13,9 +13,10 @@ from web_helpers import TOKENS, LiveMeter, settings_with_tokens
 
 from pm4324.cli.cli import main
 from pm4324.config.settings import load_settings
+from pm4324.device.faults import apply_device_faults
 from pm4324.device.meter import Meter
 from pm4324.faults.log import FaultLog
-from pm4324.faults.switch import FaultSwitch
+from pm4324.faults.switch import FaultSwitch, offline_while_off
 from pm4324.protocols.faults import ProtocolFaults
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
@@ -50,6 +51,8 @@ def live(tmp_path_factory):
                              protocol)
         modbus = TcpServer(MapBackend(meter), unit_id=1, host="127.0.0.1", port=0,
                            faults=protocol)
+        apply_device_faults(meter, source.faults)
+        offline_while_off(meter, protocol)
         await modbus.start()
         web = WebServer(meter, "127.0.0.1", 0, guard=Guard(settings.security, AuditLog()),
                         faults=switch)
@@ -209,5 +212,32 @@ def test_protocol_faults_through_the_same_switch(live, capsys):
         assert not client.read_input_registers(0x1000, count=2, device_id=1).isError()
         assert main(["fault", "--http", live.url, "--token", ENGINEER, "clear", "latency"]) == 2
         assert "404" in capsys.readouterr().err
+    finally:
+        client.close()
+
+
+def test_power_cycle_set_live_silences_modbus_until_power_up(live):
+    from pymodbus.client import ModbusTcpClient
+    from pymodbus.exceptions import ModbusIOException
+
+    client = ModbusTcpClient("127.0.0.1", port=live.modbus.port, timeout=1, retries=0)
+    assert client.connect()
+    try:
+        assert not client.read_input_registers(0x1000, count=2, device_id=1).isError()
+        with live.http() as http:
+            r = http.post("/api/faults", json={"kind": "power_cycle", "target": "all",
+                                               "parameters": {"off_s": 2}},
+                          headers=_auth(ENGINEER))
+            assert r.status_code == 200, r.text
+            off = live.step()
+            assert off.seq == -1 and off.status == 1  # no_data; nothing published meanwhile
+            with pytest.raises(ModbusIOException):  # offline: no answer, the client times out
+                client.read_input_registers(0x1000, count=2, device_id=1)
+            client.close()
+            live.step(2)
+            assert client.connect()
+            assert not client.read_input_registers(0x1000, count=2, device_id=1).isError()
+            events = [e["kind"] for e in http.get("/api/events").json()]
+            assert "power_up" in events and "power_down" in events
     finally:
         client.close()

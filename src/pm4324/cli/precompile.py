@@ -13,6 +13,7 @@ from types import ModuleType
 
 KERNEL_MODULES = ("pm4324.metering.cycles", "pm4324.metering.step_kernels",
                   "pm4324.metering.pq.kernels", "pm4324.metering.pq.aggregate",
+                  "pm4324.metering.pq.flicker",
                   "pm4324.sources.simulator")
 
 

@@ -1,4 +1,5 @@
-"""Device faults of a running meter, from its fault book: energy counters near rollover.
+"""Device faults of a running meter, from its fault book: energy counters near rollover,
+a power cycle (device/device_faults.py, a mixin of the Meter).
 
 The simulator applies measurement faults to the samples; the faults that concern the device
 itself are applied here when the book reports their start (in the meter's step thread,
@@ -22,5 +23,7 @@ def apply_device_faults(meter: Meter, book: FaultBook) -> None:
             wh = (ROLLOVER_KWH - fault.params["below_kwh"]) * 1000.0
             index = fault.target.index if fault.target.kind == "meter" else None
             meter.preset_energy(index, wh, f"fault {fault.id}: energy_rollover")
+        elif event == "start" and fault.kind == "power_cycle":
+            meter.schedule_power_cycle(fault.start_s, fault.end_s)
 
     book.add_listener(heard)

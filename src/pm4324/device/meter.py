@@ -46,6 +46,7 @@ from pm4324.config.settings_writeback import (
 )
 from pm4324.device.alarms import AlarmEngine, Transition
 from pm4324.device.commit import Committer
+from pm4324.device.device_faults import OFF, DeviceFaults
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.events import Event
 from pm4324.device.powerup import no_data_snapshot
@@ -63,7 +64,7 @@ Listener = Callable[[Snapshot], None]
 RECENT_EVENTS = 1000  # kept in memory (all of them also go to the store, when there is one)
 
 
-class Meter(Saving):
+class Meter(Saving, DeviceFaults):
     """A running PM-4324(A). Implements ``registers.backend.MeterControl``."""
 
     def __init__(self, settings: Settings, source: Source, *, settings_path: str | None = None,
@@ -196,18 +197,6 @@ class Meter(Saving):
                         f"(CT{3 * meter - 2}-CT{3 * meter})")
             return self._request_commit()
 
-    def preset_energy(self, meter: int | None, wh: float, why: str) -> Durable | None:
-        """Set every energy counter of one Meter (and its CTs), or of all, to ``wh``: the
-        ``energy_rollover`` fault. Logged, and committed at once."""
-        with self._lock:
-            rows = slice(None) if meter is None else slice(3 * (meter - 1), 3 * meter)
-            self.ct_registers.preset(rows, wh)
-            self.meter_registers.preset(slice(None) if meter is None else
-                                        slice(meter - 1, meter), wh)
-            self._event("energy_preset", f"{'all Meters' if meter is None else f'Meter {meter}'}"
-                        f" set to {wh / 1000:,.2f} kWh ({why})")
-            return self._request_commit()
-
     def acknowledge_alarms(self, relay: int | None) -> Durable | None:
         """Acknowledge the latched alarms of relay 1 or 2, or of all (None)."""
         with self._lock:
@@ -302,12 +291,15 @@ class Meter(Saving):
         measured = self._measure()
         if measured is None:
             return None
+        if measured is OFF:  # switched off (a power_cycle fault): nothing measured or published
+            self._off_seconds += 1
+            return self._snapshot
         snap, done = self._advance(*measured)
         if done is not None:
             done.result()  # False: not saved; the status word says so
         return self._publish(snap)
 
-    def _measure(self) -> tuple[StepResult, int] | None:
+    def _measure(self) -> tuple[StepResult, int] | object | None:
         """Run the engine over the next second of samples, and count the samples read so far
         (None: the source is exhausted).
 
@@ -326,6 +318,8 @@ class Meter(Saving):
         if block is None:
             self.finished = True
             return None
+        if not self._powered_for(block.start):
+            return OFF
         final = False
         if not self.source.realtime:
             self._ahead = self.source.read(self._block_length(1))
@@ -410,7 +404,7 @@ class Meter(Saving):
             if seconds is not None and self.seq >= seconds:
                 return
             if paced:
-                due = t0 + (self.seq + 1) / speed
+                due = t0 + (self.seq + self._off_seconds + 1) / speed
                 delay = due - loop.time()
                 if delay > 0:
                     if stop is None:

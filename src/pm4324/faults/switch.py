@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pm4324.device.meter import Meter
 from pm4324.faults.log import FaultLog, iso
 from pm4324.protocols.faults import KINDS as PROTOCOL_KINDS
 from pm4324.protocols.faults import Fault as ProtocolFault
@@ -111,3 +112,10 @@ def _protocol_row(f: ProtocolFault) -> dict[str, Any]:
     return {"id": f.kind, "kind": f.kind, "target": "protocol", "parameters": dict(f.params),
             "start_s": None, "end_s": None, "live": True, "state": "active", "origin": "live",
             "start": iso(f.started), "end": iso(end)}
+
+
+def offline_while_off(meter: Meter, protocol: ProtocolFaults) -> None:
+    """A meter switched off by a ``power_cycle`` fault does not answer: its protocol servers
+    are ``offline`` (protocols/faults.py) until it powers up."""
+    meter.add_power_listener(lambda on: protocol.clear("offline") if on
+                             else protocol.set("offline"))

@@ -5,8 +5,7 @@ A fault is one ``kind`` on one ``target`` with its parameters, active from ``sta
 docs/scenarios.md); a running meter takes them live (``FaultBook.set``/``clear``). The
 simulator applies measurement faults to its phasors (linear faults: the scenario's truth
 follows exactly) or to its samples (a DC offset, CT saturation as clipping); the device
-applies the device faults (energy counters near rollover; a power cycle is refused: see
-NOT_SIMULATED).
+applies the device faults (energy counters near rollover, a power cycle).
 
 Targets: ``ctN`` (1..24), ``mainM`` (1..2), ``mainM.p`` (one phase of a main, p = a|b|c),
 ``meterN`` (1..8) or ``all`` for the energy counters.
@@ -64,11 +63,9 @@ KINDS: dict[str, Kind] = {
                             "the energy counters of a Meter (and its CTs) jump to below_kwh short "
                             "of their rollover (42,949,672.95 kWh, the uint32 registers)",
                             device=True),
-}
-NOT_SIMULATED = {
-    "power_cycle": "power_cycle is not simulated inside a running meter (its servers would "
-                   "have to stop): stop `pm4324 run` and start it again; the energy is kept in "
-                   "the state store and the relays follow their power_up rule",
+    "power_cycle": Kind(("all",), {"off_s": 2.0},
+                        "the meter is off for off_s whole seconds, then powers up: energy "
+                        "kept, relays per their power_up rule", device=True),
 }
 # Faults applied to the samples after synthesis (not expressible as phasors of the orders).
 SAMPLE_KINDS = {"ct_saturation", "dc_offset"}
@@ -143,8 +140,6 @@ def make_fault(kind: Any, target: Any, params: Mapping[str, Any] | None = None,
                start_s: float = 0.0, end_s: float = INF, id: int = 0, live: bool = False,
                prefix: str = "") -> Fault:
     """A validated fault; ``FaultError`` names the key (after ``prefix``) and what is allowed."""
-    if kind in NOT_SIMULATED:
-        raise FaultError(f"{prefix}kind = {kind!r}: {NOT_SIMULATED[kind]}")
     if kind not in KINDS:
         raise FaultError(f"{prefix}kind = {kind!r}: must be one of {', '.join(KINDS)}")
     spec = KINDS[kind]
@@ -159,6 +154,11 @@ def make_fault(kind: Any, target: Any, params: Mapping[str, Any] | None = None,
     if not (isinstance(start_s, int | float) and isinstance(end_s, int | float)
             and 0 <= start_s < end_s):
         raise FaultError(f"{prefix}start_s/end_s = {start_s!r}/{end_s!r}: need 0 <= start_s < end_s")
+    if kind == "power_cycle":  # whole seconds: the meter is off for whole blocks
+        if start_s != int(start_s) or out["off_s"] != int(out["off_s"]):
+            raise FaultError(f"{prefix}start_s/off_s = {start_s!r}/{out['off_s']!r}: a power "
+                             "cycle starts on a whole second and lasts whole seconds")
+        end_s = start_s + out["off_s"]
     return Fault(kind, tgt, out, float(start_s), float(end_s), id, live)
 
 
@@ -187,7 +187,8 @@ def _param(kind: str, key: str, value: Any, prefix: str) -> Any:
             out[int(h)] = (float(frac), float(deg))
         return out
     limits = {"clip_a": (1e-3, 1e6), "retained": (0.0, 1.0), "frequency_hz": (40.0, 70.0),
-              "offset": (-1e6, 1e6), "pct_per_hour": (-1e4, 1e4), "below_kwh": (0.0, 1e6)}
+              "offset": (-1e6, 1e6), "pct_per_hour": (-1e4, 1e4), "below_kwh": (0.0, 1e6),
+              "off_s": (1.0, 86400.0)}
     lo, hi = limits[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise bad(f"must be a number from {lo:g} to {hi:g}")

@@ -18,6 +18,7 @@ from numba import njit
 from pm4324.metering.cycles import _trapezoid
 from pm4324.metering.pq.aggregate import STATE_SIZE as AGG_STATE_SIZE
 from pm4324.metering.pq.aggregate import aggregate
+from pm4324.metering.pq.flicker import pinst
 
 # event kinds (column 0 of the events array)
 DIP, SWELL, INTERRUPTION, RVC = 0, 1, 2, 3
@@ -40,7 +41,8 @@ def _sq(x: np.ndarray, r: int, n: int, line_to_line: bool) -> float:
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def urms_half(x: np.ndarray, points: np.ndarray, line_to_line: bool, scale: float,
-              carry: np.ndarray, urms: np.ndarray, stamps: np.ndarray, sq: np.ndarray) -> int:
+              carry: np.ndarray, urms: np.ndarray, stamps: np.ndarray, sq: np.ndarray,
+              sub: np.ndarray) -> int:
     """Urms(1/2) of the three phase (or line-to-line ab, bc, ca) voltages.
 
     x: (>= 3, n) buffer, rows va, vb, vc in terminal volts; points: (k + 1,) half-cycle
@@ -49,21 +51,29 @@ def urms_half(x: np.ndarray, points: np.ndarray, line_to_line: bool, scale: floa
     cycle) times ``scale`` (the PT ratio), stamped with the window's end.
     carry: (5,) the last half cycle of the previous call (three integrals of squares, its
     length, 1 when set); updated. urms: (3, >= k) and stamps: (>= k,) receive the values,
-    sq: (3, >= k) every half cycle's integrals of the squares (terminal V^2 x samples).
+    sq: (3, >= k) every half cycle's integrals of the squares (terminal V^2 x samples),
+    sub: (3, >= 4k) the mean squares over its quarters (the flickermeter's input).
     Returns how many values were written (k, or k - 1 on the very first call).
     """
     count = 0
     seg = np.empty(3)
     for c in range(points.size - 1):
         lo, hi = points[c], points[c + 1]
-        a = int(math.floor(lo)) + 1
-        b = int(math.floor(hi))
+        quarter = 0.25 * (hi - lo)
+        seg[:] = 0.0
+        for q in range(4):
+            ql, qh = lo + q * quarter, lo + (q + 1) * quarter
+            a = int(math.floor(ql)) + 1
+            b = int(math.floor(qh))
+            for r in range(3):
+                if line_to_line:
+                    u, w = x[r, a - 1 : b + 2], x[(r + 1) % 3, a - 1 : b + 2]
+                    part = _squares_ll(u, w, a - ql, qh - b)
+                else:
+                    part = _squares(x[r, a - 1 : b + 2], a - ql, qh - b)
+                seg[r] += part
+                sub[r, 4 * c + q] = part / quarter
         for r in range(3):
-            if line_to_line:
-                u, w = x[r, a - 1 : b + 2], x[(r + 1) % 3, a - 1 : b + 2]
-                seg[r] = _squares_ll(u, w, a - lo, hi - b)
-            else:
-                seg[r] = _squares(x[r, a - 1 : b + 2], a - lo, hi - b)
             sq[r, c] = seg[r]
         if carry[4] > 0:
             for r in range(3):
@@ -106,9 +116,10 @@ def half_grid(bounds: np.ndarray, grid: np.ndarray, points: np.ndarray) -> int:
     Not the tracker's boundaries themselves: its filter moves a boundary near a deep
     amplitude step by up to ~15 % of a cycle, and a window that is not one whole cycle
     misreads a sine's RMS. The grid steps by half the step's median cycle, continuing from
-    grid[0] (where it got to; grid[1] = 1 once set, same frame), and is moved onto the
-    nearest boundary when it has drifted 2 % of a cycle off one (regular cycles only), so it
-    stays on the zero crossings as the frequency wanders. grid is updated.
+    grid[0] (where it got to; grid[1] = 1 once set, same frame), and is shifted back onto
+    the boundaries' half-cycle phase when it has drifted 2 % of a cycle off it (regular
+    cycles only), so it stays on the zero crossings as the frequency wanders; it never skips
+    or repeats a half cycle. grid is updated.
     """
     if bounds.size < 2:
         return 0
@@ -116,9 +127,12 @@ def half_grid(bounds: np.ndarray, grid: np.ndarray, points: np.ndarray) -> int:
     period = np.median(lengths)
     g = grid[0] if grid[1] > 0 else bounds[0]
     if lengths.max() - lengths.min() < 0.01 * period:
-        near = bounds[np.argmin(np.abs(bounds - g))]
-        if abs(near - g) > 0.02 * period:
-            g = near
+        half = 0.5 * period
+        off = (bounds[0] - g) % half  # the shift that puts g on a boundary's half-cycle phase
+        if off > 0.5 * half:
+            off -= half
+        if abs(off) > 0.02 * period:
+            g += off
     k = int((bounds[-1] - g) / (0.5 * period) + 1e-9)
     if k < 1:
         return 0
@@ -270,7 +284,8 @@ def half_cycles(store: np.ndarray, bounds: np.ndarray, fundamental: np.ndarray,
                 points: np.ndarray, work: np.ndarray, flags: np.ndarray, st: np.ndarray,
                 ring: np.ndarray, limits: np.ndarray, events: np.ndarray, rows: np.ndarray,
                 offset: float, line_to_line: bool, scale: float, fs: float,
-                per_basic: int) -> tuple[int, int, int]:
+                per_basic: int, sub: np.ndarray, sos: np.ndarray, fparams: np.ndarray,
+                fstate: np.ndarray, hist: np.ndarray) -> tuple[int, int, int]:
     """One main's step in one call (as Python glue it cost more than the kernels): the
     half-cycle grid, Urms(1/2), the event scan, then the aggregation (``aggregate``).
 
@@ -279,6 +294,7 @@ def half_cycles(store: np.ndarray, bounds: np.ndarray, fundamental: np.ndarray,
     state (ST_SIZE: carry, grid, event and aggregation state); ring: (4, N) the RVC ring
     (three channels, then the stamps). work: (7, >= n) scratch, afterwards rows 0-2 the
     Urms(1/2) values and row 3 their stamps (absolute); flags: (>= n,) their event flags.
+    sub, sos, fparams, fstate, hist: the flickermeter's (``flicker.pinst``).
     Returns (values, events, aggregate rows).
     """
     carry, grid = st[0:5], st[5:7]
@@ -287,11 +303,13 @@ def half_cycles(store: np.ndarray, bounds: np.ndarray, fundamental: np.ndarray,
     n_points = half_grid(bounds, grid, points)
     grid[0] += offset
     urms, stamps, sq = work[0:3], work[3], work[4:7]
-    got = urms_half(store, points[:n_points], line_to_line, scale, carry, urms, stamps, sq)
+    got = urms_half(store, points[:n_points], line_to_line, scale, carry, urms, stamps, sq,
+                    sub)
+    halves = max(0, n_points - 1)
+    pinst(sub[:, : 4 * halves], sos, fparams, fstate, hist)
     stamps[:got] += offset
     k = scan_events(urms[:, :got], stamps[:got], limits, state, ring[0:3], ring[3], events,
                     flags)
-    halves = max(0, n_points - 1)
     ends = points[1:n_points] + offset
     n_rows = aggregate(sq[:, :halves], np.diff(points[:n_points]), ends, flags, halves - got,
                        bounds + offset, fundamental, per_basic, scale, fs, line_to_line, agg,

@@ -16,6 +16,7 @@ import numpy as np
 from pm4324.config.pq_settings import PqSettings
 from pm4324.config.settings import Settings, Wiring
 from pm4324.metering.pq.events import EventLimits, VoltageEvent, to_events
+from pm4324.metering.pq.flicker import plt
 from pm4324.metering.pq.stream import Interval, MainPq
 
 THREE_WIRE = (Wiring.W3P3W_3CT, Wiring.W3P3W_2CT)
@@ -94,10 +95,12 @@ def two_hours(tens: list[Interval]) -> Interval:
     """The 2-hour value: RMS of its 10-minute values, flagged if any is."""
     n = len(tens)
     rms = [math.sqrt(sum(iv.v_rms[r] ** 2 for iv in tens) / n) for r in range(3)]
+    psts = [np.array(iv.pst) for iv in tens if iv.pst is not None]
+    flicker = tuple(float(x) for x in plt(psts)) if psts else None  # Plt
     return Interval("2 h", tens[-1].main, tens[-1].end_s, (rms[0], rms[1], rms[2]),
                     math.sqrt(sum(iv.u2_pct**2 for iv in tens) / n),
                     math.sqrt(sum(iv.u0_pct**2 for iv in tens) / n), 0.0,
-                    any(iv.flagged for iv in tens), sum(iv.seconds for iv in tens))
+                    any(iv.flagged for iv in tens), sum(iv.seconds for iv in tens), flicker)
 
 
 def attach(engine, pq: PqSettings | None = None, start_time: float = 0.0) -> PqMonitor:

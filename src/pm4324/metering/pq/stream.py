@@ -16,6 +16,7 @@ import numpy as np
 from pm4324.metering.pq import aggregate as A
 from pm4324.metering.pq import kernels as K
 from pm4324.metering.pq.events import EventLimits
+from pm4324.metering.pq.flicker import CLASSES, FlickerDesign, pst
 
 MAX_EVENTS = 64  # per main and step; hysteresis keeps real counts far below
 MAX_ROWS = 64
@@ -37,10 +38,12 @@ class Interval:
     frequency_hz: float
     flagged: bool
     seconds: float  # time covered (short at start-up and at a 10-minute resynchronisation)
+    pst: tuple[float, float, float] | None = None  # flicker: "10 min" (Pst), "2 h" (Plt)
 
     def as_dict(self) -> dict[str, object]:
         d = dict(self.__dict__)
         d["v_rms"] = list(self.v_rms)
+        d["pst"] = None if self.pst is None else list(self.pst)
         return d
 
 
@@ -63,6 +66,11 @@ class MainPq:
         self._flags = np.empty(0, dtype=np.bool_)
         self._points = np.empty(0)
         self._no_cycles = np.empty((0, 3), dtype=complex)
+        self._sub = np.empty((3, 0))
+        self.flicker = FlickerDesign.of(nominal_hz, limits.udin / (math.sqrt(3) if
+                                                                   limits.line_to_line else 1))
+        self.fstate = np.zeros((3, 3 + 2 * self.flicker.sos.shape[0]))
+        self.hist = np.zeros((3, CLASSES), dtype=np.int64)
         self.urms, self.stamps, self.flags = self._work[0:3], self._work[3], self._flags
 
     def configure(self, limits: EventLimits, pt: float) -> None:
@@ -87,12 +95,14 @@ class MainPq:
             self._work = np.empty((7, n + n // 4))
             self._flags = np.empty(n + n // 4, dtype=np.bool_)
             self._points = np.empty(n + n // 4 + 1)
+            self._sub = np.empty((3, 4 * (n + n // 4)))
         if fundamental is None or bounds.size < 2:
             fundamental = self._no_cycles
         got, k, n_rows = K.half_cycles(
             store, bounds, fundamental, self._points, self._work, self._flags, self.st,
             self.ring, self.lim.limits, self.events, self.rows, float(offset),
-            self.lim.line_to_line, self.pt, self.fs, self.per_basic)
+            self.lim.line_to_line, self.pt, self.fs, self.per_basic, self._sub,
+            self.flicker.sos, self.flicker.params, self.fstate, self.hist)
         self.urms, self.stamps = self._work[0:3, :got], self._work[3, :got]
         self.flags = self._flags[:got]
         return self.events[: min(k, MAX_EVENTS)], self.rows[: min(n_rows, MAX_ROWS)]
@@ -106,6 +116,12 @@ class MainPq:
     def to_intervals(self, rows: np.ndarray, start_time: float) -> list[Interval]:
         out = []
         for kind, end, va, vb, vc, u2, u0, flag, f, seconds, _ in rows.tolist():
+            flicker = None
+            if kind == A.ROW_600:  # Pst of the Pinst counted since the last tick
+                p = pst(self.hist)
+                self.hist[:] = 0
+                if np.isfinite(p).all():
+                    flicker = (float(p[0]), float(p[1]), float(p[2]))
             out.append(Interval(INTERVALS[int(kind)], self.main + 1, start_time + end / self.fs,
-                                (va, vb, vc), u2, u0, f, bool(flag), seconds))
+                                (va, vb, vc), u2, u0, f, bool(flag), seconds, flicker))
         return out
