@@ -2,10 +2,11 @@
 history. The servers (our TcpServer over a static register image recorded from the
 built-in building) run in a child process, so the hub's CPU is measured alone.
 
-    .venv/bin/python bench/hub_bench.py --meters 200 --seconds 30
+    .venv/bin/python bench/hub_bench.py --meters 200 --seconds 30 [--pipeline 4]
 
-Prints readings per second achieved (N per second is the target), the hub's CPU share of
-one core, and the history written. Results: docs/benchmarks.md.
+Prints readings per second achieved (N per second is the target), how late polls started
+(p50 / p99 / max of ``late_s``), the hub's CPU share of one core (the servers' process is
+not counted), and the history written. Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import resource
 import subprocess
 import sys
 import tempfile
@@ -73,6 +75,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--meters", type=int, default=200)
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
+    p.add_argument("--pipeline", type=int, default=4, help="requests in flight per meter")
     args = p.parse_args()
 
     from pm4324.history import HistoryStore
@@ -87,23 +91,42 @@ def main() -> None:
         port_list = ports.get(timeout=120)
         with tempfile.TemporaryDirectory() as d:
             config = parse_hub({"hub": {"history": f"{d}/hub.db", "time_zone": "UTC"},
-                                "meters": [{"key": f"m{k}", "tcp": f"127.0.0.1:{port}", "gap_s": 30}
+                                "meters": [{"key": f"m{k}", "tcp": f"127.0.0.1:{port}", "gap_s": 30,
+                                            "pipeline": args.pipeline}
                                            for k, port in enumerate(port_list)]})
             store = HistoryStore.open(config.history)
-            hub = Hub(config, store)
-            t0, cpu0 = time.perf_counter(), time.process_time()
-            runner = threading.Thread(target=hub.run, kwargs={"seconds": args.seconds})
+            said: list[str] = []
+            hub = Hub(config, store, say=said.append)
+            stop_hub = threading.Event()
+            runner = threading.Thread(target=hub.run, kwargs={"stop": stop_hub})
             runner.start()
+            time.sleep(args.warmup)  # connections made, phases spread, first minute begun
+            n0, t0, cpu0 = hub.readings, time.perf_counter(), time.process_time()
+            hub.late_s.clear()
+            time.sleep(args.seconds)
+            n, wall, cpu = hub.readings - n0, time.perf_counter() - t0, time.process_time() - cpu0
+            late = sorted(hub.late_s)
+            stop_hub.set()
             runner.join()
-            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             size = store.db.size_bytes()
             store.close()
     finally:
         stop.set()
         child.join(timeout=30)
-    print(f"{args.meters} meters, {wall:.1f} s: {hub.readings} readings = {hub.readings / wall:.1f}/s "
-          f"(target {args.meters}/s); hub CPU {cpu:.1f} s = {100 * cpu / wall:.0f} % of one core; "
-          f"history {size / 1e6:.1f} MB")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    servers_cpu = usage.ru_utime + usage.ru_stime
+    print(f"{args.meters} meters, pipeline {args.pipeline}, {wall:.1f} s after {args.warmup:g} s warm-up: "
+          f"{n} readings = {n / wall:.1f}/s (target {args.meters}/s); late_s p50 "
+          f"{_q(late, 0.5) * 1e3:.0f} ms, p99 {_q(late, 0.99) * 1e3:.0f} ms, max "
+          f"{_q(late, 1.0) * 1e3:.0f} ms; hub CPU {cpu:.1f} s = {100 * cpu / wall:.0f} % of one core; "
+          f"history {size / 1e6:.1f} MB; the servers' process: {servers_cpu:.0f} s CPU in all; "
+          f"{sum('offline' in x for x in said)} offline events")
+    for problem in sorted({x.split(": ", 1)[1] for x in said if "offline" in x})[:5]:
+        print("  offline:", problem)
+
+
+def _q(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 if __name__ == "__main__":

@@ -88,3 +88,12 @@ def test_imports_flow_one_way(path: Path):
 
 def test_every_module_has_a_layer():
     assert {_layer(p) for p in PACKAGE.rglob("*.py")} - {"__init__"} <= set(ALLOWED)
+
+
+def test_test_module_basenames_are_unique() -> None:
+    """Test folders have no ``__init__.py``: pytest imports test modules by basename, so two
+    files with one name break the collection of the whole suite (checked here, where every
+    pre-landing run sees it)."""
+    tests = Path(__file__).resolve().parent
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -30,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--http", default="http://127.0.0.1:8080", metavar="URL",
                    help="the meter's HTTP API (default http://127.0.0.1:8080)")
     p.add_argument("--token", help="token with the settings right (default: $PM4324_TOKEN)")
+    p.add_argument("--device", metavar="KEY",
+                   help="a member of `pm4324 fleet --http` by its key (docs/fleet.md)")
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="the meter's faults (scheduled and live)")
@@ -68,6 +70,10 @@ def parse_params(items: list[str]) -> dict[str, Any]:
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     url = args.http.rstrip("/") + path
+    if getattr(args, "device", None):
+        from urllib.parse import quote
+
+        url += f"?device={quote(args.device, safe='')}"
     if "://" not in url:
         url = "http://" + url
     headers = {"Content-Type": "application/json"}

@@ -150,7 +150,13 @@ async def _start_web_mqtt(config, fleet, servers: list) -> list:
             host, port = parse_listen(config.http)
         except ValueError as exc:
             raise ExposeError(f"[http] listen: {exc}") from None
-        web = WebServer(None, host, port, keys=keys)
+        from pm4324.fleet.switch import FleetFaultControl
+
+        security = config.members[0].settings.security
+        control = FleetFaultControl(fleet.faults, lambda t: fleet.start_time + t, security)
+        from pm4324.security.guard import Guard
+
+        web = WebServer(None, host, port, guard=Guard(security), keys=keys, faults=control)
         try:
             await web.start()
         except OSError as exc:

@@ -131,6 +131,9 @@ class ReadPlan:
         self._evid_bad = np.array([not p.evidenced for p in points], dtype=np.int8)
         self._factor = np.array([p.factor for p in points])
         self._step = np.array([abs(p.scale) for p in points])
+        #: values _clean (12 digits) can change: scaled integers, and floats in kW, kWh ...
+        self._rounded = np.array([p.type != "bit" and (p.scale != 1 or p.factor != 1)
+                                  for p in points])
         # candidates per source text, in point order (ties keep the first, as _Values does)
         texts: dict[str, list[int]] = {}
         for i, p in enumerate(points):
@@ -296,8 +299,9 @@ class ReadPlan:
         # rank as _Values: evidenced first, then the finer resolution (float32: its spacing)
         res = self._step.copy()
         res[f] = np.where(ok[f], np.spacing(np.abs(np.where(ok[f], f32, 0))), np.inf)
-        native = np.where(b, raw, _snap(raw * self._scale))
-        native[f] = _snap(shortest_float32(np.where(ok[f], f32, 0)) / self._factor[f])
+        native = raw * self._scale  # bits, and integers with scale 1, are already exact
+        native[f] = shortest_float32(np.where(ok[f], f32, 0)) / self._factor[f]
+        native[self._rounded] = _snap(native[self._rounded])
         key1 = np.append(np.where(ok, self._evid_bad, 2), 3)[self._cand]
         best = key1.min(axis=1, keepdims=True)
         key2 = np.where(key1 == best, np.append(res, np.inf)[self._cand], np.inf)
@@ -369,34 +373,40 @@ def shortest_float32(f: np.ndarray) -> np.ndarray:
     back as the same float32 (Dragon4 "unique"), as a float64.
 
     ``astype(str)`` does the same in C but costs ~2 us a value, the largest part of a
-    reading. Here each digit count 1..10 tries the nearest decimal; cases where the exact
-    answer hinges on a tie, on the lopsided interval of a power of two or on double rounding
-    (float64 then float32) go through ``str`` (rare: tests check random and edge values).
+    reading. Here a binary search per value finds the fewest digits whose nearest decimal
+    reads back (more digits never stop reading back); cases where the exact answer hinges on
+    a tie, on the lopsided interval of a power of two or on double rounding (float64, then
+    float32) go through ``str`` (rare: tests check random and edge values).
     """
     f = np.asarray(f, np.float32)
     x = f.astype(np.float64)
     out = x.copy()  # zeros (with their sign) stay as they are
     todo = np.isfinite(x) & (x != 0)
-    mant = np.frexp(x)[0]
-    slow = todo & ((np.abs(mant) == 0.5) | (np.abs(x) < 1e-12) | (np.abs(x) > 1e21))
-    todo &= ~slow
-    e = _exponent(np.where(todo, np.abs(x), 1.0))
-    half_ulp = np.spacing(np.abs(f)).astype(np.float64) / 2
-    for d in range(1, 11):
-        if not todo.any():
-            break
+    slow = todo & ((np.abs(np.frexp(x)[0]) == 0.5) | (np.abs(x) < 1e-12) | (np.abs(x) > 1e21))
+    idx = np.flatnonzero(todo & ~slow)
+    xs, fs = x[idx], f[idx]
+    e = _exponent(np.abs(xs))
+    half_ulp = np.spacing(np.abs(fs)).astype(np.float64) / 2
+    every = np.ones(len(idx), bool)
+
+    def nearest(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = d - 1 - e
-        scaled = _times_pow10(x, k, todo)
+        scaled = _times_pow10(xs, k, every)
         m = np.rint(scaled)
-        c = _div_pow10(m, k, todo)
-        near_tie = np.abs(np.abs(scaled - m) - 0.5) < 1e-6
-        near_edge = np.abs(np.abs(c - x) - half_ulp) <= half_ulp * 1e-6
-        hit = todo & (c.astype(np.float32) == f)
-        risky = todo & (near_tie | near_edge)
-        slow |= risky
-        out[hit & ~risky] = c[hit & ~risky]
-        todo &= ~(hit | risky)
-    slow |= todo
+        c = _div_pow10(m, k, every)
+        risky = (np.abs(np.abs(scaled - m) - 0.5) < 1e-6) | (
+            np.abs(np.abs(c - xs) - half_ulp) <= half_ulp * 1e-6)
+        return c, risky
+
+    lo, hi = np.ones(len(idx), np.int64), np.full(len(idx), 10)  # 9 digits always read back
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        back = nearest(mid)[0].astype(np.float32) == fs
+        hi, lo = np.where(back, mid, hi), np.where(back, lo, mid + 1)
+    c, risky = nearest(lo)
+    risky |= nearest(np.maximum(lo - 1, 1))[1] & (lo > 1)  # was one digit fewer a close call?
+    out[idx] = c
+    slow[idx[risky]] = True
     for i in np.flatnonzero(slow):
         out[i] = float(str(f[i]))
     return out

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from pm4324.client.snapshot import snapshot_from_dict
@@ -41,6 +42,7 @@ class Hub:
         self.listeners: list[Listener] = []
         self.watchers: list[Watcher] = []  # told when a meter goes offline or comes back
         self.readings = 0
+        self.late_s: deque[float] = deque(maxlen=4096)  # recent polls' lateness (docs/hub.md)
         self._queue: queue.Queue[Reading] = queue.Queue()
         self._stop = threading.Event()
 
@@ -74,6 +76,7 @@ class Hub:
     def handle(self, r: Reading) -> None:
         w = self.writers[r.key]
         was = self.online[r.key]
+        self.late_s.append(r.late_s)
         if r.data is None:
             if was is not False:
                 self.online[r.key] = False

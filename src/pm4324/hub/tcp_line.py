@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from queue import Queue
@@ -65,7 +66,11 @@ class TcpLine(threading.Thread):
                     await asyncio.sleep(wait)
                 late = max(0.0, loop.time() - m.due)
                 data, problem = await self._read(client, plan, cfg)
-                m.schedule(loop.time(), data is not None, self.max_backoff_s)
+                if data is None:
+                    m.schedule(loop.time(), False, self.max_backoff_s)
+                else:  # keep the grid: an overrun shows as the next poll's lateness
+                    m.failures = 0
+                    m.due += cfg.poll_s * max(1, math.floor((loop.time() - m.due) / cfg.poll_s))
                 self.out.put(Reading(cfg.key, time.time(), data, problem, late))
         finally:
             client.close()

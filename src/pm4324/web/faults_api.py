@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from pm4324.security.guard import Write
@@ -20,6 +20,8 @@ from pm4324.web.api import ERRORS
 from pm4324.web.auth import authorize
 
 Auth = Annotated[str | None, Header(description="Bearer TOKEN of [security.tokens] (writes)")]
+Device = Annotated[str | None, Query(max_length=64, description="a fleet's member, by key "
+                                     "(`pm4324 fleet --http`); none: the meter itself")]
 
 
 class FaultControl(Protocol):
@@ -58,32 +60,45 @@ def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRou
     api = APIRouter(prefix="/api", tags=["faults"], responses=ERRORS)
 
     def allow(request: Request, authorization: str | None, writes: list[Write]):
-        if meter is None:
+        # a fleet (no local meter) authorizes with its members' [security] (its control's)
+        security = meter.settings.security if meter is not None \
+            else getattr(control, "security", None)
+        if security is None:
             raise HTTPException(404, "this server has no local meter")
-        return authorize(guard, meter.settings.security, request, authorization, writes)
+        return authorize(guard, security, request, authorization, writes)
 
-    def need() -> FaultControl:
+    def need(device: str | None = None) -> FaultControl:
         if control is None:
             raise HTTPException(409, "this meter has no fault switch: faults need `pm4324 run` "
                                 "on the simulator")
-        return control
+        for_device = getattr(control, "for_device", None)
+        if device is None and for_device is None:
+            return control
+        if for_device is None:
+            raise HTTPException(404, f"no meter {device!r} here: this server has one meter "
+                                "(leave out ?device=)")
+        try:
+            return for_device(device)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0]) if exc.args else "no such meter") from None
 
     @api.get("/faults", summary="The meter's faults: scheduled by its scenario and set live")
-    def faults() -> list[FaultView]:
-        return [FaultView(**f) for f in (control.list() if control else [])]
+    def faults(device: Device = None) -> list[FaultView]:
+        return [FaultView(**f) for f in (need(device).list() if control else [])]
 
     @api.get("/fault-kinds", summary="The kinds of fault: targets, parameters (defaults), meaning")
-    def kinds() -> dict[str, dict[str, Any]]:
-        return control.kinds() if control else {}
+    def kinds(device: Device = None) -> dict[str, dict[str, Any]]:
+        return need(device).kinds() if control else {}
 
     @api.post("/faults", summary="Start a fault at the next sample (right: settings); audited")
-    def set_fault(body: FaultWrite, request: Request, authorization: Auth = None) -> FaultView:
-        what = f"fault {body.kind} on {body.target}"
+    def set_fault(body: FaultWrite, request: Request, authorization: Auth = None,
+                  device: Device = None) -> FaultView:
+        what = f"fault {body.kind} on {body.target}" + (f" of {device}" if device else "")
         writes = [Write(Right.SETTINGS, what, "", f"{body.parameters or 'defaults'}"
                         + (f" for {body.duration_s:g} s" if body.duration_s else ""))]
         client = allow(request, authorization, writes)
         try:
-            row = need().set(body.kind, body.target, body.parameters, body.duration_s)
+            row = need(device).set(body.kind, body.target, body.parameters, body.duration_s)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         guard.accepted(client, writes)
@@ -92,21 +107,24 @@ def fault_router(control: FaultControl | None, guard: Any, meter: Any) -> APIRou
     @api.delete("/faults/{fault_id}", summary="End one fault: its id, or a protocol fault's "
                 "kind (right: settings)")
     def clear_one(fault_id: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,40}$")], request: Request,
-                  authorization: Auth = None) -> list[FaultView]:
-        writes = [Write(Right.SETTINGS, f"fault {fault_id}", "set", "cleared")]
+                  authorization: Auth = None, device: Device = None) -> list[FaultView]:
+        writes = [Write(Right.SETTINGS, f"fault {fault_id}" + (f" of {device}" if device else ""),
+                        "set", "cleared")]
         client = allow(request, authorization, writes)
         try:
-            rows = need().clear(int(fault_id) if fault_id.isdigit() else fault_id)
+            rows = need(device).clear(int(fault_id) if fault_id.isdigit() else fault_id)
         except KeyError:
             raise HTTPException(404, f"no fault {fault_id}: GET /api/faults lists them") from None
         guard.accepted(client, writes)
         return [FaultView(**r) for r in rows]
 
     @api.delete("/faults", summary="End every fault at the next sample (right: settings)")
-    def clear_all(request: Request, authorization: Auth = None) -> list[FaultView]:
-        writes = [Write(Right.SETTINGS, "every fault", "set", "cleared")]
+    def clear_all(request: Request, authorization: Auth = None,
+                  device: Device = None) -> list[FaultView]:
+        writes = [Write(Right.SETTINGS, "every fault" + (f" of {device}" if device else ""),
+                        "set", "cleared")]
         client = allow(request, authorization, writes)
-        rows = need().clear(None)
+        rows = need(device).clear(None)
         guard.accepted(client, writes)
         return [FaultView(**r) for r in rows]
 
