@@ -130,7 +130,7 @@ def _minutes(store: HistoryStore, meter: int, minutes: list[tuple[int, np.ndarra
                 have |= ~np.isnan(old).all(axis=0)
                 block = np.where(np.isnan(old), block, old)
             if not np.isnan(block).all():
-                out.append((meter, key, day, pack(block)))
+                out.append((meter, key, day, pack(block, short=True)))
         db.executemany(f"INSERT INTO {db.t('minute_block')} (meter, element, day, data) VALUES"
                        " (?, ?, ?, ?) ON CONFLICT (meter, element, day) DO UPDATE SET data ="
                        " excluded.data", out)
@@ -154,7 +154,7 @@ def _put_interval(store: HistoryStore, meter: int, iv: Interval) -> None:
     db.execute(f"INSERT INTO {db.t('interval')} (meter, t, seconds, agg, energy, demand) VALUES"
                " (?, ?, ?, ?, ?, ?) ON CONFLICT (meter, t) DO UPDATE SET seconds = excluded.seconds,"
                " agg = excluded.agg, energy = excluded.energy, demand = excluded.demand",
-               (meter, iv.t, iv.seconds, pack(iv.agg.astype("<f4")), pack(iv.energy.reshape(3, -1)),
+               (meter, iv.t, iv.seconds, pack(iv.agg, short=True), pack(iv.energy.reshape(3, -1)),
                 iv.energy[0].astype("<f4").tobytes()))
 
 

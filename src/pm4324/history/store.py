@@ -284,7 +284,7 @@ class HistoryStore:
                 block = np.where(np.isnan(old), block, old)
             if np.isnan(block).all():
                 continue
-            out.append((meter, key, day, pack(block)))
+            out.append((meter, key, day, pack(block, short=True)))
         db.executemany(f"INSERT INTO {db.t('minute_block')} (meter, element, day, data) VALUES"
                        " (?, ?, ?, ?) ON CONFLICT (meter, element, day) DO UPDATE SET data ="
                        " excluded.data", out)
@@ -335,7 +335,7 @@ class HistoryStore:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = iv.sums / iv.counts
         agg = np.stack([mean, iv.mins, iv.maxs]).astype("<f4")
-        return (meter, iv.t, iv.seconds, pack(agg), pack(iv.energy.reshape(3, -1)),
+        return (meter, iv.t, iv.seconds, pack(agg, short=True), pack(iv.energy.reshape(3, -1)),
                 iv.energy[0].astype("<f4").tobytes())
 
     def _write_days(self, meter: int, batch: MinuteBatch, before: np.ndarray | None) -> None:
