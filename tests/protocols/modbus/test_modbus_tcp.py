@@ -154,20 +154,44 @@ async def test_pymodbus_client_round_trip(server, backend) -> None:
 
 async def test_full_table_evicts_the_connection_idle_the_longest(backend) -> None:
     async with TcpServer(backend, port=0, max_connections=2) as srv:
-        silent = await connect(srv)  # connected first, never asks anything
+        silent = await connect(srv)  # connected first, never completes a request
+        silent[1].write(mbap(1, 1, h("03 0000 0001"))[:3])
         await eventually(lambda: srv.connections == 1)
         active = await connect(srv)
         assert await exchange(*active, mbap(1, 1, h("03 0000 0001"))) == mbap(1, 1, h("03 02 0000"))
-        newcomer = await connect(srv)  # the table is full: the silent one makes room
+        newcomer = await connect(srv)  # silent: not even accepted yet (TCP_DEFER_ACCEPT)
+        another = await connect(srv)
+        another[1].write(b"\x00")  # the table is full: it waits, never asks, evicts nobody
+        await eventually(lambda: len(srv._waiting) == 1)
+        assert srv.evicted == 0
+        # ... until it asks something: then the silent one makes room
+        assert await exchange(*newcomer, mbap(2, 1, h("03 0000 0001"))) == mbap(
+            2, 1, h("03 02 0000"))
         assert await asyncio.wait_for(silent[0].read(), LIMIT) == b""
         assert srv.evicted == 1
-        for reader, writer in (active, newcomer):
-            assert await exchange(reader, writer, mbap(2, 1, h("03 0000 0001"))) == mbap(
-                2, 1, h("03 02 0000"))
-        third = await connect(srv)  # both served: the one idle the longest (active) goes
-        assert await asyncio.wait_for(active[0].read(), LIMIT) == b""
-        assert await exchange(*third, mbap(3, 1, h("03 0000 0001"))) == mbap(3, 1, h("03 02 0000"))
-        for _, writer in (silent, active, newcomer, third):
+        assert await exchange(*active, mbap(3, 1, h("03 0000 0001"))) == mbap(3, 1, h("03 02 0000"))
+        third = await connect(srv)  # both served: the one idle the longest (newcomer) goes
+        assert await exchange(*third, mbap(4, 1, h("03 0000 0001"))) == mbap(4, 1, h("03 02 0000"))
+        assert await asyncio.wait_for(newcomer[0].read(), LIMIT) == b""
+        assert srv.evicted == 2 and srv.connections == 2
+        for _, writer in (silent, active, newcomer, another, third):
+            writer.close()
+
+
+async def test_connections_waiting_for_room_are_bounded(backend) -> None:
+    async with TcpServer(backend, port=0, max_connections=1) as srv:
+        served = await connect(srv)
+        assert await exchange(*served, mbap(1, 1, h("03 0000 0001"))) == mbap(1, 1, h("03 02 0000"))
+        waiting = []
+        for _ in range(3):  # each sends a byte: accepted (TCP_DEFER_ACCEPT), never a request
+            w = await connect(srv)
+            w[1].write(b"\x00")
+            waiting.append(w)
+        assert await asyncio.wait_for(waiting[0][0].read(), LIMIT) == b""  # the oldest went
+        await eventually(lambda: srv.probation_dropped == 2)
+        assert srv.evicted == 0 and srv.connections == 1
+        assert await exchange(*served, mbap(2, 1, h("03 0000 0001"))) == mbap(2, 1, h("03 02 0000"))
+        for _, writer in (served, *waiting):
             writer.close()
 
 

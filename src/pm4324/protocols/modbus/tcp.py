@@ -36,8 +36,13 @@ Hostile and broken clients (docs/modbus.md; bench/modbus_attack.py measures them
   waits for its answer, every other one is served meanwhile.
 * **Deadlines**: a frame must be complete ``frame_deadline_s`` after its first byte, and a
   connection with no complete request for ``idle_timeout_s`` is closed (half-open ones too).
-* **Table full**: a new connection evicts the connection idle the longest, those that never
-  completed a request first, so a new client always gets in.
+* **Table full**: a new connection waits on probation (at most ``max_connections`` of
+  them, the oldest dropped first) and, once it completes a request, evicts the connection
+  idle the longest, those that never completed a request first; so a new client always
+  gets in, while connections that never ask anything (slow-loris holders) cannot evict each
+  other in a loop. A probation ends after ``frame_deadline_s``.
+* **Silent connections** do not wake the server: the listening socket has TCP_DEFER_ACCEPT
+  (Linux), so a connection is accepted only once its first bytes (or its close) arrive.
 * **Slow readers**: once a client's unread answers pass ``write_high_water`` bytes in our send
   buffer, nothing more of it is read or served, and unless it takes its answers within
   ``frame_deadline_s`` it is dropped; the loop never waits on one socket. The kernel's send
@@ -62,7 +67,10 @@ The connection itself (framing, turns, deadlines, flow control) is in tcp_connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Mapping
@@ -176,8 +184,10 @@ class TcpServer:
         self.bad_frames = 0
         self.stalls = 0  # times a client's unread answers reached write_high_water
         self.slow_readers_dropped = 0  # clients dropped for not reading their answers in time
+        self.probation_dropped = 0  # waiting for room, dropped for a newer one
         self._targets: dict[int, Route] = {}  # unit id -> (backend, faults), see _reroute
         self._connections: set[Connection] = set()
+        self._waiting: dict[Connection, None] = {}  # on probation, oldest first
         self._server: asyncio.Server | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start
@@ -245,6 +255,10 @@ class TcpServer:
             ssl=self.ssl_context,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.ssl_context else None,
         )
+        defer = getattr(socket, "TCP_DEFER_ACCEPT", None)
+        for sock in self._server.sockets if defer is not None else ():
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, defer, max(1, math.ceil(self.frame_deadline_s)))
         log.info("Modbus %s (%s) listening on %s:%d", "TLS" if self.ssl_context else "TCP",
                  self._units_text(), self.host, self.port)
 
@@ -253,7 +267,7 @@ class TcpServer:
         if self._server is None:
             return
         self._server.close()
-        for conn in list(self._connections):
+        for conn in [*self._connections, *self._waiting]:
             conn.abort()
         await self._server.wait_closed()
         self._server = None
@@ -275,6 +289,17 @@ class TcpServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _wait_for_room(self, conn: Connection) -> None:
+        """A connection on probation; past ``max_connections`` of them the oldest goes."""
+        self._waiting[conn] = None
+        if len(self._waiting) > self.max_connections:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            self.probation_dropped += 1
+            self._log_evict(self._loop.time(), "Modbus TCP: %d connections waiting for room; "
+                            "closing %s, the oldest", self.max_connections, oldest.peer)
+            oldest.abort()
 
     def _evict_one(self) -> None:
         """Make room for a new connection by closing the one idle the longest."""

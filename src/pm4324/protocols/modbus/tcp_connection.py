@@ -49,7 +49,8 @@ class Connection(FaultyAnswers, asyncio.Protocol):
 
     __slots__ = ("_server", "_transport", "peer", "_rest", "_offset", "_last_request", "_served",
                  "_frame_start", "_timer", "_timer_at", "_backlog", "_writing", "_paused",
-                 "_stalled_since", "_client", "_routes", "_host", "_held", "_held_timer")
+                 "_stalled_since", "_client", "_routes", "_host", "_held", "_held_timer",
+                 "_probation")
 
     def __init__(self, server: TcpServer):
         self._server = server
@@ -71,6 +72,7 @@ class Connection(FaultyAnswers, asyncio.Protocol):
         self._host: str | None = None  # set once admitted by ``server.access``
         self._held = b""  # answers held back by a ``merge`` fault
         self._held_timer: asyncio.TimerHandle | None = None
+        self._probation = False  # came when the table was full: in once it asks something
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -89,10 +91,14 @@ class Connection(FaultyAnswers, asyncio.Protocol):
                 transport.abort()
                 return
             self._host = client.host
-        if len(server._connections) >= server.max_connections:
-            server._evict_one()
         self._transport = transport
-        server._connections.add(self)
+        if len(server._connections) >= server.max_connections:
+            # Table full: no room is made until this client completes a request (``_admit``),
+            # so connections that never ask anything cannot evict each other in a loop.
+            self._probation = True
+            server._wait_for_room(self)
+        else:
+            server._connections.add(self)
         transport.set_write_buffer_limits(high=server.write_high_water)
         sock = transport.get_extra_info("socket")
         if sock is not None:  # a small kernel buffer too: a non-reader is found in kilobytes
@@ -102,6 +108,7 @@ class Connection(FaultyAnswers, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
+        self._server._waiting.pop(self, None)
         if self._host is not None and self._server.access is not None:
             self._server.access.close(self._host)
             self._host = None
@@ -117,6 +124,23 @@ class Connection(FaultyAnswers, asyncio.Protocol):
     def idle_rank(self) -> tuple[bool, float]:
         """Eviction order: never served a request first, then the longest idle."""
         return self._served, self._last_request
+
+    def _admit(self) -> None:
+        """On probation and a request is complete: make room (evicting the connection idle
+        the longest, never-served ones first) and join the table."""
+        server = self._server
+        server._waiting.pop(self, None)
+        self._probation = False
+        if len(server._connections) >= server.max_connections:
+            server._evict_one()
+        server._connections.add(self)
+
+    def _has_frame(self) -> bool:
+        """A whole MBAP frame (or an impossible length, which _serve refuses) is buffered."""
+        data, pos = self._rest, self._offset
+        if len(data) - pos < 7:
+            return False
+        return len(data) - pos >= 6 + int.from_bytes(data[pos + 4:pos + 6], "big")
 
     def forget_routes(self) -> None:
         """The server's units changed: look each one up again on its next request."""
@@ -147,6 +171,8 @@ class Connection(FaultyAnswers, asyncio.Protocol):
     def _deadline(self) -> float:
         server = self._server
         when = self._last_request + server.idle_timeout_s
+        if self._probation:  # waiting for room: a request soon, or out
+            when = min(when, self._last_request + server.frame_deadline_s)
         for start in (self._frame_start, self._stalled_since):
             if start is not None:
                 when = min(when, start + server.frame_deadline_s)
@@ -208,6 +234,8 @@ class Connection(FaultyAnswers, asyncio.Protocol):
         if self._offset:
             self._rest, self._offset = self._rest[self._offset:], 0
         self._rest = self._rest + data if self._rest else data
+        if self._probation and self._has_frame():
+            self._admit()
         if not (self._backlog or self._writing):
             self._serve()
 
