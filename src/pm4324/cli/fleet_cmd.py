@@ -33,7 +33,7 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pm4324.app import limit_blas_threads
+    from pm4324.app import GIL_SWITCH_INTERVAL_S, limit_blas_threads
     from pm4324.device.recovery import StoreError
     from pm4324.fleet.config import load_fleet
     from pm4324.fleet.store import FleetStore
@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = load_fleet(args.config)  # SettingsError: one line, exit 2 (cli.main)
     limit_blas_threads()
+    # the clock thread publishes on the second while the protocol loop builds register
+    # images: each takes the GIL back within this interval (as `pm4324 run`)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         store = FleetStore.open(config.store, [m.key for m in config.members],
                                 reset=args.reset_store)
