@@ -156,6 +156,7 @@ def test_a_meter_without_history_answers_empty_values(http):
     ("energy", {"element": "main1"}, 422, "query.element"),
     ("energy", {"element": "ct1", "first": "2026-03-02", "last": "2026-03-01"}, 422, "after last"),
     ("demand", {"element": "ct1", "start": 100, "end": 50}, 422, "must be after"),
+    ("max-demand", {"element": "ct1", "last": "0001-01-01"}, 422, "dates from 1970-01-02"),
     ("span", {"device": "nobody"}, 404, "no meter 'nobody'"),
 ])
 def test_errors_are_json_with_a_reason(http, path, params, code, words):

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in ("read_cmd", "registers_cmd", "export_cmd", "events_cmd", "energy_cmd",
                    "audit_cmd", "certs_cmd", "token_cmd", "history_cmd", "hub_cmd", "set_cmd",
                    "bill_cmd", "fleet_cmd", "fault_cmd",
-                   "check_wiring_cmd"):
+                   "check_wiring_cmd", "pq_report_cmd"):
         try:
             mod = __import__(f"pm4324.cli.{module}", fromlist=["add_parser"])
         except ImportError:

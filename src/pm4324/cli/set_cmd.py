@@ -1,11 +1,13 @@
-"""`pm4324 set`: configure a PM-4324 over Modbus the way the vendor utility does.
+"""`pm4324 set`: configure a PM-4324 over Modbus or CANopen the way the vendor utility does.
 
 ``pm4324 set --tcp HOST[:PORT] meters.2.ct_ratio=200 meters.2.wiring=3P3W-3CT relays.1=closed``
+``pm4324 set --canopen socketcan:can0 --node 5 meters.2.ct_ratio=200``
 
 1. Every assignment is checked first, by the settings file's own validation (the same
    ranges, names and cross-key rules as a settings TOML): one bad key and nothing is sent.
 2. Each is written to the register the register table gives it (holding registers for
-   settings, coils for relay states), one request per key.
+   settings, coils for relay states), one request per key; over CANopen, by SDO download to
+   the object our EDS gives that register (the same raw number).
 3. Each is read back and compared. One line per key says what happened; a device that
    refuses (an exception response, e.g. a relay in alarm mode) gets a line saying so.
 
@@ -38,7 +40,7 @@ class Change:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from pm4324.cli.read_cmd import _unit, parse_host_port
+    from pm4324.cli.read_cmd import _canopen_bus, _node_id, _unit, parse_host_port
 
     p = subparsers.add_parser("set", help="change a PM-4324's settings or relays over Modbus "
                               "(validated first, read back after)",
@@ -46,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--tcp", metavar="HOST[:PORT]", type=parse_host_port)
     where.add_argument("--rtu", metavar="DEVICE", help="RS-485 serial device")
+    where.add_argument("--canopen", metavar="INTERFACE:CHANNEL", type=_canopen_bus,
+                       help="CANopen over python-can, e.g. socketcan:can0 (SDO)")
+    p.add_argument("--node", type=_node_id, default=1, help="CANopen node-ID 1..127 (default 1)")
     p.add_argument("--baud", type=int, default=19200, choices=BAUD_RATES)
     p.add_argument("--format", dest="data_format", default="N81", choices=DATA_FORMATS)
     p.add_argument("--unit", type=_unit, default=1, help="Modbus unit id (default 1)")
@@ -124,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not getattr(args, "verbose", False):
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        logging.getLogger("canopen").setLevel(logging.CRITICAL)
+    if getattr(args, "canopen", None):
+        return _run_canopen(args, changes)
     client, where = _client(args)
     try:
         if not client.connect():
@@ -161,6 +169,54 @@ def _apply(client: Any, unit: int, c: Change) -> tuple[bool, str]:
     if got != c.raw:
         return False, f"{c.key} = {c.text}: written, but reads back {got} instead of {c.raw}"
     return True, f"{c.key} = {c.text}: written and read back ({p.name}, {p.table} 0x{p.address:04X})"
+
+
+def _run_canopen(args: argparse.Namespace, changes: list[Change]) -> int:
+    from canopen.sdo.exceptions import SdoCommunicationError
+
+    from pm4324.client.canopen import remote_node
+    from pm4324.client.modbus import ReadError
+
+    interface, channel = args.canopen
+    where = f"{interface}:{channel} node {args.node}"
+    try:
+        with remote_node(interface, channel, args.node, timeout=args.timeout) as (remote, od):
+            failed = 0
+            for change in changes:
+                try:
+                    ok, line = _apply_sdo(remote, od, change)
+                except SdoCommunicationError:
+                    print(f"pm4324 set: {where} stopped answering", file=sys.stderr)
+                    return 2
+                failed += not ok
+                print(line, file=sys.stdout if ok else sys.stderr)
+    except ReadError as exc:
+        print(f"pm4324 set: {exc}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+def _apply_sdo(remote: Any, od: Any, c: Change) -> tuple[bool, str]:
+    """Download the raw number to the point's object, upload it back and compare."""
+    from canopen.sdo.exceptions import SdoAbortedError
+
+    from pm4324.protocols.canopen.objects import decode as od_decode
+    from pm4324.protocols.canopen.objects import encode as od_encode
+
+    entry = od.by_point.get(c.point)
+    if entry is None:
+        return False, f"{c.key} = {c.text}: no CANopen object carries it"
+    try:
+        remote.sdo.download(entry.index, entry.sub, od_encode(entry.data_type, c.raw))
+    except SdoAbortedError as exc:
+        return False, f"{c.key} = {c.text}: refused by the device (SDO abort {exc})"
+    try:
+        got = int(od_decode(entry.data_type, remote.sdo.upload(entry.index, entry.sub)))
+    except SdoAbortedError as exc:
+        return False, f"{c.key} = {c.text}: written, but cannot be read back (SDO abort {exc})"
+    if got != c.raw:
+        return False, f"{c.key} = {c.text}: written, but reads back {got} instead of {c.raw}"
+    return True, f"{c.key} = {c.text}: written and read back (0x{entry.index:04X}:{entry.sub})"
 
 
 def _why(rsp: Any) -> str:

@@ -11,11 +11,12 @@ and 0x3201 (0.01 kWh) objects.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pm4324.client.modbus import ReadError, snapshot_dict, wanted_points
@@ -54,6 +55,38 @@ def _raw(entry: Entry, data: bytes) -> int | float | None:
     return struct.unpack(fmt, data)[0]
 
 
+@contextlib.contextmanager
+def remote_node(interface: str, channel: str, node: int, *, timeout: float = 1.0,
+                bitrate: int | None = None, register_map: RegisterMap | None = None
+                ) -> Iterator[tuple[Any, Any]]:
+    """A python-canopen ``RemoteNode`` with our EDS, and our dictionary (entries by point),
+    on an open bus; ReadError when the bus cannot be opened or the node does not answer."""
+    import can
+    import canopen
+    from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
+
+    rm = register_map or load_map()
+    network = canopen.Network()
+    network.NOTIFIER_CYCLE = 0.1  # the receive thread stops within 0.1 s at disconnect
+    try:
+        network.connect(interface=interface, channel=channel,
+                        **({"bitrate": bitrate} if bitrate else {}))
+    except (can.CanError, OSError, ValueError, ImportError) as exc:
+        raise ReadError(f"{interface}:{channel}: cannot open the bus: {exc}") from None
+    try:
+        remote = network.add_node(node, _object_dictionary(node, rm))
+        remote.sdo.RESPONSE_TIMEOUT = timeout
+        try:
+            remote.sdo.upload(0x1008, 0)
+        except SdoAbortedError:
+            pass
+        except SdoCommunicationError:
+            raise ReadError(f"{interface}:{channel}: node {node} does not answer") from None
+        yield remote, build_dictionary(rm)
+    finally:
+        network.disconnect()
+
+
 def read_canopen(interface: str, channel: str, node: int, meters: Sequence[int] | None = None,
                  *, timeout: float = 1.0, bitrate: int | None = None,
                  register_map: RegisterMap | None = None) -> dict[str, Any]:
@@ -61,23 +94,12 @@ def read_canopen(interface: str, channel: str, node: int, meters: Sequence[int] 
 
     Raises ``ReadError`` when the bus cannot be opened or the node does not answer at all.
     """
-    import can
-    import canopen
     from canopen.sdo.exceptions import SdoAbortedError, SdoCommunicationError
 
     rm = register_map or load_map()
     chosen = list(meters or range(1, N_METERS + 1))
-    d = build_dictionary(rm)
-    network = canopen.Network()
-    network.NOTIFIER_CYCLE = 0.1  # the receive thread stops within 0.1 s at disconnect
-    try:
-        kwargs = {"bitrate": bitrate} if bitrate else {}
-        network.connect(interface=interface, channel=channel, **kwargs)
-    except (can.CanError, OSError, ValueError, ImportError) as exc:
-        raise ReadError(f"{interface}:{channel}: cannot open the bus: {exc}") from None
-    try:
-        remote = network.add_node(node, _object_dictionary(node, rm))
-        remote.sdo.RESPONSE_TIMEOUT = timeout
+    with remote_node(interface, channel, node, timeout=timeout, bitrate=bitrate,
+                     register_map=rm) as (remote, d):
 
         def upload(entry: Entry) -> int | float | None:
             try:
@@ -86,21 +108,12 @@ def read_canopen(interface: str, channel: str, node: int, meters: Sequence[int] 
                 return None
 
         try:
-            name = remote.sdo.upload(0x1008, 0)
-        except SdoAbortedError:
-            name = b""
-        except SdoCommunicationError:
-            raise ReadError(f"{interface}:{channel}: node {node} does not answer") from None
-        log.info("node %d: %s", node, name.decode("ascii", "replace"))
-        try:
             raw = _read_points(upload, d.by_point, wanted_points(rm, chosen))
             result = snapshot_dict(raw, chosen)
             _fill_from_evidenced(result, upload, d)
         except SdoCommunicationError as exc:
             raise ReadError(f"{interface}:{channel}: node {node} stopped answering: {exc}") from None
         return result
-    finally:
-        network.disconnect()
 
 
 def _read_points(upload, by_point: dict[Point, Entry], points: list[Point]) -> dict[Point, Any]:

@@ -54,6 +54,9 @@ class DevicePq:
         self.ct_intervals: deque[ChannelInterval] = deque(maxlen=RECENT)
         self._ct_json: list[dict[str, Any]] = []
         self._main_of_ct = [settings.main_of_ct(k + 1) for k in range(rated.size)]
+        n = settings.n_mains
+        self._freq: list[list[float]] = [[] for _ in range(n)]  # 10-s values since the tick
+        self._extra: list[dict[str, Any]] = [{} for _ in range(n)]  # the 10-minute extras
 
     def configure(self, settings: Settings) -> None:
         if self.monitor is not None:
@@ -75,6 +78,10 @@ class DevicePq:
             self.ct_intervals.append(ci)
             if ci.interval == "10 min":
                 self._ct_json = [ci.ct_dict(k, m) for k, m in enumerate(self._main_of_ct)]
+                for m, extra in enumerate(self._extra):
+                    extra["harmonics_10min"] = _harmonics(ci, m)
+        for iv in intervals:
+            self._frequency(iv)
         self.intervals.extend(iv for iv in intervals if iv.interval in ("10 min", "2 h"))
         news = [(EVENT_KINDS[e.kind], event_text(e)) for e in events]
         return news, self._section(events)
@@ -86,13 +93,40 @@ class DevicePq:
             mains.append({
                 "main": mp.main + 1,
                 "udin_v": mp.lim.udin,
+                "nominal_hz": self._settings.mains[mp.main].nominal_frequency_hz,
                 "voltages": "ll" if mp.lim.line_to_line else "ln",
                 "in_progress": mp.in_progress(),
                 "urms_half_min": urms.min(axis=1).tolist() if urms.size else None,
                 "urms_half_max": urms.max(axis=1).tolist() if urms.size else None,
                 **{_KEYS[name]: iv.as_dict() for name, iv in latest.items()},
+                **self._extra[mp.main],
             })
         return {"mains": mains, "events": [e.as_dict() for e in events], "cts": self._ct_json}
+
+
+    def _frequency(self, iv: Interval) -> None:
+        """Collect the 10-s frequencies; at each 10-minute value, their EN 50160 summary."""
+        m = iv.main - 1
+        if iv.interval == "10 s" and not iv.flagged:
+            self._freq[m].append(iv.frequency_hz)
+        elif iv.interval == "10 min":
+            f = np.array(self._freq[m])
+            nominal = self._settings.mains[m].nominal_frequency_hz
+            self._extra[m]["frequency_10min"] = {
+                "end_s": iv.end_s, "values": int(f.size),
+                "within_1pct": int(np.sum(np.abs(f - nominal) <= 0.01 * nominal)),
+                "min_hz": float(f.min()) if f.size else None,
+                "max_hz": float(f.max()) if f.size else None}
+            self._freq[m] = []
+
+
+def _harmonics(ci: ChannelInterval, m: int) -> dict[str, Any]:
+    """A main's 10-minute voltage THD and harmonics 2..25 in % of the fundamental."""
+    h = ci.v_harmonics[m]
+    g1 = np.where(h[:, 1] > 0, h[:, 1], np.inf)
+    return {"end_s": ci.end_s, "thd_v_pct": ci.thd_v_pct[m].tolist(),
+            "v_harmonics_pct": (100 * h[:, 2:26] / g1[:, None]).tolist(),
+            "flagged": bool(ci.flagged[m])}
 
 
 _KEYS = {"150/180 cycles": "short", "10 min": "ten_minutes", "10 s": "frequency_10s",

@@ -173,8 +173,8 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
 class PhysicsFleet(TruthFleet):
     """Members measured by the real engine in ``config.workers`` processes."""
 
-    def __init__(self, config: FleetConfig, store: FleetStore, lead_s: float | None = None):
-        super().__init__(config, store, **({} if lead_s is None else {"lead_s": lead_s}))
+    def __init__(self, config: FleetConfig, store: FleetStore):
+        super().__init__(config, store)
         n = len(config.members)
         workers = max(1, min(config.workers, n))
         bounds = np.linspace(0, n, workers + 1).astype(int)

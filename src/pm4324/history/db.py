@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 _TABLES = ("meta", "meters", "minute_recent", "minute_block", "raw", "interval", "day", "gap",
-           "event", "state")
+           "event", "state", "pq")
 
 
 class HistoryError(Exception):
@@ -49,6 +49,10 @@ def schema(p: str, blob: str, serial: str) -> list[str]:
         " kind TEXT NOT NULL, text TEXT NOT NULL)",
         f"CREATE INDEX IF NOT EXISTS {p}event_t ON {p}event (meter, t)",
         f"CREATE TABLE IF NOT EXISTS {p}state (meter INTEGER PRIMARY KEY, data {blob} NOT NULL)",
+        # power quality (history/pq.py): aggregates and voltage events as JSON records
+        f"CREATE TABLE IF NOT EXISTS {p}pq (meter INTEGER NOT NULL, t DOUBLE PRECISION NOT NULL,"
+        " main INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL)",
+        f"CREATE INDEX IF NOT EXISTS {p}pq_t ON {p}pq (meter, kind, t)",
     ]
 
 

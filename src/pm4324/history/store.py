@@ -204,8 +204,10 @@ class HistoryStore:
 
     def write(self, meter: int, batch: MinuteBatch | None, last_time: float | None,
               events: list[CounterEvent] | tuple = (), gaps: list[tuple[float, float, str]] | tuple = (),
-              notes: list[tuple[float, str, str]] | tuple = ()) -> None:
-        """One transaction: minutes, raw seconds, intervals, days, gaps, events and the state."""
+              notes: list[tuple[float, str, str]] | tuple = (),
+              pq: list[tuple[float, int, str, str]] | tuple = ()) -> None:
+        """One transaction: minutes, raw seconds, intervals, days, gaps, events, power-quality
+        records (t, main, kind, JSON; history/pq.py) and the state."""
         db = self.db
         with db.transaction():
             state = self.load_state(meter)
@@ -226,6 +228,8 @@ class HistoryStore:
             rows += [(meter, t, kind, text) for t, kind, text in notes]
             db.executemany(f"INSERT INTO {db.t('event')} (meter, t, kind, text) VALUES (?, ?, ?, ?)",
                            rows)
+            db.executemany(f"INSERT INTO {db.t('pq')} (meter, t, main, kind, data) VALUES"
+                           " (?, ?, ?, ?, ?)", [(meter, *r) for r in pq])
             self._save_state(meter, state)
 
     def _write_minutes(self, meter: int, batch: MinuteBatch) -> None:
@@ -377,7 +381,8 @@ class HistoryStore:
                                      ("interval", "t < ?", before),
                                      ("day", "date < ?", first_date),
                                      ("gap", "end_t < ?", before),
-                                     ("event", "t < ?", before)):
+                                     ("event", "t < ?", before),
+                                     ("pq", "t < ?", before)):
                 n = db.execute(f"SELECT COUNT(*) FROM {db.t(table)} WHERE {cond}", (arg,))[0][0]
                 db.execute(f"DELETE FROM {db.t(table)} WHERE {cond}", (arg,))
                 counts[table] = int(n)

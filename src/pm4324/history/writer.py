@@ -16,6 +16,7 @@ from typing import Any
 
 from pm4324.history.aggregate import Counters, MinuteAccumulator, MinuteBatch
 from pm4324.history.layout import Frame, frame_from_dict, frame_from_snapshot
+from pm4324.history.pq import PqRecorder
 from pm4324.history.store import HistoryStore
 from pm4324.snapshot import Snapshot
 
@@ -39,6 +40,8 @@ class HistoryWriter:
         self._done: list[MinuteBatch] = []
         self._gaps: list[tuple[float, float, str]] = []
         self._notes: list[tuple[float, str, str]] = []
+        self._pq = PqRecorder()
+        self._pq_rows: list[tuple[float, int, str, str]] = []
         self._flushed_at: float | None = None
         self._gap_reason = "restart"
         # after a restart, or marked offline: the next silence is a gap, however short
@@ -48,6 +51,7 @@ class HistoryWriter:
         self.written_until = self.last_time  # the newest second in the store
 
     def add_snapshot(self, snap: Snapshot) -> None:
+        self._pq_rows += self._pq.rows(snap.pq)
         if snap.duration_s > 0:  # a second without a whole cycle holds no measurement
             self.add(frame_from_snapshot(snap))
 
@@ -90,14 +94,15 @@ class HistoryWriter:
         """Write the finished minutes (and, with ``partial``, the minute in progress)."""
         if partial and (rest := self._acc.finish()) is not None:
             self._done.append(rest)
-        if not (partial or self._done or self._gaps or self._notes or self._acc.events):
+        if not (partial or self._done or self._gaps or self._notes or self._acc.events
+                or self._pq_rows):
             self._flushed_at = self.last_time
             return  # nothing whole to write yet
         batch = MinuteBatch.concat(self._done) if self._done else None
         events, self._acc.events = self._acc.events, []
         until = self.last_time if partial else self._done_until
-        self.store.write(self.meter, batch, until, events, self._gaps, self._notes)
-        self._done, self._gaps, self._notes = [], [], []
+        self.store.write(self.meter, batch, until, events, self._gaps, self._notes, self._pq_rows)
+        self._done, self._gaps, self._notes, self._pq_rows = [], [], [], []
         self._flushed_at = self.last_time
         self.written_until = until
         self.flushes += 1

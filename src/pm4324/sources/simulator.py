@@ -394,8 +394,10 @@ class SimulatorSource(Source):
         self.ct_shift = np.radians([err.get(k, CtError()).phase_deg for k in range(1, N_CTS + 1)])
         self._work_shape: tuple[int, int] | None = None
         self._work_arrays: dict[str, np.ndarray] = {}
-        # the scenario's faults and live ones; they start and end at the next sample
-        self.faults = FaultBook(scenario.faults, lambda: self._next / self.sample_rate_hz)
+        # the scenario's faults and live ones; they start and end at the next sample not yet
+        # being synthesised (a block in the making keeps the faults it began with)
+        self._reading_to = 0
+        self.faults = FaultBook(scenario.faults, lambda: self._reading_to / self.sample_rate_hz)
         self._active: tuple[Fault, ...] = ()  # the faults of the segment being synthesised
         self._seg_start = 0  # its first sample
 
@@ -419,6 +421,7 @@ class SimulatorSource(Source):
 
     def _read_internal(self, n: int) -> SampleBlock:
         fs, start = self.sample_rate_hz, self._next
+        self._reading_to = start + n
         if not self.faults.faults:
             v, i = self._synth(start, n)  # the common case, as fast as without faults
             return SampleBlock(start, v, i)

@@ -101,8 +101,10 @@ def _element(text: str, energy: bool = False) -> str:
 
 def _dates(first: date | None, last: date | None, today: date, default_days: int) -> tuple[date, date]:
     last = last or today
-    first = first or last - timedelta(days=default_days - 1)
-    if not (FIRST_DATE <= first <= LAST_DATE and FIRST_DATE <= last <= LAST_DATE):
+    if not FIRST_DATE <= last <= LAST_DATE:
+        raise HTTPException(422, f"dates from {FIRST_DATE} to {LAST_DATE}")
+    first = first or max(FIRST_DATE, last - timedelta(days=default_days - 1))
+    if not FIRST_DATE <= first <= LAST_DATE:
         raise HTTPException(422, f"dates from {FIRST_DATE} to {LAST_DATE}")
     if first > last:
         raise HTTPException(422, f"first ({first}) is after last ({last})")
@@ -128,7 +130,9 @@ def history_router(service: Any, hist: WebHistory) -> APIRouter:
         if snap is not None:
             return names_of(snap.settings)
         if meter is not None and hist.store is not None:
-            return next((m["names"] for m in hist.store.meters() if m["id"] == meter), {})
+            with hist.lock:
+                meters = hist.store.meters()
+            return next((m["names"] for m in meters if m["id"] == meter), {})
         return {}
 
     def newest(key: str, meter: int | None) -> float:

@@ -26,6 +26,7 @@ from pm4324.web.faults_api import FaultControl, fault_router
 from pm4324.web.feed import Feed
 from pm4324.web.fleet import Fleet
 from pm4324.web.history_api import WebHistory, history_router
+from pm4324.web.pq_api import pq_router
 from pm4324.web.wiring_api import wiring_router
 
 PAGES = {"": "Building", "meter": "Meter", "trends": "Trends", "events": "Events", "settings": "Settings",
@@ -69,6 +70,7 @@ def create_app(service: Service, history: WebHistory | None = None) -> FastAPI:
     app.include_router(history_router(service, history or WebHistory(None)))
     app.include_router(fault_router(service.faults, service.guard, service.local))
     app.include_router(wiring_router(service))
+    app.include_router(pq_router(service))
     metrics_route(app, service)
     static = resources.files("pm4324.web") / "static"
     shell = (static / "page.html").read_text(encoding="utf-8")
