@@ -193,8 +193,15 @@ def attack_writes(port: int, stats: dict) -> None:
             frame = request(n, 6, 0x1000, 100 + (n + k) % 2)  # CT ratio of Meter 1
             t0 = time.perf_counter()
             sock.sendall(frame)
-            if recv_exact(sock, 12) != frame:
-                raise RuntimeError("write refused")
+            head = recv_exact(sock, 9)
+            if head[7] & 0x80:  # an exception answer (9 bytes): counted, and go on
+                with lock:
+                    key = f"exception_{head[8]:02d}"
+                    stats[key] = stats.get(key, 0) + 1
+                n += 1
+                continue
+            if head + recv_exact(sock, 3) != frame:
+                raise RuntimeError("bad write answer")
             with lock:
                 stats.setdefault("write_ms", []).append((time.perf_counter() - t0) * 1e3)
             n += 1

@@ -125,6 +125,9 @@ def limit_blas_threads() -> None:
     """
     from threadpoolctl import threadpool_limits
 
+    # a BLAS loaded later (numba imports scipy, whose own OpenBLAS loads on first use) reads
+    # this at load time; threadpool_limits only reaches the ones already loaded
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
     threadpool_limits(limits=1, user_api="blas")
 
 

@@ -1,6 +1,7 @@
 """`pm4324 check-wiring`: is every CT wired as the settings say? (docs/wiring-check.md)
 
-Reads a few seconds of a running meter (ours or a real one) over Modbus TCP or RTU, or runs
+Reads a few seconds of a running meter (ours or a real one) over Modbus TCP or RTU or
+CANopen, or runs
 the local simulation (a scenario and settings, as `pm4324 run` would), and gives a verdict
 per main and CT in plain words with the settings change that fixes it where one can.
 Exit codes: 0 no wiring fault, 1 faults found, 2 bad input or no connection.
@@ -19,7 +20,7 @@ from pm4324.wiring_check import WiringReport, check_wiring
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from pm4324.cli.read_cmd import TCP_PORT_HELP, _unit, parse_host_port
+    from pm4324.cli.read_cmd import TCP_PORT_HELP, _canopen_bus, _node_id, _unit, parse_host_port
 
     p = subparsers.add_parser("check-wiring", help="check each CT's wiring (reversed, wrong "
                               "phase, open) from a few seconds of readings",
@@ -28,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     where.add_argument("--tcp", metavar="HOST[:PORT]", type=parse_host_port,
                        help=f"a running meter over Modbus TCP ({TCP_PORT_HELP})")
     where.add_argument("--rtu", metavar="DEVICE", help="a running meter over Modbus RTU")
+    where.add_argument("--canopen", metavar="INTERFACE:CHANNEL", type=_canopen_bus,
+                       help="a running PM-4324-CPS over CANopen, e.g. socketcan:can0")
+    p.add_argument("--node", type=_node_id, default=1, help="CANopen node-ID (default 1)")
     p.add_argument("--settings", help="settings TOML: the wiring as it should be, CT ratings "
                    "and [cts.N] expectations (default: the simulated building's)")
     p.add_argument("--scenario", help="without --tcp/--rtu: the scenario to simulate "
@@ -93,13 +97,31 @@ def _remote(args: argparse.Namespace) -> list[Snapshot]:
     return snaps
 
 
+def _canopen(args: argparse.Namespace) -> list[Snapshot]:
+    from pm4324.client.canopen import read_canopen
+    from pm4324.client.modbus import ReadError
+    from pm4324.client.snapshot import snapshot_from_dict
+
+    interface, channel = args.canopen
+    snaps = []
+    try:
+        for n in range(args.seconds):
+            if n:
+                time.sleep(1.0)  # one reading per second of the meter
+            snaps.append(snapshot_from_dict(read_canopen(interface, channel, args.node,
+                                                         timeout=args.timeout)))
+    except ReadError as exc:
+        raise _Failed(str(exc)) from None
+    return snaps
+
+
 def run(args: argparse.Namespace) -> int:
     from pm4324.cli.cli import _default_settings_path
 
     settings_path = args.settings or _default_settings_path()
     try:
-        if args.tcp or args.rtu:
-            snaps = _remote(args)
+        if args.tcp or args.rtu or args.canopen:
+            snaps = _canopen(args) if args.canopen else _remote(args)
             # the wire carries the wiring modes; ratings and expectations come from the file
             report = check_wiring(snaps, load_settings(args.settings) if args.settings else None)
         else:

@@ -33,7 +33,7 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pm4324.app import limit_blas_threads
+    from pm4324.app import GIL_SWITCH_INTERVAL_S, limit_blas_threads
     from pm4324.device.recovery import StoreError
     from pm4324.fleet.config import load_fleet
     from pm4324.fleet.store import FleetStore
@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     config = load_fleet(args.config)  # SettingsError: one line, exit 2 (cli.main)
     limit_blas_threads()
+    # the clock thread publishes on the second while the protocol loop builds register
+    # images: each takes the GIL back within this interval (as `pm4324 run`)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         store = FleetStore.open(config.store, [m.key for m in config.members],
                                 reset=args.reset_store)
@@ -154,16 +157,18 @@ async def _start_web_mqtt(config, fleet, servers: list) -> list:
 
         security = config.members[0].settings.security
         control = FleetFaultControl(fleet.faults, lambda t: fleet.start_time + t, security)
+        from pm4324.fleet.webview import MembersView
         from pm4324.security.guard import Guard
 
         web = WebServer(None, host, port, guard=Guard(security), keys=keys, faults=control)
+        web.fleet = MembersView(fleet.members)  # type: ignore[assignment]  # read when asked
         try:
             await web.start()
         except OSError as exc:
             raise ExposeError(str(exc)) from None
         servers.append(web)
-        for member in fleet.members:
-            member.add_listener(lambda snap, key=member.key: web.publish(key, snap))
+        # the live stream (/api/stream) follows the first member, as a hub's its first meter
+        fleet.members[0].add_listener(lambda snap: web.publish(keys[0], snap))
         _say(f"Dashboard and HTTP API of {len(keys)} meters on {web.url}")
     if config.mqtt.enabled:
         from pathlib import Path

@@ -2,13 +2,13 @@
 the second (docs/fleet.md).
 
 One thread paces the fleet. During second k it computes second k of every group (arrays,
-fleet/truth.py); ``lead_s`` before the second's end it adds the second's energies to the
-registers and commits them (one commit for all members, fleet/store.py); at the second's
-end it publishes: one reference assignment makes second k every member's snapshot, so
-each member's snapshot is out within the thread's wake-up latency of its second, whatever
-the number of members. A member's energies shown before the publish exclude the second
-committed ahead (the increments are held as pending until then), so every value shown is
-on disk, and nothing is shown early.
+fleet/truth.py), adds the second's energies to the registers and commits them at once (one
+commit for all members, fleet/store.py: the whole second is the budget for both, whatever
+else the process does); at the second's end it publishes: one reference assignment makes
+second k every member's snapshot, so each member's snapshot is out within the thread's
+wake-up latency of its second, whatever the number of members. A member's energies shown
+before the publish exclude the second committed ahead (the increments are held as pending
+until then), so every value shown is on disk, and nothing is shown early.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from pm4324.fleet.store import FleetStore
 from pm4324.fleet.truth import GroupTruth, Second, rated_currents
 from pm4324.snapshot import Energies, Status
 
-LEAD_S = 0.5  # the commit of a second starts this long before the second's end
-
 
 @dataclass
 class _Group:
@@ -47,10 +45,9 @@ class _Group:
 class TruthFleet:
     """Members computed from the truth, one commit and one publish a second."""
 
-    def __init__(self, config: FleetConfig, store: FleetStore, lead_s: float = LEAD_S):
+    def __init__(self, config: FleetConfig, store: FleetStore):
         self.config, self.store = config, store
         self.registers = store.registers
-        self.lead_s = lead_s
         n = len(config.members)
         self.group_of = np.array([m.group for m in config.members])
         self.row_of = np.zeros(n, dtype=np.int64)
@@ -68,6 +65,7 @@ class TruthFleet:
         self.listened: set[int] = set()
         self.current: list[Second | None] = [None] * len(self.groups)
         self.published_k = -1
+        self._next_k = 0  # the next second to compute: a live fault starts there
         self._pending: list[np.ndarray | None] = [None] * len(self.groups)  # (n, 32, 7)
         self.not_saved = False
         self.start_time = time.time()
@@ -77,7 +75,7 @@ class TruthFleet:
         self._committer = Committer(self._commit)
         self.faults = FleetFaults([m.key for m in config.members],
                                   [m.scenario for m in config.members],
-                                  lambda: float(self.published_k + 1),
+                                  lambda: float(self._next_k),
                                   lambda t: self.start_time + t, self.registers,
                                   FaultLog(config.fault_log) if config.fault_log else None,
                                   config.protocol_faults)
@@ -137,15 +135,12 @@ class TruthFleet:
         """Publish second after second until ``stop`` is set or ``seconds`` are out."""
         t0 = time.monotonic()
         self.start_time = time.time()
-        lead = min(self.lead_s, 0.5 / speed)
         k = 0
         while not stop.is_set() and (seconds is None or k < seconds):
             c0 = time.perf_counter()
             secs = self._compute(k)
             self.compute_s.append(time.perf_counter() - c0)
             due = t0 + (k + 1) / speed
-            if stop.wait(max(0.0, due - lead - time.monotonic())):
-                break
             self.faults.advance(k + 1)  # log starts and ends; presets before the energy
             regs = self.registers
             with regs.lock:
@@ -169,8 +164,10 @@ class TruthFleet:
 
     def _compute(self, k: int) -> list[Second]:
         """Second ``k`` of every group."""
-        return [g.truth.second(k, g.gain, g.rated, self.faults.faulted(g.rows, k + 0.5))
-                for g in self.groups]
+        with self.faults.lock:  # a fault set from now on starts at the next second
+            faulted = [self.faults.faulted(g.rows, k + 0.5) for g in self.groups]
+            self._next_k = k + 1
+        return [g.truth.second(k, g.gain, g.rated, f) for g, f in zip(self.groups, faulted)]
 
     def close(self) -> None:
         self._committer.close()

@@ -113,8 +113,9 @@ async def start_tcp(config: FleetConfig, backends: Backends, servers: list,
             wire = {u: faults[first + u - 1] for u in units} if faults else None
             await _start(TcpServer(None, backends=units, host=t.host, port=port, faults=wire),
                          servers, t.host, port)
+        first_port = servers[len(servers) - -(-n // GATEWAY_UNITS)].port
         _say(f"Modbus TCP gateway: {n} meters behind unit ids 1..{min(n, GATEWAY_UNITS)} on "
-             f"{t.host}:{t.port}..{config.tcp_place(n - 1)[0]}")
+             f"{t.host}:{first_port}..{servers[-1].port}")
         return
     for j, lazy in enumerate(backends.lazy):
         port = config.tcp_place(j)[0] if t.port else 0  # 0: free ports (tests)

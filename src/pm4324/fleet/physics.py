@@ -11,7 +11,8 @@ energy increments, ``FIELDS``); the clock then commits and publishes exactly as 
 level (fleet/clock.py). A CT ratio written to a member reaches its engine before its next
 second, as in a single meter. Harmonic spectra are not shipped back (NaN in snapshots).
 The members of a worker share one table of Gaussian ADC noise (2 MB a member otherwise),
-each reading it at offsets drawn from its own seeded generator.
+each reading it at offsets drawn from its own seeded generator, and one set of the
+synthesis's scratch arrays (0.75 MB a member otherwise).
 """
 
 from __future__ import annotations
@@ -134,6 +135,14 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
             noise = src.noise
         elif src.noise is not None and noise is not None:
             src.noise = noise
+        # the synthesis's scratch arrays (0.75 MB a member at 3.2 kS/s) are used one member
+        # at a time: one set per worker (a member whose shape differs makes its own)
+        fast = src.scenario
+        n = int(round(rate))
+        if sources:
+            src._work_shape, src._work_arrays = sources[0]._work_shape, sources[0]._work_arrays
+        else:
+            src._work(n, len(fast._orders))
         sources.append(src)
         engines.append(Engine(s))
     out = np.empty((len(members), WIDTH))
@@ -173,8 +182,8 @@ def _worker(conn: Connection, members: list[tuple[Settings, Scenario]], rate: fl
 class PhysicsFleet(TruthFleet):
     """Members measured by the real engine in ``config.workers`` processes."""
 
-    def __init__(self, config: FleetConfig, store: FleetStore, lead_s: float | None = None):
-        super().__init__(config, store, **({} if lead_s is None else {"lead_s": lead_s}))
+    def __init__(self, config: FleetConfig, store: FleetStore):
+        super().__init__(config, store)
         n = len(config.members)
         workers = max(1, min(config.workers, n))
         bounds = np.linspace(0, n, workers + 1).astype(int)

@@ -71,18 +71,13 @@ class FaultyAnswers:
                  faults: ProtocolFaults | None) -> None:
         """Send an answer this connection waited for, as the meter's faults (if any) say:
         late, with another transaction id, split in two, or merged with the next one."""
-        frame = None if rsp is None else self._frame(tid, unit, rsp)
-        if faults is None:  # a write's answer
-            self._finish(frame)
+        if faults is None or not faults.current:  # none (any more): at once, as always
+            self._finish(None if rsp is None else self._frame(tid, unit, rsp))
             return
-        loop = self._server._loop
-        current = faults.current
-        if frame is None or not current:  # next turn: no recursion into _serve
-            loop.call_soon(self._finish, frame)
+        if rsp is None:  # the next turn: no recursion into _serve (pipelined requests)
+            self._server._loop.call_soon(self._finish, None)
             return
-        assert rsp is not None
-        assert faults is not None
-        server = self._server
+        loop, server, current = self._server._loop, self._server, faults.current
         if faults.hit("wrong_tid"):
             server.count_fault("wrong_tid")
             tid = (tid + 1) & 0xFFFF

@@ -337,7 +337,7 @@ async function wiringPage() {
   const mains = w.mains.map((m) => `<li class="${m.status === "ok" ? "ok" : "bad"}">${esc(m.text)}</li>`).join("");
   const rows = w.cts.filter((c) => c.status !== "unused").map((c) => `<tr data-ct="${c.ct}" data-status="${c.status}">
     <td>${c.ct}</td><td class="text ${good.has(c.status) || c.status === "open" ? "ok" : "bad"}">${esc(c.status.replace(/_/g, " "))}</td>
-    <td class="text">${esc(c.text)}</td><td class="text"><code>${c.fix.map(esc).join("<br>")}</code></td></tr>`).join("");
+    <td class="text" style="white-space: normal">${esc(c.text)}</td><td class="text" style="white-space: normal"><code>${c.fix.map(esc).join("<br>")}</code></td></tr>`).join("");
   $("#content").innerHTML = `<section class="card"><h2>Wiring check</h2>
     <p class="muted">${w.problems ? `${w.problems} wiring problem(s)` : "No wiring problem found"} in the newest second; expected PF range per CT in the settings ([cts.N], default 0.7 lagging … 0.95 leading).</p>
     <ul id="wiring-mains">${mains}</ul></section>
