@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.history import HistoryStore, HistoryWriter, query
 from pm4324.history.aggregate import batch_of_minutes
 from pm4324.history.layout import LAYOUT, Frame

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=40, help=f"chunks of {CHUNK} s per source")
     args = ap.parse_args(argv)
 
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.sources.simulator import SimulatorSource, parse_scenario
 
     settings = load_settings(DATA / "building-settings.toml")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SETTINGS = ROOT / "src/pm4324/data/building-settings.toml"

@@ -48,7 +48,7 @@ DISK_FULL_SCRIPT = textwrap.dedent('''
     here, harness = Path(sys.argv[1]), sys.argv[2]
     if harness == "tmpfs":
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(here)], check=True)
-    from pm4324.config.settings import parse_settings
+    from pm4324.config.settings_parse import parse_settings
     from pm4324.device.meter import Meter
     from pm4324.device.store import Store, peek, read_events
     from pm4324.registers.image import MapBackend

@@ -69,7 +69,7 @@ def test_decodes_to_the_keys_and_values_of_to_dict(backend, snapshot):
 def test_real_meter_snapshot_round_trip():
     """The simulated building, through the map and back, equals what `run --json` prints."""
     from pm4324.cli.cli import _default_settings_path
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
     from pm4324.sources.simulator import SimulatorSource, load_scenario
 

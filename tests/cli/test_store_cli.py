@@ -129,7 +129,7 @@ def test_reset_energy_of_a_running_meter_needs_tcp(meter_files):
 
 async def test_reset_energy_over_modbus(tmp_path):
     from pm4324.cli.cli import main
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
     from pm4324.protocols.modbus import TcpServer
     from pm4324.registers.image import MapBackend

@@ -7,8 +7,8 @@ import tomllib
 
 import pytest
 
-from pm4324.config.settings import parse_settings
 from pm4324.config.settings_file import settings_to_toml
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
 from pm4324.sources.simulator import SimulatorSource, parse_scenario
 

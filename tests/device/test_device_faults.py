@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pm4324.config.settings import load_settings, parse_settings
+from pm4324.config.settings_parse import load_settings, parse_settings
 from pm4324.device.faults import ROLLOVER_KWH, apply_device_faults
 from pm4324.device.meter import Meter
 from pm4324.registers.map_backend import MapBackend

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.device.store import Store, peek, read_events
 from pm4324.registers.image import MapBackend, build_image

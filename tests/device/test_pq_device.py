@@ -11,7 +11,8 @@ import math
 
 import pytest
 
-from pm4324.config.settings import SettingsError, parse_settings
+from pm4324.config.settings import SettingsError
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
 from pm4324.sources.simulator import SimulatorSource, parse_scenario
 

@@ -9,8 +9,8 @@ import tomllib
 
 import pytest
 
-from pm4324.config.settings import load_settings, parse_settings
 from pm4324.config.settings_file import save_settings
+from pm4324.config.settings_parse import load_settings, parse_settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import (
     CommandDriver,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pm4324.config import settings_writeback
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.image import MapBackend

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pm4324.config.settings import N_CTS, Settings, Wiring, load_settings
+from pm4324.config.settings import N_CTS, Settings, Wiring
+from pm4324.config.settings_parse import load_settings
 from pm4324.metering import engine as E
 from pm4324.metering.cycles import (
     F_MAX_HZ,

@@ -170,7 +170,7 @@ def test_relay_coils(meter):
 
 def test_writes_reach_the_real_meter_and_survive_a_restart(tmp_path):
     from pm4324.cli.cli import _default_settings_path
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
     from pm4324.sources.simulator import SimulatorSource, load_scenario
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pm4324.config.settings import parse_settings
+from pm4324.config.settings_parse import parse_settings
 from pm4324.protocols.modbus.rtu import RtuServer, serve_rtu_frame
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog

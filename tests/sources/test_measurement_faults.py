@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.sources.base import SourceError
 from pm4324.sources.faults import FaultError

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from web_helpers import TOKENS, settings_with_tokens
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.device.store import Store, peek
 from pm4324.security.audit import AuditLog

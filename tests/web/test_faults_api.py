@@ -12,7 +12,7 @@ import pytest
 from web_helpers import TOKENS, LiveMeter, settings_with_tokens
 
 from pm4324.cli.cli import main
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.faults import apply_device_faults
 from pm4324.device.meter import Meter
 from pm4324.faults.log import FaultLog

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.history import HistoryStore, HistoryWriter, names_of
 from pm4324.protocols.modbus.tcp import TcpServer

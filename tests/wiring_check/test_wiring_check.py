@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pm4324.config.settings import parse_settings
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
 from pm4324.sources.simulator import SimulatorSource, parse_scenario
 from pm4324.wiring_check import check_wiring

@@ -14,7 +14,8 @@ import json
 import sys
 import time
 
-from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS, load_settings
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS
+from pm4324.config.settings_parse import load_settings
 from pm4324.snapshot import Snapshot
 from pm4324.wiring_check import WiringReport, check_wiring
 

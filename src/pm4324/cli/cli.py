@@ -14,7 +14,8 @@ import math
 import sys
 from collections.abc import Callable
 
-from pm4324.config.settings import SettingsError, load_settings
+from pm4324.config.settings import SettingsError
+from pm4324.config.settings_parse import load_settings
 from pm4324.sources.base import SourceError
 
 DEFAULT_SETTINGS = "building-settings.toml"

@@ -25,14 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pm4324.config.mqtt_settings import MqttSettings
-from pm4324.config.settings import (
-    BAUD_RATES,
-    DATA_FORMATS,
-    Settings,
-    SettingsError,
-    load_settings,
-    parse_settings,
-)
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, Settings, SettingsError
+from pm4324.config.settings_parse import load_settings, parse_settings
 from pm4324.sources.base import SourceError
 from pm4324.sources.simulator import Scenario, load_scenario
 

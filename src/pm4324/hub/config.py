@@ -186,7 +186,7 @@ def parse_hub(data: dict, source: str = "<hub>", base: Path | None = None) -> Hu
 
 def _mqtt(data: dict, source: str) -> MqttSettings:
     """``[mqtt]`` with the meter's own validation and error wording (docs/mqtt.md)."""
-    from pm4324.config.settings import parse_settings
+    from pm4324.config.settings_parse import parse_settings
 
     if "mqtt" not in data:
         return MqttSettings()

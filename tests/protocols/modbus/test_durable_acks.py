@@ -11,7 +11,7 @@ import struct
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from pm4324.config.settings import parse_settings
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
 from pm4324.device.store import Store, peek
 from pm4324.protocols.modbus.tcp import TcpServer
