@@ -132,6 +132,8 @@ def test_reset_energy_mid_run_keeps_the_pre_reset_value_and_counts_from_zero(tmp
             after = [r] + [readings.get(timeout=WAIT) for _ in range(4)]
     finally:
         meter.stop()
+    while not readings.empty():  # what the hub read until it stopped
+        after.append(readings.get_nowait())
     lines = [meter1_wh(d) for d in meter.lines]
     k = next(i for i in range(1, len(lines)) if lines[i] < lines[i - 1])  # the meter's reset
     last_before_reset = lines[k - 1]
@@ -184,6 +186,8 @@ def test_uint32_rollover_while_polled_is_energy_not_a_reset(tmp_path):
             after = [r] + [readings.get(timeout=WAIT) for _ in range(4)]
     finally:
         meter.stop()
+    while not readings.empty():  # what the hub read until it stopped
+        after.append(readings.get_nowait())
     truth = truth_of(meter)  # the meter's own counters do not wrap
     store, m, events, total = history(tmp_path)
     gaps = query.gaps(store, m, 0, 2e9)
