@@ -137,7 +137,6 @@ def test_reset_energy_mid_run_keeps_the_pre_reset_value_and_counts_from_zero(tmp
     lines = [meter1_wh(d) for d in meter.lines]
     k = next(i for i in range(1, len(lines)) if lines[i] < lines[i - 1])  # the meter's reset
     last_before_reset = lines[k - 1]
-    second_wh = max(b - a for a, b in zip(lines[:k - 1], lines[1:k]))  # a second's energy
     truth = truth_of(meter)
     store, _, events, total = history(tmp_path)
     store.close()
@@ -148,10 +147,11 @@ def test_reset_energy_mid_run_keeps_the_pre_reset_value_and_counts_from_zero(tmp
         published(reading, truth, 1e-3)
     assert {e[1] for e in events} == {"reset"}  # Meter 1 and its CTs; no rollover, no offline
     pre, post = counter_event(events, "reset")
-    # the pre-reset value kept is the hub's last reading before the reset, and the meter's
-    # value just before the reset: a client read it right after that reading
+    # the pre-reset value kept is the hub's last reading before the reset; the client read
+    # the counter after that reading and before the reset (order, not timing: no bound on
+    # how long a busy machine took in between)
     assert pre == pytest.approx(before[-1][1], abs=1e-3)
-    assert pre == pytest.approx(just_before, abs=second_wh + 0.01)
+    assert pre - 0.01 <= just_before <= last_before_reset + 0.01
     assert post == pytest.approx(after[0][1], abs=1e-3)
     # energy after the reset counts from zero: (pre-reset - start) + (after - 0)
     start, end = before[0][1], after[-1][1]
@@ -160,25 +160,26 @@ def test_reset_energy_mid_run_keeps_the_pre_reset_value_and_counts_from_zero(tmp
     # the seconds between the hub's last reading before the reset and the reset (no reader
     # sees those)
     missed = last_before_reset - published(before[-1], truth, 1e-3)
-    assert 0 <= missed <= 2 * second_wh
+    assert missed >= 0
     true_used = (last_before_reset - published(before[0], truth, 1e-3)) + published(after[-1], truth, 1e-3)
     assert total + missed == pytest.approx(true_used, abs=0.01)
 
 
 def test_uint32_rollover_while_polled_is_energy_not_a_reset(tmp_path):
     tokens = f'\n[security.tokens.engineer]\nrole = "settings"\nhash = "{hash_token(TOKEN)}"\n'
-    # speed 4: Meter 1 (~37 kW) adds ~40 Wh a wall-clock second, so 0.5 kWh wrap in ~12 s
+    # speed 4: Meter 1 (~37 kW) adds ~40 Wh a wall-clock second, so 1 kWh wraps in ~25 s (time for a busy
+    # machine to start the hub before it does)
     meter = SoftwareMeter(tmp_path / "m0", speed=4, settings_extra=tokens, http=True, record=True).start()
     try:
         meter.seconds.get(timeout=WAIT)  # it has measured a second
         assert main(["fault", "--http", meter.url, "--token", TOKEN, "set", "energy_rollover",
-                     "meter1", "below_kwh=0.5"]) == 0
-        for _ in range(1000):  # its counters jump to 0.5 kWh short of the register's rollover
-            if meter1_wh(meter.seconds.get(timeout=WAIT)) > ROLLOVER_WH - 1000:
+                     "meter1", "below_kwh=1.0"]) == 0
+        for _ in range(1000):  # its counters jump to 1 kWh short of the register's rollover
+            if meter1_wh(meter.seconds.get(timeout=WAIT)) > ROLLOVER_WH - 2000:
                 break
         with polling(tmp_path, meter, poll_s=0.25, gap_s=30) as (_, readings):
             before = [readings.get(timeout=WAIT)]
-            assert before[0][1] > ROLLOVER_WH - 1000, "the counter wrapped before the hub read it"
+            assert before[0][1] > ROLLOVER_WH - 2000, "the counter wrapped before the hub read it"
             for _ in range(1000):  # readings up to the first one after the wrap
                 if (r := readings.get(timeout=WAIT))[1] < before[-1][1]:
                     break
