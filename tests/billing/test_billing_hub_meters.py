@@ -15,7 +15,7 @@ from pm4324.billing.config import load_building
 from pm4324.config.settings_parse import load_settings
 from pm4324.history import HistoryStore
 from pm4324.history.aggregate import batch_of_minutes
-from pm4324.sources.simulator import load_scenario
+from pm4324.sources.scenario_parse import load_scenario
 from pm4324.sources.truth import Truth
 
 TENANTS = """

@@ -52,7 +52,8 @@ DISK_FULL_SCRIPT = textwrap.dedent('''
     from pm4324.device.meter import Meter
     from pm4324.device.store import Store, peek, read_events
     from pm4324.registers.image import MapBackend
-    from pm4324.sources.simulator import SimulatorSource, parse_scenario
+    from pm4324.sources.simulator import SimulatorSource
+    from pm4324.sources.scenario_parse import parse_scenario
     settings = parse_settings({"model": "PM-4324", "sample_rate_hz": 2000})
     scenario = parse_scenario({"loads": [{"cts": [1, 2, 3], "current_a": 20.0}]})
     db = here / "var" / "f.state.db"

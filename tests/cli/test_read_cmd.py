@@ -71,7 +71,8 @@ def test_real_meter_snapshot_round_trip():
     from pm4324.cli.cli import _default_settings_path
     from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = load_settings(_default_settings_path())
     meter = Meter(settings, SimulatorSource(load_scenario(None), settings), start_time=0.0)

@@ -133,7 +133,8 @@ async def test_reset_energy_over_modbus(tmp_path):
     from pm4324.device.meter import Meter
     from pm4324.protocols.modbus import TcpServer
     from pm4324.registers.image import MapBackend
-    from pm4324.sources.simulator import SimulatorSource, parse_scenario
+    from pm4324.sources.scenario_parse import parse_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = load_settings(None)
     meter = Meter(settings, SimulatorSource(parse_scenario(

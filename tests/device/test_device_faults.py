@@ -12,7 +12,8 @@ from pm4324.device.meter import Meter
 from pm4324.registers.map_backend import MapBackend
 from pm4324.snapshot import Status
 from pm4324.sources.base import SourceError
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 SETTINGS = load_settings(None)  # word order low-first
 CT1_KWH_U32 = 0x11A8

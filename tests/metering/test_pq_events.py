@@ -20,7 +20,8 @@ from pm4324.config.pq_settings import PqSettings
 from pm4324.config.settings import Settings, Wiring
 from pm4324.metering.engine import Engine
 from pm4324.metering.pq.monitor import PqMonitor
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 U = 230.0
 FS = 12800.0

@@ -89,7 +89,8 @@ class _Fed:
         from pm4324.config.settings_parse import load_settings
         from pm4324.device.meter import Meter
         from pm4324.history import HistoryStore
-        from pm4324.sources.simulator import SimulatorSource, load_scenario
+        from pm4324.sources.scenario_parse import load_scenario
+        from pm4324.sources.simulator import SimulatorSource
         from pm4324.web.server import WebServer
 
         settings = load_settings(SETTINGS)

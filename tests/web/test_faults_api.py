@@ -22,7 +22,8 @@ from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog
 from pm4324.security.guard import Guard
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 from pm4324.web.server import WebServer
 
 SCENARIO = {"loads": [{"cts": [1, 2, 3], "current_a": 50.0, "pf": 0.9}],

@@ -27,7 +27,8 @@ from pm4324.security.audit import AuditLog
 from pm4324.security.guard import Guard
 from pm4324.security.identities import hash_token
 from pm4324.snapshot import Snapshot
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 from pm4324.web.server import WebServer
 
 SETTINGS = Path(__file__).resolve().parents[2] / "src" / "pm4324" / "data" / "building-settings.toml"

@@ -57,7 +57,8 @@ class _Failed(Exception):
 def _simulated(args: argparse.Namespace, settings_path: str) -> list[Snapshot]:
     from pm4324.app import limit_blas_threads
     from pm4324.device.meter import Meter
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     limit_blas_threads()
     settings = load_settings(settings_path)

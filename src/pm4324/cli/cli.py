@@ -187,7 +187,7 @@ def _add_expected(sub: argparse._SubParsersAction) -> None:
 
 
 def _expected(args: argparse.Namespace) -> int:
-    from pm4324.sources.simulator import load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
 
     settings = load_settings(args.settings or _default_settings_path())
     rows = load_scenario(args.scenario).expected(settings, args.at)

@@ -28,7 +28,8 @@ from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, Settings, SettingsError
 from pm4324.config.settings_parse import load_settings, parse_settings
 from pm4324.sources.base import SourceError
-from pm4324.sources.simulator import Scenario, load_scenario
+from pm4324.sources.scenario import Scenario
+from pm4324.sources.scenario_parse import load_scenario
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_METERS = 100_000

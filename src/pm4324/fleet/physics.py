@@ -29,7 +29,7 @@ from pm4324.fleet.clock import TruthFleet
 from pm4324.fleet.config import FleetConfig
 from pm4324.fleet.store import FleetStore
 from pm4324.fleet.truth import Second
-from pm4324.sources.simulator import Scenario
+from pm4324.sources.scenario import Scenario
 
 CT_KEYS = ("v_rms", "i_rms", "p_w", "q_var", "s_va", "pf", "thd_v_pct", "thd_i_pct",
            "frequency_hz")

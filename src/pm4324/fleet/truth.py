@@ -28,7 +28,7 @@ from pm4324.config.settings import CT_SECONDARY_RATED_A, N_CTS, N_METERS, Settin
 from pm4324.metering.wiring import meter_wiring
 from pm4324.snapshot import Flag
 from pm4324.sources.faults import SAMPLE_KINDS, Fault
-from pm4324.sources.simulator import _PHASE_ANGLE, Scenario
+from pm4324.sources.scenario import _PHASE_ANGLE, Scenario
 
 START_FRACTION = 0.0004  # anti-creep (metering/step_kernels.py)
 STARTING_FRACTION = 0.001  # THD_I reads 0 below the starting current

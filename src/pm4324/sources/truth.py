@@ -23,7 +23,7 @@ import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, PHASES, Settings
 from pm4324.metering.wiring import current_signs, meter_wiring
-from pm4324.sources.simulator import _PHASE_ANGLE, Scenario
+from pm4324.sources.scenario import _PHASE_ANGLE, Scenario
 
 ENERGY = ("wh_import", "wh_export", "varh_q1", "varh_q2", "varh_q3", "varh_q4", "vah")
 

@@ -20,7 +20,8 @@ from pm4324.protocols.faults import FaultChange, ProtocolFaults, parse_params
 from pm4324.protocols.modbus.rtu import RtuServer
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 SEQ = 0x1006  # snapshot_seq, uint32 low word first (map.csv)
 SHORT = 0.5  # seconds: the client's timeout where no answer is the expected outcome

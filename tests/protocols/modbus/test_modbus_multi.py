@@ -19,7 +19,8 @@ from pm4324.device.meter import Meter
 from pm4324.protocols.modbus.rtu import RtuServer
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 FLOAT = re.compile(r"^\[(\d+)\]:\s+(-?[\d.]+(?:e[-+]?\d+)?)", re.M)
 V_AN = 0x1010  # main1_v_an .. main1_v_cn, float32 low word first (map.csv)
