@@ -19,7 +19,6 @@ what is allowed, and ``pm4324 fleet`` turns it into one line and exit code 2.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, Settings, SettingsError
 from pm4324.config.settings_parse import load_settings, parse_settings
+from pm4324.config.toml_file import read_toml
 from pm4324.sources.base import SourceError
 from pm4324.sources.scenario import Scenario
 from pm4324.sources.scenario_parse import load_scenario
@@ -380,12 +380,4 @@ def _with_faults(src: str, raw: Any, members: list[MemberConfig]
 
 def load_fleet(path: str | Path) -> FleetConfig:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _err(str(p), "(file)", str(p), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _err(str(p), "(file)", str(p), f"cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _err(str(p), "(syntax)", str(exc), "must be valid TOML") from None
-    return parse_fleet(data, str(p), p.resolve().parent)
+    return parse_fleet(read_toml(p), str(p), p.resolve().parent)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS, SettingsError
+from pm4324.config.toml_file import read_toml
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -195,12 +195,4 @@ def _mqtt(data: dict, source: str) -> MqttSettings:
 
 def load_hub(path: str | Path) -> HubConfig:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _err(str(p), "(file)", str(p), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _err(str(p), "(file)", str(p), f"cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _err(str(p), "(syntax)", str(exc), "must be valid TOML") from None
-    return parse_hub(data, str(p), p.resolve().parent)
+    return parse_hub(read_toml(p), str(p), p.resolve().parent)
