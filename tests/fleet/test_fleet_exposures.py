@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -16,22 +15,15 @@ import pytest
 from fleet_helpers import ct_address, f32, open_fleet, run_seconds, small_fleet
 from pymodbus.client import AsyncModbusSerialClient
 
+from peers import LIMIT, run_peer
 from pm4324.fleet.expose import Backends, start_canopen, start_rtu, start_tcp
 
-LIMIT = 10.0
 FLOATS = re.compile(r"^\[\d+\]:\s+(\S+)", re.M)
 
 
 async def _mbpoll(*args: str) -> tuple[int, list[float], str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), LIMIT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, [float(x) for x in FLOATS.findall(out.decode())], err.decode()
+    rc, out, err = await run_peer(*args)
+    return rc, [float(x) for x in FLOATS.findall(out)], err
 
 
 def _truth(fleet, j: int, ct: int) -> list[float]:

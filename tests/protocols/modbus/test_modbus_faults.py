@@ -12,8 +12,9 @@ import threading
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
-from test_modbus_peers import LIMIT, pty_pair, rtu_args, run_mbpoll  # noqa: F401  (fixture)
+from test_modbus_peers import rtu_args, run_mbpoll
 
+from peers import LIMIT
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.protocols.faults import FaultChange, ProtocolFaults, parse_params
@@ -258,7 +259,7 @@ async def test_mbpoll_sees_tcp_faults(mbpoll, faulty) -> None:
 # -- Modbus RTU over a socat pty pair --------------------------------------------------------
 
 
-async def test_rtu_faults_with_pymodbus_and_mbpoll(mbpoll, backend, pty_pair) -> None:  # noqa: F811
+async def test_rtu_faults_with_pymodbus_and_mbpoll(mbpoll, backend, pty_pair) -> None:
     server_port, client_port = pty_pair
     faults = ProtocolFaults("m1")
     async with RtuServer(backend, server_port, address=1, baud=19200, faults=faults) as srv:
