@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,3 +130,14 @@ def which(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def interrupt(proc: subprocess.Popen) -> int:
+    """Ctrl-C to a running `pm4324` process; its exit code (killed, and the test fails, when it
+    does not stop within 30 s)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
