@@ -1,7 +1,8 @@
 """Real peers shared by the tests: their executables (skip when absent), running one to
-completion within a bound, and a socat pty pair for Modbus RTU. The fixtures built on these
-(``mbpoll``, ``socat``, ``pty_pair``) are in tests/conftest.py; import the rest with
-``from peers import ...`` (tests/ is on pytest's pythonpath)."""
+completion within a bound, a socat pty pair for Modbus RTU, and the meter's own command line
+as a user runs it. The fixtures built on these (``mbpoll``, ``socat``, ``pty_pair``) are in
+tests/conftest.py; import the rest with ``from peers import ...`` (tests/ is on pytest's
+pythonpath)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,24 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 LIMIT = 10.0  # seconds: the bound on one peer's run
+SMALL_SCENARIO = """[[loads]]
+cts = [1, 2, 3]
+current_a = 20.0
+"""  # one 20 A load on Meter 1: a meter that counts energy from its first second
+
+
+def pm4324(*args: str, timeout: float = 120, cwd: Path | None = None
+           ) -> subprocess.CompletedProcess:
+    """`pm4324 ARGS` in a new process, as a user runs it; its stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
 
 
 def tool(name: str) -> str:
