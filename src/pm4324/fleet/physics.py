@@ -95,12 +95,12 @@ class FastPhasors:
     scenario's own (the slow path is exact by construction)."""
 
     def __init__(self, scenario: Scenario, settings: Settings):
-        from pm4324.fleet.truth import _load_currents
+        from pm4324.sources.truth import load_currents
 
         self._scenario = scenario
         volts, _, orders = scenario.phasors(settings, 0.0, (), sags=False)
         self._volts, self._orders = volts, orders
-        self._lc = _load_currents(scenario, orders).reshape(len(scenario.loads), -1)
+        self._lc = load_currents(scenario, orders).reshape(len(scenario.loads), -1)
 
     def __getattr__(self, name: str):
         return getattr(self._scenario, name)

@@ -18,7 +18,6 @@ milliseconds a second (docs/benchmarks.md, "Fleet").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -28,8 +27,8 @@ from pm4324.config.settings import CT_SECONDARY_RATED_A, N_CTS, N_METERS, Settin
 from pm4324.metering.wiring import meter_wiring
 from pm4324.snapshot import Flag
 from pm4324.sources.faults import SAMPLE_KINDS, Fault
-from pm4324.sources.scenario import _PHASE_ANGLE, Scenario
-from pm4324.sources.truth import energy, ratio
+from pm4324.sources.scenario import Scenario
+from pm4324.sources.truth import energy, load_currents, ratio
 
 START_FRACTION = 0.0004  # anti-creep (metering/step_kernels.py)
 STARTING_FRACTION = 0.001  # THD_I reads 0 below the starting current
@@ -59,19 +58,6 @@ class Second:
         return self.ct_flags is not None
 
 
-def _load_currents(scenario: Scenario, orders: list[int]) -> np.ndarray:
-    """(loads, 24, H): each load's primary current phasors at level 1 (as Scenario.phasors)."""
-    out = np.zeros((len(scenario.loads), N_CTS, len(orders)), dtype=complex)
-    for n, ld in enumerate(scenario.loads):
-        for ct, ph in zip(ld.cts, ld.phases):
-            for j, h in enumerate(orders):
-                frac, deg = (1.0, 0.0) if h == 1 else ld.harmonics.get(h, (0.0, 0.0))
-                ang = h * _PHASE_ANGLE[ph] + (ld.angle if h == 1 else math.radians(deg)
-                                              + (math.pi if ld.export else 0.0))
-                out[n, ct - 1, j] += ld.current_a * frac * np.exp(1j * ang)
-    return out
-
-
 class GroupTruth:
     """Computes seconds of the members of one group."""
 
@@ -81,7 +67,7 @@ class GroupTruth:
         _, _, orders = scenario.phasors(settings, 0.0, ())
         self.orders = orders
         self.h1 = orders.index(1)
-        self.lc = _load_currents(scenario, orders)
+        self.lc = load_currents(scenario, orders)
         self.lc_flat = self.lc.reshape(len(scenario.loads), -1)
         wirings = [meter_wiring(m) for m in settings.meters]
         self.coeff = np.stack([wirings[(k - 1) // 3].coefficients[(k - 1) % 3]

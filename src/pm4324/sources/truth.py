@@ -50,14 +50,7 @@ class Truth:
         volts, _, orders = scenario.phasors(settings, 1e9)  # no sag that late
         self.orders = orders
         self.volts = volts  # (n_mains, 3, H)
-        self.load_currents = np.zeros((len(scenario.loads), N_CTS, len(orders)), dtype=complex)
-        for n, ld in enumerate(scenario.loads):
-            for ct, ph in zip(ld.cts, ld.phases):
-                for j, h in enumerate(orders):
-                    frac, deg = (1.0, 0.0) if h == 1 else ld.harmonics.get(h, (0.0, 0.0))
-                    ang = h * _PHASE_ANGLE[ph] + (ld.angle if h == 1 else math.radians(deg)
-                                                  + (math.pi if ld.export else 0.0))
-                    self.load_currents[n, ct - 1, j] += ld.current_a * frac * np.exp(1j * ang)
+        self.load_currents = load_currents(scenario, orders)
         wirings = [meter_wiring(m) for m in settings.meters]
         self.v_el = np.stack([wirings[(k - 1) // 3].coefficients[(k - 1) % 3]
                               @ volts[settings.main_of_ct(k)] for k in range(1, N_CTS + 1)])
@@ -122,6 +115,20 @@ class Truth:
         for name, (a, b) in (("ab", (0, 1)), ("bc", (1, 2)), ("ca", (2, 0))):
             out[f"v_ll_{name}"] = np.sqrt((np.abs(v[:, a] - v[:, b]) ** 2).sum(axis=1))
         return {k: np.tile(x, (n, 1)) for k, x in out.items()}
+
+
+def load_currents(scenario: Scenario, orders: list[int]) -> np.ndarray:
+    """(loads, 24, H): each load's primary current phasors at level 1 (as Scenario.phasors);
+    the history's minute truth and the fleet's second truth both scale these."""
+    out = np.zeros((len(scenario.loads), N_CTS, len(orders)), dtype=complex)
+    for n, ld in enumerate(scenario.loads):
+        for ct, ph in zip(ld.cts, ld.phases):
+            for j, h in enumerate(orders):
+                frac, deg = (1.0, 0.0) if h == 1 else ld.harmonics.get(h, (0.0, 0.0))
+                ang = h * _PHASE_ANGLE[ph] + (ld.angle if h == 1 else math.radians(deg)
+                                              + (math.pi if ld.export else 0.0))
+                out[n, ct - 1, j] += ld.current_a * frac * np.exp(1j * ang)
+    return out
 
 
 def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
