@@ -9,8 +9,8 @@ import pytest
 
 from pm4324.billing.config import BillingConfigError, load_building
 from pm4324.config.settings import SettingsError
-from pm4324.fleet.config import load_fleet
-from pm4324.hub.config import load_hub
+from pm4324.fleet.config import load_fleet, parse_fleet
+from pm4324.hub.config import load_hub, parse_hub
 
 LOADERS = [(load_fleet, SettingsError), (load_hub, SettingsError),
            (load_building, BillingConfigError)]
@@ -37,3 +37,27 @@ def test_unusable_file_is_one_line(tmp_path: Path, load, error) -> None:
             load(path)
         assert "\n" not in str(info.value)
         assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+@pytest.mark.parametrize(("parse", "data", "key"), [
+    (parse_fleet, {"meters": [{"colour": "red"}]}, "meters.1.colour"),
+    (parse_hub, {"meters": [{"key": "a", "tcp": "127.0.0.1:5020", "colour": "red"}]},
+     "meters.1.colour"),
+], ids=["fleet", "hub"])
+def test_an_unknown_key_names_the_known_ones(parse, data, key):
+    with pytest.raises(SettingsError, match=r"is not a known key; known: .*\bkey\b") as exc:
+        parse(data, "x.toml")
+    assert exc.value.key == key
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+@pytest.mark.parametrize(("parse", "data", "key"), [
+    (parse_fleet, lambda v: {"meters": [{}], "fleet": {"sample_rate_hz": v}},
+     "fleet.sample_rate_hz"),
+    (parse_hub, lambda v: {"meters": [{"key": "a", "tcp": "127.0.0.1:5020", "poll_s": v}]},
+     "meters.1.poll_s"),
+], ids=["fleet", "hub"])
+def test_a_number_must_be_finite(parse, data, key, value):
+    with pytest.raises(SettingsError, match="must be a number from") as exc:
+        parse(data(value), "x.toml")
+    assert exc.value.key == key
