@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from fleet_helpers import ct_address, f32, open_fleet, run_seconds, small_fleet
+from fleet_helpers import ct_address, f32, open_fleet, run_seconds, serving, small_fleet
 from pymodbus.client import AsyncModbusTcpClient
 
 from peers import run_peer
@@ -37,8 +37,7 @@ async def _read(port: int, address: int, count: int) -> list[int]:
 async def test_each_member_serves_its_own_truth(tmp_path):
     config = small_fleet(tmp_path)
     fleet = open_fleet(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         ports = await _serve(fleet, servers)
         await asyncio.to_thread(run_seconds, fleet, SECONDS)
         k = fleet.published_k
@@ -57,17 +56,12 @@ async def test_each_member_serves_its_own_truth(tmp_path):
                 assert f32(w, 6) == pytest.approx(row["q_var"] / 1000, rel=1e-6, abs=1e-9)
                 seen.add(round(f32(w, 2), 3))
         assert len(seen) > 12  # the members differ (seeds, load factors)
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
 
 
 async def test_mbpoll_reads_members_on_their_ports(tmp_path, mbpoll):
     config = small_fleet(tmp_path)
     fleet = open_fleet(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         ports = await _serve(fleet, servers)
         await asyncio.to_thread(run_seconds, fleet, 2)
         for j in (0, 3):
@@ -80,10 +74,6 @@ async def test_mbpoll_reads_members_on_their_ports(tmp_path, mbpoll):
             row = member.scenario.expected(member.settings, fleet.published_k + 0.5)[0]
             assert got == pytest.approx([row["v_rms"], row["i_rms"], row["p_w"] / 1000],
                                         rel=1e-5)
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
 
 
 def test_energy_is_the_truths_integral_and_survives_a_restart(tmp_path):
