@@ -22,10 +22,10 @@ import numpy as np
 from pm4324.billing.bill import run_billing
 from pm4324.billing.config import load_building
 from pm4324.cli.bill_cmd import write_files
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.history import HistoryStore
 from pm4324.history.aggregate import batch_of_minutes
-from pm4324.sources.simulator import load_scenario
+from pm4324.sources.scenario_parse import load_scenario
 from pm4324.sources.truth import Truth
 
 SETTINGS = Path(__file__).resolve().parents[1] / "src" / "pm4324" / "data" / "building-settings.toml"

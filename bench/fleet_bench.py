@@ -27,11 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-
-def _cpu_s(pid: int) -> float:
-    """utime + stime of one process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench_util import cpu_seconds
 
 
 def _rss_mb(pid: int) -> float:
@@ -107,14 +103,14 @@ def main() -> None:
         polled = _serve_and_poll(fleet, args) if args.poll else None
         rss0 = _rss_mb(os.getpid())
         cpu0 = time.process_time()
-        workers0 = [_cpu_s(p) for p in pids]
+        workers0 = [cpu_seconds(p) for p in pids]
         stop = threading.Event()
         wall0 = time.monotonic()
         fleet.run(stop, args.seconds, 1.0)
         wall = time.monotonic() - wall0
         poll = polled() if polled else None
         cpu = time.process_time() - cpu0
-        workers_cpu = sum(_cpu_s(p) - c for p, c in zip(pids, workers0))
+        workers_cpu = sum(cpu_seconds(p) - c for p, c in zip(pids, workers0))
         rss = _rss_mb(os.getpid()) + sum(_rss_mb(p) for p in pids)
         jitter = [x * 1000 for x in fleet.jitter_s]
         compute = [x * 1000 for x in fleet.compute_s]

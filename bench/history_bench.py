@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.history import HistoryStore, HistoryWriter, query
 from pm4324.history.aggregate import batch_of_minutes
 from pm4324.history.layout import LAYOUT, Frame
-from pm4324.sources.simulator import load_scenario
+from pm4324.sources.scenario_parse import load_scenario
 from pm4324.sources.truth import Truth
 
 SETTINGS = Path(__file__).resolve().parents[1] / "src" / "pm4324" / "data" / "building-settings.toml"

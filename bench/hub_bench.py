@@ -2,11 +2,14 @@
 history. The servers (our TcpServer over a static register image recorded from the
 built-in building) run in a child process, so the hub's CPU is measured alone.
 
-    .venv/bin/python bench/hub_bench.py --meters 200 --seconds 30 [--pipeline 4]
+    .venv/bin/python bench/hub_bench.py --meters 200 --seconds 30 [--pipeline 4] [--scrapes 20]
 
 Prints readings per second achieved (N per second is the target), how late polls started
 (p50 / p99 / max of ``late_s``), the hub's CPU share of one core (the servers' process is
-not counted), and the history written. Results: docs/benchmarks.md.
+not counted), and the history written. With ``--scrapes N`` the hub also serves its web
+interface (as ``pm4324 hub --http``) and the measured window ends with N GETs of its
+``/metrics`` over loopback, one a second (each a new second, so none is served from the
+per-second cache): the time to the whole answer, median and max. Results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
     p.add_argument("--pipeline", type=int, default=4, help="requests in flight per meter")
+    p.add_argument("--scrapes", type=int, default=0, help="GETs of the hub's /metrics (0: no web)")
     args = p.parse_args()
 
     from pm4324.history import HistoryStore
@@ -98,16 +102,20 @@ def main() -> None:
             said: list[str] = []
             hub = Hub(config, store, say=said.append)
             stop_hub = threading.Event()
+            web = start_web(config, hub, d) if args.scrapes else None
             runner = threading.Thread(target=hub.run, kwargs={"stop": stop_hub})
             runner.start()
             time.sleep(args.warmup)  # connections made, phases spread, first minute begun
             n0, t0, cpu0 = hub.readings, time.perf_counter(), time.process_time()
             hub.late_s.clear()
             time.sleep(args.seconds)
+            scrapes = scrape(web.url + "metrics", args.scrapes) if web else []
             n, wall, cpu = hub.readings - n0, time.perf_counter() - t0, time.process_time() - cpu0
             late = sorted(hub.late_s)
             stop_hub.set()
             runner.join()
+            if web is not None:
+                web.stop_thread()
             size = store.db.size_bytes()
             store.close()
     finally:
@@ -123,6 +131,42 @@ def main() -> None:
           f"{sum('offline' in x for x in said)} offline events")
     for problem in sorted({x.split(": ", 1)[1] for x in said if "offline" in x})[:5]:
         print("  offline:", problem)
+    if scrapes:
+        times = sorted(ms for ms, _, _ in scrapes)
+        print(f"/metrics of the hub's {args.meters} meters over HTTP, {len(times)} GETs a second apart: "
+              f"median {_q(times, 0.5):.0f} ms, max {times[-1]:.0f} ms; "
+              f"{scrapes[-1][1] / 1e6:.1f} MB, {scrapes[-1][2]} meters' series in the last")
+
+
+def start_web(config, hub, home: str):
+    """The hub's web interface as `pm4324 hub --http` starts it (cli/hub_cmd.py), on a free port."""
+    from pm4324.history import HistoryStore
+    from pm4324.web.server import WebServer
+
+    web = WebServer(None, "127.0.0.1", 0, keys=[m.key for m in config.meters],
+                    history=HistoryStore.open(config.history, readonly=True))
+    web.start_in_thread()
+    hub.listeners.append(web.publish)
+    hub.watchers.append(web.fleet.mark)
+    return web
+
+
+def scrape(url: str, count: int) -> list[tuple[float, int, int]]:
+    """(ms to the whole answer, bytes, meters in it) of ``count`` GETs, one a second."""
+    import httpx
+
+    out = []
+    with httpx.Client(timeout=10) as http:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            r = http.get(url)
+            ms = 1000 * (time.perf_counter() - t0)
+            r.raise_for_status()
+            meters = len({line.split('meter="', 1)[1].split('"', 1)[0]
+                          for line in r.text.splitlines() if 'meter="' in line})
+            out.append((ms, len(r.content), meters))
+            time.sleep(max(0.0, 1.0 - ms / 1000))  # the next second: a new render
+    return out
 
 
 def _q(values: list[float], q: float) -> float:

@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pq", action="store_true", help="engines without the PQ monitor")
     args = ap.parse_args(argv)
 
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.metering.engine import Engine
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     with tempfile.TemporaryDirectory() as tmp:
         extract(args.revision, Path(tmp))

@@ -56,11 +56,13 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from pm4324.config.settings import Settings, load_settings  # noqa: E402
+from pm4324.config.settings import Settings  # noqa: E402
+from pm4324.config.settings_parse import load_settings  # noqa: E402
 from pm4324.device.meter import Meter  # noqa: E402
 from pm4324.metering.engine import Engine  # noqa: E402
 from pm4324.sources.base import SampleBlock  # noqa: E402
-from pm4324.sources.simulator import SimulatorSource, load_scenario  # noqa: E402
+from pm4324.sources.scenario_parse import load_scenario  # noqa: E402
+from pm4324.sources.simulator import SimulatorSource  # noqa: E402
 
 IMPORT_S = time.perf_counter() - _T0
 

@@ -50,6 +50,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_util import cpu_seconds, recv_exact, stop_process  # noqa: E402
 from modbus_bench import Server as BenchServer  # noqa: E402
 from modbus_bench import compile_c, free_port, pinned, run_client  # noqa: E402
 
@@ -66,16 +67,6 @@ _stop = threading.Event()
 
 def request(tid: int, fc: int, address: int, value: int) -> bytes:
     return struct.pack(">HHHBBHH", tid & 0xFFFF, 0, 6, 1, fc, address, value)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
 
 
 # -- attackers (each in its own process: --attack NAME) -------------------------------------
@@ -305,21 +296,14 @@ class RunningMeter:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the server so far (taskset execs it: same PID)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def log_lines(self) -> int:
         self.stderr.seek(0)
         return sum("Modbus TCP" in line for line in self.stderr)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.stderr.close()
 
 

@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_util import cpu_seconds, stop_process
+
 from pm4324.protocols.modbus.rtu import crc16, with_crc
 from pm4324.registers.backend import AccessError, ExceptionCode
 
@@ -183,19 +185,12 @@ class Server:
     def cpu_s(self) -> float:
         """User + system CPU seconds of the server so far (Linux /proc; NaN elsewhere)."""
         try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return cpu_seconds(self.proc.pid)
         except (OSError, ValueError, IndexError):
             return float("nan")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def run_client(client: Path, port: str, clients: int, requests: int) -> dict:

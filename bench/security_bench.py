@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "registers"))
 
+from bench_util import recv_exact
 from snapshot_factory import FakeMeter, make_snapshot  # noqa: E402
 
 from pm4324.config.security_settings import ListenerAccess, SecuritySettings, TlsSettings  # noqa: E402
@@ -64,16 +65,6 @@ class Loop:
         self.thread.join(TIMEOUT)
 
 
-def recv_exactly(sock, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
-
-
 def reads(port: int, n: int, ctx: ssl.SSLContext | None) -> float:
     """Requests per second of one sequential client."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
@@ -82,11 +73,11 @@ def reads(port: int, n: int, ctx: ssl.SSLContext | None) -> float:
     try:
         for _ in range(50):  # warm-up
             sock.sendall(READ)
-            recv_exactly(sock, ANSWER)
+            recv_exact(sock, ANSWER)
         t0 = time.perf_counter()
         for _ in range(n):
             sock.sendall(READ)
-            recv_exactly(sock, ANSWER)
+            recv_exact(sock, ANSWER)
         return n / (time.perf_counter() - t0)
     finally:
         sock.close()
@@ -98,7 +89,7 @@ def handshakes(port: int, n: int, ctx: ssl.SSLContext) -> float:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw, \
                 ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
             sock.sendall(READ)
-            recv_exactly(sock, ANSWER)
+            recv_exact(sock, ANSWER)
     return n / (time.perf_counter() - t0)
 
 

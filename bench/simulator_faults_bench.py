@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=40, help=f"chunks of {CHUNK} s per source")
     args = ap.parse_args(argv)
 
-    from pm4324.config.settings import load_settings
-    from pm4324.sources.simulator import SimulatorSource, parse_scenario
+    from pm4324.config.settings_parse import load_settings
+    from pm4324.sources.scenario_parse import parse_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = load_settings(DATA / "building-settings.toml")
     data = tomllib.loads((DATA / "building.toml").read_text())
@@ -57,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, tmp)
         o_settings = importlib.import_module("pm4324_ab.config.settings")
         o_sim = importlib.import_module("pm4324_ab.sources.simulator")
+        # the scenario reader has its own module since the split; older revisions kept it here
+        o_parse = getattr(o_sim, "parse_scenario", None) or importlib.import_module(
+            "pm4324_ab.sources.scenario_parse").parse_scenario
         old = o_settings.load_settings(Path(tmp) / "pm4324_ab" / "data" / "building-settings.toml")
         sources = {
-            f"{args.revision}, no faults": o_sim.SimulatorSource(o_sim.parse_scenario(data), old),
+            f"{args.revision}, no faults": o_sim.SimulatorSource(o_parse(data), old),
             "working tree, no faults": SimulatorSource(parse_scenario(data), settings),
             "working tree, 3 faults active": SimulatorSource(
                 parse_scenario({**data, "faults": FAULTS}), settings),

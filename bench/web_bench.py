@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import httpx
+from bench_util import cpu_seconds, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ROOT / "src" / "pm4324" / "data" / "building-settings.toml"
@@ -49,18 +50,12 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGES = ("", "meter", "trends", "events", "settings")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def start_meter(tmp: Path) -> tuple[subprocess.Popen, str]:
@@ -283,11 +278,7 @@ def main() -> int:
             cpu_per_request(url, proc.pid, 200 if args.quick else 500)
             metrics_times(url)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
     return 0
 
 

@@ -1,11 +1,13 @@
-"""Shared fixtures: where the read-only recordings live, if they are here at all, and a
-private state directory for every test."""
+"""Shared fixtures: where the read-only recordings live, if they are here at all, a private
+state directory for every test, and the real peers (tests/peers.py) every folder uses."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from peers import socat_pty_pair, tool
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -36,3 +38,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real recordings not available: {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture
+def mbpoll() -> str:
+    return tool("mbpoll")
+
+
+@pytest.fixture
+def socat() -> str:
+    return tool("socat")
+
+
+@pytest.fixture
+async def pty_pair(socat: str):
+    """Two linked ptys (server side, client side) for Modbus RTU."""
+    async with socat_pty_pair(socat) as pair:
+        yield pair

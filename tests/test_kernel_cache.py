@@ -88,7 +88,7 @@ def test_run_says_it_is_compiling(tmp_path, monkeypatch, capsys):
     sh.copy(PACKAGE / "data" / "building-settings.toml", settings)
     args = cli.build_parser().parse_args(["run", "--settings", str(settings), "--seconds", "1",
                                           "--speed", "50", "--no-modbus", "--json"])
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
 
     assert asyncio.run(app.run_meter(load_settings(settings), args, str(settings))) == 0
     captured = capsys.readouterr()

@@ -35,7 +35,8 @@ from pm4324.security.guard import Guard
 from pm4324.security.roles import Right
 from pm4324.snapshot import Snapshot
 from pm4324.sources.registry import source_class
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 # The meter's step and Modbus writes run in worker threads (Python code, holding the GIL for
 # milliseconds); a waiting thread takes the GIL back after this interval instead of Python's

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.history import HistoryStore
 from pm4324.history.aggregate import CounterEvent, batch_of_minutes
 from pm4324.history.layout import ENERGY_ELEMENTS
-from pm4324.sources.simulator import load_scenario
+from pm4324.sources.scenario_parse import load_scenario
 from pm4324.sources.truth import Truth
 
 HERE = Path(__file__).parent

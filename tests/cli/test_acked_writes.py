@@ -15,6 +15,8 @@ import threading
 
 import pytest
 
+from peers import SMALL_SCENARIO, pm4324
+
 pymodbus_client = pytest.importorskip("pymodbus.client")
 
 LIMIT_S = 60.0
@@ -27,17 +29,13 @@ path = "var/w.state.db"
 [security]
 energy_reset = ["modbus_tcp_loopback"]
 """
-SCENARIO = """[[loads]]
-cts = [1, 2, 3]
-current_a = 20.0
-"""
 RELAY2, ENERGY_RESET = 0x1001, 0x1013
 RETRIES = 20
 
 
 def _files(tmp_path):
     (tmp_path / "w.toml").write_text(SETTINGS)
-    (tmp_path / "sc.toml").write_text(SCENARIO)
+    (tmp_path / "sc.toml").write_text(SMALL_SCENARIO)
     return ["--settings", str(tmp_path / "w.toml"), "--scenario", str(tmp_path / "sc.toml")]
 
 
@@ -91,16 +89,14 @@ def with_running_meter(args: list[str], action, speed: str = "1"):
 
 
 def first_second(args: list[str]) -> dict:
-    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", *args, "--json",
-                        "--no-modbus", "--seconds", "1", "--speed", "50"],
-                       capture_output=True, text=True, timeout=LIMIT_S)
+    r = pm4324("run", *args, "--json", "--no-modbus", "--seconds", "1", "--speed", "50",
+               timeout=LIMIT_S)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.splitlines()[0])
 
 
 def events(args: list[str]) -> list[str]:
-    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "events", args[0], args[1]],
-                       capture_output=True, text=True, timeout=LIMIT_S)
+    r = pm4324("events", args[0], args[1], timeout=LIMIT_S)
     return r.stdout.splitlines()
 
 
@@ -130,16 +126,14 @@ def test_before_its_first_second_the_meter_serves_the_restored_counters(tmp_path
     """The issue: for ~1 s after every start, energies read 0 and `pm4324 read --json`
     printed 0.0 kWh. At speed 0.05 the first second takes 20 s: the read falls before it."""
     args = _files(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "run", *args, "--json",
-                        "--no-modbus", "--seconds", "60", "--speed", "200"],
-                       capture_output=True, text=True, timeout=LIMIT_S)
+    r = pm4324("run", *args, "--json", "--no-modbus", "--seconds", "60", "--speed", "200",
+               timeout=LIMIT_S)
     saved = json.loads(r.stdout.splitlines()[-1])["meters"][0]["kwh_import"]
     assert saved > 0.2  # 60 s at 13.8 kW: well above the registers' 0.01 kWh
 
     def read(port: int) -> dict:
-        r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", "read", "--tcp",
-                            f"127.0.0.1:{port}", "--json", "--meter", "1"],
-                           capture_output=True, text=True, timeout=LIMIT_S)
+        r = pm4324("read", "--tcp", f"127.0.0.1:{port}", "--json", "--meter", "1",
+                   timeout=LIMIT_S)
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 

@@ -4,10 +4,9 @@ the built-in building, trips relay 1 in `pm4324 run` at the documented seconds."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from peers import pm4324
 from pm4324.cli.cli import _default_settings_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,11 +18,6 @@ def documented_settings(tmp_path: Path) -> Path:
     path = tmp_path / "my-meter.toml"
     path.write_text(Path(_default_settings_path()).read_text(encoding="utf-8") + "\n" + snippet)
     return path
-
-
-def pm4324(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 def test_documented_over_current_alarm_trips_relay_1(tmp_path):

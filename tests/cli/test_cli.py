@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-
-def pm4324(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+from peers import pm4324
 
 
 def test_run_json_lines_one_per_second():

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pm4324.config.settings import load_settings
+from peers import pm4324
+from pm4324.config.settings_parse import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SETTINGS = ROOT / "src/pm4324/data/building-settings.toml"
-
-
-def pm4324(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_version():

@@ -20,15 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from peers import SMALL_SCENARIO, pm4324
+
 LIMIT_S = 120.0
 SETTINGS = """model = "PM-4324"
 sample_rate_hz = 2000
 [store]
 path = "var/f.state.db"
-"""
-SCENARIO = """[[loads]]
-cts = [1, 2, 3]
-current_a = 20.0
 """
 
 
@@ -48,11 +46,12 @@ DISK_FULL_SCRIPT = textwrap.dedent('''
     here, harness = Path(sys.argv[1]), sys.argv[2]
     if harness == "tmpfs":
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(here)], check=True)
-    from pm4324.config.settings import parse_settings
+    from pm4324.config.settings_parse import parse_settings
     from pm4324.device.meter import Meter
     from pm4324.device.store import Store, peek, read_events
     from pm4324.registers.image import MapBackend
-    from pm4324.sources.simulator import SimulatorSource, parse_scenario
+    from pm4324.sources.simulator import SimulatorSource
+    from pm4324.sources.scenario_parse import parse_scenario
     settings = parse_settings({"model": "PM-4324", "sample_rate_hz": 2000})
     scenario = parse_scenario({"loads": [{"cts": [1, 2, 3], "current_a": 20.0}]})
     db = here / "var" / "f.state.db"
@@ -136,11 +135,10 @@ def test_a_full_disk_while_running_is_flagged_and_loses_nothing(tmp_path, record
 
 def _meter_dir(tmp_path: Path) -> list[str]:
     (tmp_path / "f.toml").write_text(SETTINGS)
-    (tmp_path / "sc.toml").write_text(SCENARIO)
+    (tmp_path / "sc.toml").write_text(SMALL_SCENARIO)
     args = ["run", "--settings", str(tmp_path / "f.toml"), "--scenario",
             str(tmp_path / "sc.toml"), "--json", "--no-modbus", "--speed", "50", "--seconds", "2"]
-    r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
-                       text=True, timeout=LIMIT_S)
+    r = pm4324(*args, timeout=LIMIT_S)
     assert r.returncode == 0, r.stderr
     return args
 
@@ -164,8 +162,7 @@ def test_read_only_state_is_refused_with_one_line(tmp_path, what, record_propert
     elif os.geteuid() != 0:
         record_property("harness", "file modes")
         target.chmod(0o555 if target.is_dir() else 0o444)
-        r = subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
-                           text=True, timeout=LIMIT_S)
+        r = pm4324(*args, timeout=LIMIT_S)
     else:
         pytest.skip("root without mount namespaces: file modes do not bind root")
     assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import subprocess
 
 import numpy as np
 import pytest
@@ -27,26 +25,7 @@ from pm4324.registers.table import load_map, map_text
 LIMIT = 20.0  # seconds: the bound on any end-to-end run
 
 backend_reader = factory.backend_reader
-
-
-ENERGY_KEYS = {"kwh_import", "kwh_export", "kvarh_q1", "kvarh_q2", "kvarh_q3", "kvarh_q4", "kvah"}
-
-
-def assert_same(got, want, path="d", key=""):
-    """Equal up to float32 (7 digits) and the 0.01 kWh of the integer energy registers."""
-    if isinstance(want, dict):
-        assert got.keys() == want.keys(), path
-        for k in want:
-            assert_same(got[k], want[k], f"{path}.{k}", k)
-    elif isinstance(want, list):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            assert_same(g, w, f"{path}[{i}]", key)
-    elif isinstance(want, float):
-        tol = {"abs": 0.0051} if key in ENERGY_KEYS else {"rel": 1e-6}
-        assert got == pytest.approx(want, **tol), path
-    else:
-        assert got == want, path
+assert_same = factory.assert_same
 
 
 @pytest.fixture
@@ -69,9 +48,10 @@ def test_decodes_to_the_keys_and_values_of_to_dict(backend, snapshot):
 def test_real_meter_snapshot_round_trip():
     """The simulated building, through the map and back, equals what `run --json` prints."""
     from pm4324.cli.cli import _default_settings_path
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = load_settings(_default_settings_path())
     meter = Meter(settings, SimulatorSource(load_scenario(None), settings), start_time=0.0)
@@ -219,29 +199,6 @@ async def test_timeout_is_one_line_and_exit_2(capsys):
         rc = await run_cli(["read", "--tcp", f"127.0.0.1:{port}", "--timeout", "0.2"])
     err = capsys.readouterr().err
     assert rc == 2 and err == f"pm4324 read: 127.0.0.1:{port}: no answer from unit 1\n"
-
-
-@pytest.fixture
-async def pty_pair():
-    """Two linked ptys from socat; their names are read from socat's log (no polling)."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.skip("socat is not installed (apt-get install socat)")
-    proc = subprocess.Popen([socat, "-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        names: list[str] = []
-        while len(names) < 2:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), LIMIT)
-            if not line:
-                pytest.fail(f"socat exited (rc {proc.poll()})")
-            if "PTY is " in line:
-                names.append(line.rsplit("PTY is ", 1)[1].strip())
-        yield names[0], names[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=LIMIT)
-        proc.stderr.close()
 
 
 async def test_read_json_over_rtu(backend, snapshot, pty_pair, capsys):

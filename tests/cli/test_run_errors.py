@@ -66,10 +66,11 @@ def _restored_second(settings: Path) -> int:
     return int(re.search(r"restored commit \d+, second (-?\d+)", r.stderr).group(1))
 
 
-def test_closed_stdout_stops_the_meter_cleanly_with_energy_saved(settings):
-    """`pm4324 run --json | head -1`: the meter ends like any Unix filter, no traceback."""
+def head_1(settings, *extra: str) -> tuple[str, int, str]:
+    """`pm4324 run ... | head -1`: the first line, then stdout closed as `head` closes it;
+    the meter's exit code and stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "pm4324.cli.cli", "run", "--settings",
-                             str(settings), "--json", "--no-modbus", "--speed", "20",
+                             str(settings), *extra, "--no-modbus", "--speed", "20",
                              "--seconds", "400"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -80,8 +81,14 @@ def test_closed_stdout_stops_the_meter_cleanly_with_energy_saved(settings):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return first, proc.returncode, err
+
+
+def test_closed_stdout_stops_the_meter_cleanly_with_energy_saved(settings):
+    """`pm4324 run --json | head -1`: the meter ends like any Unix filter, no traceback."""
+    first, rc, err = head_1(settings, "--json")
     assert first.startswith('{"seq": 0,')
-    assert proc.returncode == 0
+    assert rc == 0
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     second = _restored_second(settings)
     assert 0 <= second < 399  # saved, and it stopped long before --seconds
@@ -89,19 +96,9 @@ def test_closed_stdout_stops_the_meter_cleanly_with_energy_saved(settings):
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX pipes")
 def test_closed_stdout_of_the_table_too(settings):
-    proc = subprocess.Popen([sys.executable, "-m", "pm4324.cli.cli", "run", "--settings",
-                             str(settings), "--no-modbus", "--speed", "20", "--seconds", "400"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = proc.stdout.readline()
-        proc.stdout.close()
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    first, rc, err = head_1(settings)
     assert first.startswith("PM-4324")
-    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert rc == 0 and "Traceback" not in err, err
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: BLAS has one thread anyway")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from peers import SMALL_SCENARIO, pm4324
 from pm4324.device.store import Store, peek
 
 LIMIT = 60.0
@@ -19,21 +19,12 @@ sample_rate_hz = 2000
 [store]
 path = "state/meter.db"
 """
-SCENARIO = """[[loads]]
-cts = [1, 2, 3]
-current_a = 20.0
-"""
-
-
-def pm4324(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
-                          text=True, timeout=LIMIT)
 
 
 @pytest.fixture
 def meter_files(tmp_path) -> tuple[Path, Path]:
     (tmp_path / "s.toml").write_text(SETTINGS)
-    (tmp_path / "sc.toml").write_text(SCENARIO)
+    (tmp_path / "sc.toml").write_text(SMALL_SCENARIO)
     return tmp_path / "s.toml", tmp_path / "sc.toml"
 
 
@@ -129,11 +120,12 @@ def test_reset_energy_of_a_running_meter_needs_tcp(meter_files):
 
 async def test_reset_energy_over_modbus(tmp_path):
     from pm4324.cli.cli import main
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
     from pm4324.protocols.modbus import TcpServer
     from pm4324.registers.image import MapBackend
-    from pm4324.sources.simulator import SimulatorSource, parse_scenario
+    from pm4324.sources.scenario_parse import parse_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = load_settings(None)
     meter = Meter(settings, SimulatorSource(parse_scenario(

@@ -4,6 +4,8 @@ BCD), on a real meter's image, in both word orders, and when a device refuses ou
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from snapshot_factory import FakeMeter, backend_reader, make_snapshot
@@ -100,3 +102,21 @@ def test_shortest_float32_is_pythons_str():
     want = np.array([float(str(v)) for v in values])
     assert np.array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("order", WORD_ORDERS)
+def test_energies_above_ten_million_kwh_keep_their_hundredths(order):
+    """The integer registers' 0.01 kWh up to the rollover is 10 significant digits (9 gave
+    42,949,672.5 for 42,949,672.47: found by tests/hub/test_hub_energy_events.py)."""
+    snap = make_snapshot()
+    meter_wh, ct_wh = snap.meter_energy.wh_import.copy(), snap.ct_energy.wh_import.copy()
+    meter_wh[0], ct_wh[0] = 42_949_672_470.0, 12_345_678_910.0  # 0.5 kWh short of the rollover
+    snap = dataclasses.replace(
+        snap, meter_energy=dataclasses.replace(snap.meter_energy, wh_import=meter_wh),
+        ct_energy=dataclasses.replace(snap.ct_energy, wh_import=ct_wh))
+    read = backend_reader(MapBackend(FakeMeter(snap.settings, snap)))
+    for got in (planned(read, [1], order), reference(read, [1], order)):
+        if order == WORD_ORDERS[0]:
+            assert got["meters"][0]["kwh_import"] == 42_949_672.47
+            assert got["cts"][0]["kwh_import"] == 12_345_678.91
+    assert planned(read, [1], order) == reference(read, [1], order)

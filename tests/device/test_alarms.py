@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from pm4324.config.alarm_settings import AlarmRule
-from pm4324.config.settings import N_CTS, N_METERS, SettingsError, parse_settings
+from pm4324.config.settings import N_CTS, N_METERS, SettingsError
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.alarms import AlarmEngine
 from pm4324.snapshot import CtValues, Flag, MainValues, MeterValues
 

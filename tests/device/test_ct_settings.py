@@ -7,10 +7,11 @@ import tomllib
 
 import pytest
 
-from pm4324.config.settings import parse_settings
 from pm4324.config.settings_file import settings_to_toml
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 LOADS = [{"cts": [1, 2, 3], "current_a": 50.0, "pf": 0.9}]
 FAULTS = [{"kind": "reversed_ct", "target": "ct2"},

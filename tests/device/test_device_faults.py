@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pm4324.config.settings import load_settings, parse_settings
+from pm4324.config.settings_parse import load_settings, parse_settings
 from pm4324.device.faults import ROLLOVER_KWH, apply_device_faults
 from pm4324.device.meter import Meter
 from pm4324.registers.map_backend import MapBackend
 from pm4324.snapshot import Status
 from pm4324.sources.base import SourceError
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 SETTINGS = load_settings(None)  # word order low-first
 CT1_KWH_U32 = 0x11A8

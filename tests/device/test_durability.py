@@ -15,12 +15,13 @@ import time
 
 import pytest
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.device.store import Store, peek, read_events
 from pm4324.registers.image import MapBackend, build_image
 from pm4324.snapshot import Status
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 SCENARIO = {"loads": [{"cts": [1, 2, 3], "current_a": 20.0, "pf": 0.9}]}
 SETTINGS = """model = "PM-4324"

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from pm4324.cli.cli import _default_settings_path
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.energy import EnergyRegisters
 from pm4324.device.meter import Meter
 from pm4324.snapshot import Flag, Status
-from pm4324.sources.simulator import SimulatorSource, load_scenario, parse_scenario
+from pm4324.sources.scenario_parse import load_scenario, parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from pm4324.config.settings import parse_settings
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
 from pm4324.sources.recording import Recording
 from pm4324.sources.replay import ReplaySource

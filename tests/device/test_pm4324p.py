@@ -13,8 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from pm4324.config.settings import SettingsError, parse_settings
+from pm4324.config.settings import SettingsError
 from pm4324.config.settings_file import settings_to_toml
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
 from pm4324.registers.codecs import decode
 from pm4324.registers.image import MapBackend

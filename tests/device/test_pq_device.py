@@ -11,9 +11,11 @@ import math
 
 import pytest
 
-from pm4324.config.settings import SettingsError, parse_settings
+from pm4324.config.settings import SettingsError
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 TICK = 1_800_000_000.0
 

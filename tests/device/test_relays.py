@@ -9,8 +9,8 @@ import tomllib
 
 import pytest
 
-from pm4324.config.settings import load_settings, parse_settings
 from pm4324.config.settings_file import save_settings
+from pm4324.config.settings_parse import load_settings, parse_settings
 from pm4324.device.meter import Meter
 from pm4324.device.relays import (
     CommandDriver,
@@ -25,7 +25,8 @@ from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.codecs import encode
 from pm4324.registers.image import MapBackend
 from pm4324.snapshot import Status
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 # CT10 carries 30 A for 4 s, then nothing for 4 s, and so on
 SCENARIO = {"loads": [{"cts": [10], "current_a": 30.0, "pf": 0.9, "on_s": 4, "off_s": 4},

@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pm4324.config.settings import (
-    Settings,
-    SettingsError,
-    Wiring,
-    load_settings,
-    parse_settings,
-    voltage_range_warnings,
-)
+from pm4324.config.settings import Settings, SettingsError, Wiring, voltage_range_warnings
 from pm4324.config.settings_file import save_settings, settings_to_toml
+from pm4324.config.settings_parse import load_settings, parse_settings
 
 BUILDING = Path(__file__).resolve().parents[2] / "src/pm4324/data/building-settings.toml"
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from pm4324.config import settings_writeback
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.image import MapBackend
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "src/pm4324/data/building-settings.toml"
 CT_RATIO_METER = {m: 0x1000 + m - 1 for m in range(1, 9)}  # holding ct_ratio_meterN

@@ -172,6 +172,13 @@ def test_identity_missing_is_refused(m):
         m.open()
 
 
+def test_an_identity_that_is_no_uuid_is_refused(m):
+    closed_with(m)
+    m.id_path.write_text("not-a-uuid\n")
+    with pytest.raises(StoreError, match=r"is not a meter identity \(a UUID\): 'not-a-uuid'"):
+        m.open()
+
+
 def test_another_meters_files_are_refused(tmp_path, m):
     closed_with(m)
     other = Meterless(tmp_path, "other")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pm4324.fleet.clock import TruthFleet
@@ -23,6 +25,19 @@ def small_fleet(tmp_path: Path, **extra) -> FleetConfig:
 
 def open_fleet(config: FleetConfig) -> TruthFleet:
     return TruthFleet(config, FleetStore.open(config.store, [m.key for m in config.members]))
+
+
+@contextlib.asynccontextmanager
+async def serving(fleet: TruthFleet) -> AsyncIterator[list]:
+    """The list a test starts the fleet's servers into; on leaving, every server stops, then
+    the fleet closes (its last commit)."""
+    servers: list = []
+    try:
+        yield servers
+    finally:
+        for s in servers:
+            await s.stop()
+        fleet.close()
 
 
 def run_seconds(fleet: TruthFleet, seconds: int) -> None:

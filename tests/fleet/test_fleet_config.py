@@ -10,7 +10,7 @@ import pytest
 from pm4324.cli.cli import main
 from pm4324.config.settings import SettingsError
 from pm4324.fleet.config import load_fleet, parse_fleet
-from pm4324.sources.simulator import load_scenario
+from pm4324.sources.scenario_parse import load_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fleet"
 

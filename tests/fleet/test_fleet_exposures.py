@@ -8,30 +8,22 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-from fleet_helpers import ct_address, f32, open_fleet, run_seconds, small_fleet
+from fleet_helpers import ct_address, f32, open_fleet, run_seconds, serving, small_fleet
 from pymodbus.client import AsyncModbusSerialClient
 
+from peers import LIMIT, run_peer
 from pm4324.fleet.expose import Backends, start_canopen, start_rtu, start_tcp
 
-LIMIT = 10.0
 FLOATS = re.compile(r"^\[\d+\]:\s+(\S+)", re.M)
 
 
 async def _mbpoll(*args: str) -> tuple[int, list[float], str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), LIMIT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, [float(x) for x in FLOATS.findall(out.decode())], err.decode()
+    rc, out, err = await run_peer(*args)
+    return rc, [float(x) for x in FLOATS.findall(out)], err
 
 
 def _truth(fleet, j: int, ct: int) -> list[float]:
@@ -42,8 +34,7 @@ def _truth(fleet, j: int, ct: int) -> list[float]:
 
 async def test_mbpoll_polls_every_unit_through_the_gateway(tmp_path, mbpoll):
     fleet = open_fleet(small_fleet(tmp_path, modbus={"mode": "gateway", "port": 0}))
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await start_tcp(fleet.config, Backends(fleet.members), servers)
         assert len(servers) == 1
         await asyncio.to_thread(run_seconds, fleet, 2)
@@ -57,17 +48,12 @@ async def test_mbpoll_polls_every_unit_through_the_gateway(tmp_path, mbpoll):
         rc, _, err = await _mbpoll(mbpoll, "-m", "tcp", "-p", port, "-a", "9", "-0", "-1", "-o",
                                    "2", "-t", "3", "-r", "0x1100", "127.0.0.1")
         assert rc != 0 and "Target device failed to respond" in err
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
 
 
 async def test_rtu_line_mbpoll_and_pymodbus(tmp_path, mbpoll, pty_pair):
     server_port, client_port = pty_pair
     fleet = open_fleet(small_fleet(tmp_path, rtu={"device": server_port}, modbus={"mode": "off"}))
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await start_rtu(fleet.config, Backends(fleet.members), servers)
         await asyncio.to_thread(run_seconds, fleet, 2)
         for unit in (1, 2, 4):
@@ -91,10 +77,6 @@ async def test_rtu_line_mbpoll_and_pymodbus(tmp_path, mbpoll, pty_pair):
         rc, _, err = await _mbpoll(mbpoll, "-m", "rtu", "-b", "19200", "-P", "none", "-a", "9",
                                    "-1", "-0", "-o", "0.3", "-t", "3", "-r", "0", client_port)
         assert rc != 0 and "timed out" in err.lower()  # no meter 9 on the line: silence
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
 
 
 async def test_canopen_two_node_ids_on_one_bus(tmp_path):

@@ -9,7 +9,7 @@ import json
 import threading
 from pathlib import Path
 
-from fleet_helpers import SPEED, open_fleet
+from fleet_helpers import SPEED, open_fleet, serving
 
 from pm4324.cli.cli import main
 from pm4324.cli.fleet_cmd import _start_web_mqtt
@@ -30,8 +30,7 @@ async def test_fault_command_switches_one_member(tmp_path, capsys):
                           "http": {"listen": "127.0.0.1:0"}, "modbus": {"mode": "off"}},
                          "fleet.toml", tmp_path)
     fleet = open_fleet(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await _start_web_mqtt(config, fleet, servers)
         url = f"http://127.0.0.1:{servers[0].port}"
 
@@ -57,7 +56,3 @@ async def test_fault_command_switches_one_member(tmp_path, capsys):
             ("reversed_ct", "ct1", "active")]
         assert await asyncio.to_thread(fault, *base, "m3", "clear") == 0
         assert not fleet.faults.protocol[2].active()
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()

@@ -9,7 +9,7 @@ import asyncio
 import json
 
 import pytest
-from fleet_helpers import ct_address, f32, open_fleet, run_seconds, small_fleet
+from fleet_helpers import ct_address, f32, open_fleet, run_seconds, serving, small_fleet
 from pymodbus.client import AsyncModbusTcpClient
 
 from pm4324.fleet.expose import Backends, start_tcp
@@ -42,8 +42,7 @@ async def test_faults_per_member_truth_log_and_rollover(tmp_path):
         fleet.faults.set("m1", "open_ct", "ct99")
     live = fleet.faults.set("m1", "open_ct", "ct4")
     fleet.faults.set("m3", "wrong_phase", "ct2", {"phase": "c"}, duration_s=2)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await start_tcp(config, Backends(fleet.members), servers)
         await asyncio.to_thread(run_seconds, fleet, 4)
         m2 = config.members[1]
@@ -67,10 +66,6 @@ async def test_faults_per_member_truth_log_and_rollover(tmp_path):
             assert ROLLOVER_KWH - 0.5 <= kwh < ROLLOVER_KWH
         finally:
             client.close()
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
     lines = [json.loads(x) for x in open(config.fault_log, encoding="utf-8")]
     said = {(x["event"], x["meter"], x["fault"], x["target"]) for x in lines}
     assert ("start", "m2", "reversed_ct", "ct1") in said and ("end", "m2", "reversed_ct", "ct1") \

@@ -8,7 +8,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from fleet_helpers import ct_address, f32, run_seconds, small_fleet
+from fleet_helpers import ct_address, f32, run_seconds, serving, small_fleet
 from pymodbus.client import AsyncModbusTcpClient
 
 from pm4324.fleet.expose import Backends, start_tcp
@@ -27,8 +27,7 @@ async def test_each_member_is_measured_from_its_own_waveforms(tmp_path):
                                           "fidelity": "physics", "workers": 2})
     assert all(m.settings.sample_rate_hz == 3200 for m in config.members)
     fleet = _open(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await start_tcp(config, Backends(fleet.members), servers)
         await asyncio.to_thread(run_seconds, fleet, 3)
         k = fleet.published_k
@@ -50,10 +49,6 @@ async def test_each_member_is_measured_from_its_own_waveforms(tmp_path):
         assert len(currents) > 3 * len(STEADY_CTS)  # members differ
         energies = [m.snapshot.ct_energy.wh_import.copy() for m in fleet.members]
         assert all(e[0] > 0 for e in energies)
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
     again = _open(config)
     try:
         for e, m in zip(energies, again.members):

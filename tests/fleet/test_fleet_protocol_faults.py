@@ -8,7 +8,7 @@ import asyncio
 import json
 
 import pytest
-from fleet_helpers import ct_address, open_fleet, run_seconds, small_fleet
+from fleet_helpers import ct_address, open_fleet, run_seconds, serving, small_fleet
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
@@ -20,8 +20,7 @@ SCHEDULED = [{"meter": "solo", "kind": "exception", "code": 6, "start_s": 0, "en
 async def test_gateway_member_faults(tmp_path):
     config = small_fleet(tmp_path, faults=SCHEDULED, modbus={"mode": "gateway", "port": 0})
     fleet = open_fleet(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await start_tcp(config, Backends(fleet.members), servers, fleet.faults.protocol)
         await asyncio.to_thread(run_seconds, fleet, 2)
         fleet.faults.protocol[2].set("no_answer")  # m3, live
@@ -37,10 +36,6 @@ async def test_gateway_member_faults(tmp_path):
             fleet.faults.protocol[2].clear()
         finally:
             client.close()
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
     lines = [json.loads(x) for x in open(config.fault_log, encoding="utf-8")]
     said = {(x["event"], x["meter"], x["fault"]) for x in lines}
     assert {("start", "solo", "exception"), ("start", "m3", "no_answer"),
@@ -50,8 +45,7 @@ async def test_gateway_member_faults(tmp_path):
 async def test_rtu_member_bad_crc(tmp_path, pty_pair):
     server_port, client_port = pty_pair
     fleet = open_fleet(small_fleet(tmp_path, rtu={"device": server_port}, modbus={"mode": "off"}))
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await start_rtu(fleet.config, Backends(fleet.members), servers, fleet.faults.protocol)
         await asyncio.to_thread(run_seconds, fleet, 1)
         fleet.faults.protocol[1].set("bad_crc")
@@ -67,7 +61,3 @@ async def test_rtu_member_bad_crc(tmp_path, pty_pair):
                                                           device_id=3)).isError()
         finally:
             client.close()
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()

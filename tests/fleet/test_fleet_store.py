@@ -87,6 +87,13 @@ def test_identity_rules(tmp_path):
         FleetStore.open(tmp_path / "f", KEYS)
 
 
+def test_an_identity_that_is_no_uuid_is_refused(tmp_path):
+    FleetStore.open(tmp_path / "f", KEYS).close()
+    (tmp_path / "f.fleet-id").write_text("not-a-uuid\n")
+    with pytest.raises(StoreError, match=r"is not a fleet identity \(a UUID\): 'not-a-uuid'"):
+        FleetStore.open(tmp_path / "f", KEYS)
+
+
 def test_a_second_fleet_on_the_same_store_is_refused(tmp_path):
     store = FleetStore.open(tmp_path / "f", KEYS)
     with pytest.raises(StoreError, match="in use by another running fleet"):

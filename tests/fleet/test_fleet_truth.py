@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 
 import numpy as np
 import pytest
-from fleet_helpers import ct_address, f32, open_fleet, run_seconds, small_fleet
+from fleet_helpers import ct_address, f32, open_fleet, run_seconds, serving, small_fleet
 from pymodbus.client import AsyncModbusTcpClient
 
+from peers import run_peer
 from pm4324.fleet.expose import Backends, start_tcp
 
 SECONDS = 3
-LIMIT = 10.0
 
 
 async def _serve(fleet, servers):
@@ -38,8 +37,7 @@ async def _read(port: int, address: int, count: int) -> list[int]:
 async def test_each_member_serves_its_own_truth(tmp_path):
     config = small_fleet(tmp_path)
     fleet = open_fleet(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         ports = await _serve(fleet, servers)
         await asyncio.to_thread(run_seconds, fleet, SECONDS)
         k = fleet.published_k
@@ -58,35 +56,24 @@ async def test_each_member_serves_its_own_truth(tmp_path):
                 assert f32(w, 6) == pytest.approx(row["q_var"] / 1000, rel=1e-6, abs=1e-9)
                 seen.add(round(f32(w, 2), 3))
         assert len(seen) > 12  # the members differ (seeds, load factors)
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
 
 
 async def test_mbpoll_reads_members_on_their_ports(tmp_path, mbpoll):
     config = small_fleet(tmp_path)
     fleet = open_fleet(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         ports = await _serve(fleet, servers)
         await asyncio.to_thread(run_seconds, fleet, 2)
         for j in (0, 3):
-            proc = await asyncio.create_subprocess_exec(
+            rc, out, err = await run_peer(
                 mbpoll, "-m", "tcp", "-p", str(ports[j]), "-a", "1", "-0", "-1", "-o", "2",
-                "-t", "3:float", "-r", str(ct_address(1)), "-c", "3", "127.0.0.1",
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            out, err = await asyncio.wait_for(proc.communicate(), LIMIT)
-            assert proc.returncode == 0, err
-            got = [float(x) for x in re.findall(r"^\[\d+\]:\s+(\S+)", out.decode(), re.M)]
+                "-t", "3:float", "-r", str(ct_address(1)), "-c", "3", "127.0.0.1")
+            assert rc == 0, err
+            got = [float(x) for x in re.findall(r"^\[\d+\]:\s+(\S+)", out, re.M)]
             member = config.members[j]
             row = member.scenario.expected(member.settings, fleet.published_k + 0.5)[0]
             assert got == pytest.approx([row["v_rms"], row["i_rms"], row["p_w"] / 1000],
                                         rel=1e-5)
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
 
 
 def test_energy_is_the_truths_integral_and_survives_a_restart(tmp_path):

@@ -9,7 +9,7 @@ import threading
 
 import httpx
 import pytest
-from fleet_helpers import SPEED, open_fleet, small_fleet
+from fleet_helpers import SPEED, open_fleet, serving, small_fleet
 from mqtt_helpers import MOSQUITTO, Broker, Subscriber, wait_for
 
 from pm4324.cli.fleet_cmd import _start_web_mqtt
@@ -23,8 +23,7 @@ def _truth(fleet, j: int, k: int, ct: int) -> dict:
 async def test_http_api_shows_every_member(tmp_path):
     config = small_fleet(tmp_path, http={"listen": "127.0.0.1:0"})
     fleet = open_fleet(config)
-    servers: list = []
-    try:
+    async with serving(fleet) as servers:
         await _start_web_mqtt(config, fleet, servers)
         stop = threading.Event()
         await asyncio.to_thread(fleet.run, stop, 2, SPEED)
@@ -39,10 +38,6 @@ async def test_http_api_shows_every_member(tmp_path):
                 want = _truth(fleet, j, fleet.published_k, 5)
                 assert ct["i_rms"] == pytest.approx(want["i_rms"], rel=1e-5)
         assert all(m.key in listed for m in config.members)
-    finally:
-        for s in servers:
-            await s.stop()
-        fleet.close()
 
 
 def test_mqtt_publishes_each_member_as_its_node(tmp_path):

@@ -12,8 +12,8 @@ from datetime import date
 import pytest
 
 from pm4324.cli.cli import main
-from pm4324.config.settings import load_settings
-from pm4324.sources.simulator import load_scenario
+from pm4324.config.settings_parse import load_settings
+from pm4324.sources.scenario_parse import load_scenario
 
 SETTINGS = load_settings(None)  # the truth does not depend on the display settings
 BUILDING = load_scenario(None)

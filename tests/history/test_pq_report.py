@@ -18,7 +18,8 @@ from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.history import HistoryStore, HistoryWriter
 from pm4324.history.pq import read
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 TICK = 1_800_000_000.0
 

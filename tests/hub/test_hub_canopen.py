@@ -18,7 +18,8 @@ from pm4324.device.meter import Meter
 from pm4324.history import HistoryStore, query
 from pm4324.hub import Hub, parse_hub
 from pm4324.protocols.canopen import CanopenServer
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 WAIT = 60.0  # seconds: the bound on waiting for any one reading
 SECONDS = 4

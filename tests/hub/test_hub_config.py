@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pm4324.cli.cli import main
-from pm4324.config.settings import SettingsError, parse_settings
+from pm4324.config.settings import SettingsError
+from pm4324.config.settings_parse import parse_settings
 from pm4324.hub import parse_hub
 
 GOOD = {"key": "a", "tcp": "127.0.0.1:5020"}

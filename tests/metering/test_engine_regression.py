@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pm4324.config.settings import N_CTS, Settings, Wiring, load_settings
+from pm4324.config.settings import N_CTS, Settings, Wiring
+from pm4324.config.settings_parse import load_settings
 from pm4324.metering import engine as E
 from pm4324.metering.cycles import (
     F_MAX_HZ,
@@ -37,7 +38,8 @@ from pm4324.metering.cycles import (
     window_weights,
 )
 from pm4324.metering.wiring import meter_wiring
-from pm4324.sources.simulator import SimulatorSource, load_scenario, parse_scenario
+from pm4324.sources.scenario_parse import load_scenario, parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 RTOL = 1e-9
 BUILDING_SETTINGS = Path(E.__file__).resolve().parents[1] / "data" / "building-settings.toml"

@@ -13,34 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from pm4324.config.pq_settings import PqSettings
-from pm4324.config.settings import Settings
-from pm4324.metering.engine import Engine
-from pm4324.metering.pq.monitor import PqMonitor
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from .pq_helpers import run_scenario
 
 U = 230.0
-FS = 12800.0
 TICK = 1_800_000_000.0  # a 10-minute (and 2-hour) tick
-
-
-def settings_for(f: float) -> Settings:
-    return Settings().with_main(1, nominal_frequency_hz=f).with_main(2, nominal_frequency_hz=f)
-
-
-def run_scenario(main1: dict, seconds: int, start_time: float, f: float = 50.0):
-    settings = settings_for(f)
-    sc = parse_scenario({"mains": {"1": {"frequency_hz": f, **main1},
-                                   "2": {"frequency_hz": f}}})
-    source = SimulatorSource(sc, settings)
-    engine = Engine(settings)
-    monitor = PqMonitor(settings, PqSettings(), start_time)
-    engine.pq_hook = monitor.add
-    for _ in range(seconds):
-        b = source.read(int(FS))
-        engine.step(b.voltages, b.currents, b.start)
-    events, intervals = monitor.take()
-    return events, [iv for iv in intervals if iv.main == 1]
 
 
 def unbalance(scale: tuple[float, float, float]) -> tuple[float, float]:

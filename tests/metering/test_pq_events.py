@@ -20,15 +20,11 @@ from pm4324.config.pq_settings import PqSettings
 from pm4324.config.settings import Settings, Wiring
 from pm4324.metering.engine import Engine
 from pm4324.metering.pq.monitor import PqMonitor
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+
+from .pq_helpers import FS, run_scenario, settings_for
 
 U = 230.0
-FS = 12800.0
 TICK = 1_800_000_000.0  # a 10-minute tick (multiple of 600 s)
-
-
-def settings_for(f: float) -> Settings:
-    return Settings().with_main(1, nominal_frequency_hz=f).with_main(2, nominal_frequency_hz=f)
 
 
 def envelope_signal(f: float, seconds: float, steps: list[tuple[float, float, str, float]]
@@ -161,20 +157,6 @@ def test_line_to_line_events_in_three_wire_mains() -> None:
 # -- simulator scenarios ---------------------------------------------------------------------
 
 
-def scenario_events(f: float, sags: list[dict], seconds: int, start_time: float = 0.0) -> list:
-    settings = settings_for(f)
-    sc = parse_scenario({"mains": {"1": {"frequency_hz": f, "sags": sags},
-                                   "2": {"frequency_hz": f}}})
-    source = SimulatorSource(sc, settings)
-    engine = Engine(settings)
-    monitor = PqMonitor(settings, PqSettings(), start_time)
-    engine.pq_hook = monitor.add
-    for _ in range(seconds):
-        b = source.read(int(FS))
-        engine.step(b.voltages, b.currents, b.start)
-    return monitor.take_events()
-
-
 @pytest.mark.parametrize("f", [50.0, 60.0])
 def test_simulator_scenario_with_known_events(f: float) -> None:
     """The simulator's va is a cosine: rising zero crossings at t = (k + 3/4) T."""
@@ -184,7 +166,7 @@ def test_simulator_scenario_with_known_events(f: float) -> None:
             {"start_s": t2, "duration_s": 0.2, "retained": 1.2},
             {"start_s": t3, "duration_s": 1.0, "retained": 0.0}]
     start_time = TICK - 3.5
-    events = scenario_events(f, sags, 6, start_time)
+    events, _ = run_scenario({"sags": sags}, 6, start_time, f)
     assert [e.kind for e in events] == ["dip", "swell", "interruption"]
     dip, swell, intr = events
     assert_event(dip, start_time + t1 + T / 2, 0.1 + T / 2, 0.4 * U, "b", f)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pm4324.config.settings import SettingsError, parse_settings
+from pm4324.config.settings import SettingsError
+from pm4324.config.settings_parse import parse_settings
 from pm4324.mqtt.buffer import ForwardBuffer
 from pm4324.mqtt.topics import changed, history_message, minute_reading
 

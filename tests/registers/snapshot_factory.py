@@ -2,7 +2,8 @@
 
 Every value in ``make_snapshot`` differs from every other (field, element and second all
 enter it), so a register served from the wrong field, CT, Meter or second is detectable.
-tests/cli/test_read_cmd.py loads this module by path to reuse it.
+tests/cli/test_read_cmd.py and tests/protocols/modbus/test_modbus_multi.py reuse it (it is on
+pytest's pythonpath), and ``assert_same`` to compare what a client read with ``to_dict()``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from pm4324.config.settings import N_CTS, N_METERS, Settings, validate
 from pm4324.device.relays import RelayModeError
@@ -148,3 +150,24 @@ def backend_reader(backend):
             return None
 
     return read
+
+
+ENERGY_KEYS = {"kwh_import", "kwh_export", "kvarh_q1", "kvarh_q2", "kvarh_q3", "kvarh_q4", "kvah"}
+
+
+def assert_same(got, want, path: str = "d", key: str = "") -> None:
+    """A reading read over the wire equals ``Snapshot.to_dict()`` up to float32 (7 digits)
+    and the 0.01 kWh of the integer energy registers."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for k in want:
+            assert_same(got[k], want[k], f"{path}.{k}", k)
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same(g, w, f"{path}[{i}]", key)
+    elif isinstance(want, float):
+        tol = {"abs": 0.0051} if key in ENERGY_KEYS else {"rel": 1e-6}
+        assert got == pytest.approx(want, **tol), path
+    else:
+        assert got == want, path

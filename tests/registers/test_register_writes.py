@@ -170,9 +170,10 @@ def test_relay_coils(meter):
 
 def test_writes_reach_the_real_meter_and_survive_a_restart(tmp_path):
     from pm4324.cli.cli import _default_settings_path
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     path = tmp_path / "settings.toml"
     path.write_text(Path(_default_settings_path()).read_text(encoding="utf-8"))

@@ -10,8 +10,9 @@ import pytest
 from snapshot_factory import FakeMeter, make_snapshot
 
 from pm4324.config.security_settings import SecuritySettings
-from pm4324.config.settings import Settings, SettingsError, parse_settings
+from pm4324.config.settings import Settings, SettingsError
 from pm4324.config.settings_file import settings_to_toml
+from pm4324.config.settings_parse import parse_settings
 from pm4324.registers.backend import AccessError, ExceptionCode
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog

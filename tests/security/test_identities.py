@@ -57,8 +57,9 @@ def test_tokens_are_stored_hashed():
 def test_settings_credentials_map_to_clients_with_roles():
     import tomllib
 
-    from pm4324.config.settings import SettingsError, parse_settings
+    from pm4324.config.settings import SettingsError
     from pm4324.config.settings_file import settings_to_toml
+    from pm4324.config.settings_parse import parse_settings
     from pm4324.security.guard import Guard
     from pm4324.security.identities import Identities
 

@@ -4,66 +4,20 @@ and both are audited with the line they came from."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import signal
-import subprocess
-from pathlib import Path
-
-import pytest
-
-from pm4324.config.settings import parse_settings
+from peers import run_peer, tool
+from pm4324.config.settings_parse import parse_settings
 from pm4324.protocols.modbus.rtu import RtuServer, serve_rtu_frame
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog
 from pm4324.security.guard import Guard
 from pm4324.security.roles import MODBUS_RTU, Client
 
-LIMIT = 10.0
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (apt-get install {name}; .ci/run installs it)")
-    return path
-
-
-@pytest.fixture
-async def pty_pair(tmp_path: Path):
-    socat = tool("socat")
-    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
-    proc = subprocess.Popen([socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LIMIT
-        while not (a.exists() and b.exists()):  # bounded poll for socat's links
-            if proc.poll() is not None or loop.time() > deadline:
-                pytest.fail(f"socat did not create {a} and {b}")
-            await asyncio.sleep(0.01)
-        yield str(a), str(b)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=LIMIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 async def mbpoll(port: str, *args: str, value: str) -> tuple[int, str]:
     base = [tool("mbpoll"), "-m", "rtu", "-b", "19200", "-P", "none", "-d", "8", "-s", "1",
             "-a", "1", "-1", "-0", "-o", "1"]
-    proc = await asyncio.create_subprocess_exec(*base, *args, port, value, stdout=subprocess.PIPE,
-                                                stderr=subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), LIMIT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode()
+    rc, out, _ = await run_peer(*base, *args, port, value, merge=True)
+    return rc, out
 
 
 async def test_mbpoll_rtu_refusals(guarded, pty_pair):

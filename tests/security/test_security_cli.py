@@ -15,16 +15,9 @@ from pathlib import Path
 
 from pymodbus.client import AsyncModbusTlsClient
 
+from peers import SMALL_SCENARIO, pm4324
+
 LIMIT = 60.0
-SCENARIO = """[[loads]]
-cts = [1, 2, 3]
-current_a = 20.0
-"""
-
-
-def pm4324(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pm4324.cli.cli", *args], capture_output=True,
-                          text=True, timeout=LIMIT, cwd=cwd)
 
 
 def test_certs_command(tmp_path):
@@ -67,7 +60,7 @@ async def test_run_with_tls_writes_and_audit(tmp_path):
                         'tcp_listen = "127.0.0.1:0"\n[security.tls]\nenabled = true\n'
                         'listen = "127.0.0.1:0"\ncertificate = "pki/server.pem"\n'
                         'key = "pki/server.key"\nca = "pki/ca.pem"\n')
-    (tmp_path / "sc.toml").write_text(SCENARIO)
+    (tmp_path / "sc.toml").write_text(SMALL_SCENARIO)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pm4324.cli.cli", "run", "--settings", str(settings), "--scenario",
         str(tmp_path / "sc.toml"), "--json", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -11,11 +11,11 @@ import struct
 
 import pytest
 
+from peers import LIMIT, run_peer
 from pm4324.config.security_settings import ListenerAccess
 from pm4324.protocols.modbus.access import SourceControl
 from pm4324.protocols.modbus.tcp import TcpServer
 
-LIMIT = 10.0
 MODBUS_ENOBASE = 112345678  # libmodbus: errno of exception n is MODBUS_ENOBASE + n
 
 
@@ -26,23 +26,11 @@ async def tcp(guarded):
 
 
 async def run(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), LIMIT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode()
+    rc, out, _ = await run_peer(*args, merge=True)
+    return rc, out
 
 
-async def test_mbpoll_refusals_are_exception_01_and_audited(tcp, guarded):
-    import shutil
-
-    mbpoll = shutil.which("mbpoll")
-    if mbpoll is None:
-        pytest.skip("mbpoll is not installed (apt-get install mbpoll; .ci/run installs it)")
+async def test_mbpoll_refusals_are_exception_01_and_audited(tcp, guarded, mbpoll):
     base = [mbpoll, "-m", "tcp", "-p", str(tcp.port), "-a", "1", "-0", "-1", "-o", "2"]
     rc, out = await run(*base, "-t", "0", "-r", str(0x1000), "127.0.0.1", "1")
     assert rc == 0, out  # a relay from this host: the default policy allows it

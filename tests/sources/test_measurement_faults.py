@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.sources.base import SourceError
 from pm4324.sources.faults import FaultError
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 SETTINGS = load_settings(None)  # PM-4324A, 3P4W-3CT everywhere, 100 A CTs
 LOADS = [

@@ -9,12 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pm4324.config.settings import (
-    ReplayChannel,
-    ReplaySettings,
-    load_settings,
-    parse_settings,
-)
+from pm4324.config.settings import ReplayChannel, ReplaySettings
+from pm4324.config.settings_parse import load_settings, parse_settings
 from pm4324.sources.base import N_CURRENTS
 from pm4324.sources.recording import Recording, RecordingError, open_recording
 from pm4324.sources.replay import ReplaySource

@@ -1,4 +1,5 @@
-"""Fixtures of the web tests: a live meter behind the web server, a headless chromium."""
+"""Fixtures of the web tests: a live meter behind the web server, a headless chromium and a
+page of it that collects the console's errors and uncaught exceptions (``page.errors``)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def browser():
         b.close()
 
 
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.errors = errors
+    yield pg
+    context.close()

@@ -86,10 +86,11 @@ class _Fed:
     "local" live, "annex" offline with a gap."""
 
     def __init__(self, history: Path):
-        from pm4324.config.settings import load_settings
+        from pm4324.config.settings_parse import load_settings
         from pm4324.device.meter import Meter
         from pm4324.history import HistoryStore
-        from pm4324.sources.simulator import SimulatorSource, load_scenario
+        from pm4324.sources.scenario_parse import load_scenario
+        from pm4324.sources.simulator import SimulatorSource
         from pm4324.web.server import WebServer
 
         settings = load_settings(SETTINGS)

@@ -11,7 +11,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from pm4324.client.modbus import modbus_reader, read_meter
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.registers.table import FIELD_UNITS, load_map
 
 SETTINGS_TOKEN = {"Authorization": "Bearer settings-token-0123456789"}

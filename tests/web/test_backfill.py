@@ -33,6 +33,20 @@ def days(store: HistoryStore, meter: int) -> dict[str, float]:
     return {r.period: r.energy["wh_import"] for r in query.energy(store, meter, "meter1", FIRST, LAST)}
 
 
+def backfill_once(hub, meter, url: str) -> tuple[Backfiller, list[str]]:
+    """The hub's backfiller for meter "site" at ``url``, after one reading: what it did and
+    what it said."""
+    said: list[str] = []
+    backfill = Backfiller(hub, {"site": meter}, {"site": url}, say=said.append)
+    backfill.start()
+    try:
+        backfill.on_reading("site")
+        backfill.apply(wait_s=WAIT_S)
+    finally:
+        backfill.stop()
+    return backfill, said
+
+
 def test_a_gap_across_midnight_is_filled_from_the_meters_history(tmp_path, meter_web):
     hub = write_site(str(tmp_path / "hub.db"), key="site", skip_gap=True)
     meter = hub.find_meter("site")
@@ -40,14 +54,7 @@ def test_a_gap_across_midnight_is_filled_from_the_meters_history(tmp_path, meter
     assert before["2026-03-29"] < day_wh(FIRST + timedelta(days=2)) - 60  # the gap's part is
     assert before["2026-03-30"] > day_wh(LAST) + 5  # counted on the day after (counter difference)
     month = query.energy(hub, meter, "meter1", FIRST, LAST, "month")[0].energy["wh_import"]
-    said: list[str] = []
-    backfill = Backfiller(hub, {"site": meter}, {"site": meter_web.url.rstrip("/")}, say=said.append)
-    backfill.start()
-    try:
-        backfill.on_reading("site")
-        backfill.apply(wait_s=WAIT_S)
-    finally:
-        backfill.stop()
+    backfill, said = backfill_once(hub, meter, meter_web.url.rstrip("/"))
     assert backfill.filled == 1 and "backfilled 105 minutes" in said[0], said
     after = days(hub, meter)
     for k in range(4):
@@ -71,14 +78,7 @@ def test_a_meter_that_does_not_answer_is_asked_again_later(tmp_path):
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    said: list[str] = []
-    backfill = Backfiller(hub, {"site": hub.find_meter("site")}, {"site": url}, say=said.append)
-    backfill.start()
-    try:
-        backfill.on_reading("site")
-        backfill.apply(wait_s=WAIT_S)
-    finally:
-        backfill.stop()
+    backfill, said = backfill_once(hub, hub.find_meter("site"), url)
     assert backfill.filled == 0 and "failed" in said[0] and "again in 60 s" in said[0], said
     assert len(open_gaps(hub, hub.find_meter("site"))) == 1
     hub.close()

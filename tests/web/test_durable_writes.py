@@ -8,12 +8,13 @@ import httpx
 import pytest
 from web_helpers import TOKENS, settings_with_tokens
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.device.store import Store, peek
 from pm4324.security.audit import AuditLog
 from pm4324.security.guard import Guard
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 from pm4324.web.server import WebServer
 
 RETRIES = 20  # 503: the commit took > 50 ms (a loaded box)

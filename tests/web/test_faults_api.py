@@ -12,7 +12,7 @@ import pytest
 from web_helpers import TOKENS, LiveMeter, settings_with_tokens
 
 from pm4324.cli.cli import main
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.faults import apply_device_faults
 from pm4324.device.meter import Meter
 from pm4324.faults.log import FaultLog
@@ -22,7 +22,8 @@ from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
 from pm4324.security.audit import AuditLog
 from pm4324.security.guard import Guard
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 from pm4324.web.server import WebServer
 
 SCENARIO = {"loads": [{"cts": [1, 2, 3], "current_a": 50.0, "pf": 0.9}],

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from web_helpers import SETTINGS
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 from pm4324.web.server import WebServer
 
 

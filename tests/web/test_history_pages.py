@@ -27,18 +27,6 @@ def site(tmp_path_factory):
     web.stop_thread()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.errors = errors
-    yield pg
-    context.close()
-
-
 def raw(page, selector: str, attribute: str = "data-raw") -> float:
     return float(page.get_attribute(selector, attribute))
 
@@ -100,13 +88,9 @@ def test_the_hubs_building_page_lists_each_meters_gaps(page, site):
     assert page.errors == []
 
 
-def test_building_shows_todays_energy(browser, live):
+def test_building_shows_todays_energy(page, live):
     live.step(61)  # a whole minute: the history has written today's first energy
     snap = live.step()
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(live.url)
     page.wait_for_selector(f'#live[data-seq="{snap.seq}"]', timeout=10_000)
     with live.http() as http:
@@ -117,5 +101,4 @@ def test_building_shows_todays_energy(browser, live):
     counted = float(snap.meter_energy.wh_import[0] - live.first.meter_energy.wh_import[0])
     assert today["meter1"] == pytest.approx(counted, rel=1e-9) and counted > 0
     assert page.inner_text('[data-key="meter1.today_wh"]').endswith("Wh")
-    context.close()
-    assert errors == []
+    assert page.errors == []

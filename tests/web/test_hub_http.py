@@ -5,7 +5,6 @@ warns on stderr when bound beyond loopback, and stops cleanly on Ctrl-C."""
 from __future__ import annotations
 
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import sys
 import httpx
 import pytest
 from history_fixture import FIRST, LAST, day_wh, write_site
+from web_helpers import interrupt
 
 
 def test_hub_serves_its_meters_and_their_history(tmp_path):
@@ -48,10 +48,5 @@ def test_hub_serves_its_meters_and_their_history(tmp_path):
             assert http.get("/trends").text.startswith("<!doctype html>")
             assert http.get("/api/cts/1").status_code == 503  # no live second from it yet
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = interrupt(proc)
     assert code == 0

@@ -13,18 +13,6 @@ PAGES = ("", "meter", "trends", "events", "settings")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-@pytest.fixture
-def page(browser, live):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.errors = errors
-    yield pg
-    context.close()
-
-
 def wait_for_second(page, seq: int) -> None:
     page.wait_for_selector(f'#live[data-seq="{seq}"]', timeout=10_000)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
 import subprocess
 import sys
 
 import httpx
-from web_helpers import SETTINGS
+from web_helpers import SETTINGS, interrupt
 
 
 def _settings(tmp_path):
@@ -48,12 +47,7 @@ def test_run_serves_the_second_it_prints(tmp_path):
             assert span["enabled"] and span["device"] == "local" and span["time_zone"]
             assert http.get("/api/history/today").status_code == 200
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        code = interrupt(proc)
     assert code == 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.device.meter import Meter
 from pm4324.history import HistoryStore, HistoryWriter, names_of
 from pm4324.protocols.modbus.tcp import TcpServer
@@ -27,7 +29,8 @@ from pm4324.security.audit import AuditLog
 from pm4324.security.guard import Guard
 from pm4324.security.identities import hash_token
 from pm4324.snapshot import Snapshot
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 from pm4324.web.server import WebServer
 
 SETTINGS = Path(__file__).resolve().parents[2] / "src" / "pm4324" / "data" / "building-settings.toml"
@@ -127,3 +130,14 @@ def which(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def interrupt(proc: subprocess.Popen) -> int:
+    """Ctrl-C to a running `pm4324` process; its exit code (killed, and the test fails, when it
+    does not stop within 30 s)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pm4324.config.settings import parse_settings
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 from pm4324.wiring_check import check_wiring
 
 MOTOR = {"name": "motor", "cts": [1, 2, 3], "current_a": 40.0, "pf": 0.9}

@@ -6,7 +6,6 @@ is allowed, so a bad file never reaches the invoices. docs/billing.md shows a fu
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -15,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pm4324.billing.tariff import DAYS, ENERGY_KINDS, ROUNDING, Block, Tariff, Window, minutes_of
+from pm4324.config.toml_file import read_toml
 
 SPLITS = ("area", "consumption", "fixed")
 _ELEMENT_KINDS = (("ct", 24), ("meter", 8))
@@ -76,12 +76,7 @@ class Building:
 
 def load_building(path: str | Path) -> Building:
     src = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BillingConfigError(src, "file", src, "no such file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BillingConfigError(src, "file", src, f"not valid TOML ({exc})") from None
+    data = read_toml(path, BillingConfigError)
     _keys(src, "", data, {"building", "tariffs", "tenants", "common"})
     b = _table(src, "building", data.get("building", {}))
     _keys(src, "building.", b, {"name", "time_zone", "main", "address"})

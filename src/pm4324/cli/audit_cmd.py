@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from pm4324.app import audit_location
     from pm4324.cli.cli import _default_settings_path
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.security.audit import AuditLog, format_audit
 
     if args.last is not None and args.last < 1:

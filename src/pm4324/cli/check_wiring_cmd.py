@@ -14,7 +14,8 @@ import json
 import sys
 import time
 
-from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS, load_settings
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS
+from pm4324.config.settings_parse import load_settings
 from pm4324.snapshot import Snapshot
 from pm4324.wiring_check import WiringReport, check_wiring
 
@@ -56,7 +57,8 @@ class _Failed(Exception):
 def _simulated(args: argparse.Namespace, settings_path: str) -> list[Snapshot]:
     from pm4324.app import limit_blas_threads
     from pm4324.device.meter import Meter
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     limit_blas_threads()
     settings = load_settings(settings_path)

@@ -14,7 +14,8 @@ import math
 import sys
 from collections.abc import Callable
 
-from pm4324.config.settings import SettingsError, load_settings
+from pm4324.config.settings import SettingsError
+from pm4324.config.settings_parse import load_settings
 from pm4324.sources.base import SourceError
 
 DEFAULT_SETTINGS = "building-settings.toml"
@@ -186,7 +187,7 @@ def _add_expected(sub: argparse._SubParsersAction) -> None:
 
 
 def _expected(args: argparse.Namespace) -> int:
-    from pm4324.sources.simulator import load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
 
     settings = load_settings(args.settings or _default_settings_path())
     rows = load_scenario(args.scenario).expected(settings, args.at)

@@ -88,7 +88,7 @@ def _in_store(args: argparse.Namespace, what: str) -> str:
     import numpy as np
 
     from pm4324.cli.cli import _default_settings_path
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.events import Event
     from pm4324.device.store import Store, StoreError, store_location
 

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from pm4324.cli.cli import _default_settings_path
     from pm4324.cli.registers_cmd import write_output
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.registers.exports.formats import KINDS, Target
 
     settings = load_settings(args.settings or _default_settings_path())

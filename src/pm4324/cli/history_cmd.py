@@ -93,7 +93,8 @@ def open_store(args: argparse.Namespace, create: bool = False, time_zone: str | 
     if not where:
         from pm4324.app import history_location
         from pm4324.cli.cli import _default_settings_path
-        from pm4324.config.settings import SettingsError, load_settings
+        from pm4324.config.settings import SettingsError
+        from pm4324.config.settings_parse import load_settings
 
         try:
             settings = load_settings(args.settings or _default_settings_path())

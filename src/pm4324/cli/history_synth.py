@@ -42,9 +42,9 @@ def _day(text: str | None, what: str) -> date:
 def run(args: argparse.Namespace) -> int:
     from pm4324.cli.cli import _default_settings_path
     from pm4324.cli.history_cmd import UsageError, open_store
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.history.names import names_of
-    from pm4324.sources.simulator import load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
     from pm4324.sources.truth import Truth
 
     scenario = load_scenario(args.scenario)

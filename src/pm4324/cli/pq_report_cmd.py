@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from pm4324.cli.history_cmd import UsageError, open_store, parse_time
-    from pm4324.config.settings import SettingsError, load_settings
+    from pm4324.config.settings import SettingsError
+    from pm4324.config.settings_parse import load_settings
     from pm4324.history import HistoryError
     from pm4324.history.pq import read
     from pm4324.history.pq_report import render, weekly

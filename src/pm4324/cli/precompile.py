@@ -43,9 +43,10 @@ def kernels_cached() -> bool:
 def compile_kernels() -> None:
     """Run every kernel on a few seconds of the simulated building (no state file)."""
     from pm4324.cli.cli import _default_settings_path
-    from pm4324.config.settings import load_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = load_settings(_default_settings_path())
     # with the harmonic angles, so that their kernel (`--harmonics`) is compiled too

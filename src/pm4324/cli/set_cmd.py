@@ -25,7 +25,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, Settings, SettingsError, parse_settings
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, Settings, SettingsError
+from pm4324.config.settings_parse import parse_settings
 from pm4324.registers.codecs import decode, encode
 from pm4324.registers.image import _setting
 from pm4324.registers.table import Point, load_map

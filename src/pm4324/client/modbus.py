@@ -150,6 +150,11 @@ def _read_part(read: Reader, part: list[Point]) -> list[Any] | None:
 # -- registers -> the JSON form of a snapshot --------------------------------------------------
 
 
+#: significant digits of an energy in kWh: a float32 copy has at most 9, the integer registers'
+#: 0.01 kWh up to 42,949,672.95 need 10 (9 dropped the 0.01 kWh above 10,000,000 kWh)
+KWH_DIGITS = 10
+
+
 def _clean(x: float | None, digits: int = 12) -> float | None:
     if x is None or not math.isfinite(x):
         return None
@@ -215,7 +220,7 @@ def _element(v: _Values, group: str, index: int, names: Sequence[str]) -> dict[s
         d[name] = _flags(x) if name == "flags" else _lead_lag(x) if name == "lead_lag" else x
     for kind in ENERGY_KINDS:
         wh = v.get(f"{group}_energy.{kind}[{index}]")
-        d["k" + kind] = None if wh is None else _clean(wh / 1000.0, 9)
+        d["k" + kind] = None if wh is None else _clean(wh / 1000.0, KWH_DIGITS)
     return d
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from pm4324.client.modbus import (
     CT_FIELDS,
+    KWH_DIGITS,
     METER_FIELDS,
     MODEL_NAMES,
     READ_TABLES,
@@ -201,7 +202,7 @@ class ReadPlan:
     def _assemble(self, v: np.ndarray) -> dict[str, Any]:
         """The dict ``client.modbus._snapshot_dict`` builds, from indexed values."""
         ext = np.append(v, np.nan)
-        kwh = _none(_snap(ext[self._energy] / 1000.0, 9).tolist())
+        kwh = _none(_snap(ext[self._energy] / 1000.0, KWH_DIGITS).tolist())
         seq, t, code, duration, status, r1, r2 = _none(ext[self._head].tolist())
         model = MODEL_NAMES.get(int(code)) if code is not None else None
         mains = []

@@ -56,27 +56,27 @@ def _settings(d: dict[str, Any], names: dict | None) -> Settings:
                    source_path="<remote meter>")
 
 
+def _elements(items: list[dict], key: str, count: int, quantities: tuple[str, ...]
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Values, flags and energies (Wh, ENERGY_KINDS rows) of the CTs or Meters of a reading,
+    numbered by ``item[key]``; NaN (no flags) where the reading has none."""
+    values = {q: np.full(count, np.nan) for q in quantities}
+    flags = np.zeros(count, dtype=int)
+    energy = np.full((len(ENERGY_KINDS), count), np.nan)
+    for item in items:
+        i = item[key] - 1
+        for q in quantities:
+            values[q][i] = _f(item.get(q))
+        flags[i] = _flags(item.get("flags"))
+        energy[:, i] = [_f(item.get("k" + k)) * 1000.0 for k in ENERGY_KINDS]
+    return values, flags, energy
+
+
 def snapshot_from_dict(d: dict[str, Any], names: dict | None = None) -> Snapshot:
     """The Snapshot of a remote reading; ``names`` as ``history.names_of`` gives them."""
     settings = _settings(d, names)
-    ct = {q: np.full(N_CTS, np.nan) for q in _CT}
-    ct_flags = np.zeros(N_CTS, dtype=int)
-    ct_energy = np.full((len(ENERGY_KINDS), N_CTS), np.nan)
-    for item in d.get("cts", []):
-        i = item["ct"] - 1
-        for q in _CT:
-            ct[q][i] = _f(item.get(q))
-        ct_flags[i] = _flags(item.get("flags"))
-        ct_energy[:, i] = [_f(item.get("k" + k)) * 1000.0 for k in ENERGY_KINDS]
-    mt = {q: np.full(N_METERS, np.nan) for q in _METER}
-    mt_flags = np.zeros(N_METERS, dtype=int)
-    mt_energy = np.full((len(ENERGY_KINDS), N_METERS), np.nan)
-    for item in d.get("meters", []):
-        i = item["meter"] - 1
-        for q in _METER:
-            mt[q][i] = _f(item.get(q))
-        mt_flags[i] = _flags(item.get("flags"))
-        mt_energy[:, i] = [_f(item.get("k" + k)) * 1000.0 for k in ENERGY_KINDS]
+    ct, ct_flags, ct_energy = _elements(d.get("cts", []), "ct", N_CTS, _CT)
+    mt, mt_flags, mt_energy = _elements(d.get("meters", []), "meter", N_METERS, _METER)
     n = settings.n_mains
     main = {k: np.full((n, 3), np.nan) for k in ("v_ln", "v_ll", "thd_v_pct")}
     freq, main_flags = np.full(n, np.nan), np.zeros(n, dtype=int)

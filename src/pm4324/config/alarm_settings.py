@@ -2,7 +2,7 @@
 ``[store]`` in the settings file).
 
 Kept apart from settings.py so that file stays about the measuring side. The readers here get
-settings.py's table reader, so every error names file, key, value and what is allowed, the
+settings_parse.py's table reader, so every error names file, key, value and what is allowed, the
 same way as every other setting. Runtime changes (Modbus writes) are checked again by
 ``alarm_problem``, called from ``settings.validate``.
 """
@@ -14,8 +14,8 @@ import zlib
 from dataclasses import astuple, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # settings.py imports this module; the reader is only a parameter here
-    from pm4324.config.settings import _Reader
+if TYPE_CHECKING:  # settings_parse.py imports this module; the reader is only a parameter here
+    from pm4324.config.settings_parse import _Reader
 
 N_RELAYS = 2
 MAX_ALARMS = 16  # one bit each in the uint16 alarm status registers

@@ -27,7 +27,7 @@ class CtSettings:
 
 
 def read_cts(tables: dict[int, Any], meters: tuple) -> tuple[tuple[CtSettings, ...], tuple]:
-    """``[cts.N]`` readers (settings._Reader, keyed by CT number) -> the 24 ``CtSettings``
+    """``[cts.N]`` readers (settings_parse._Reader, keyed by CT number) -> the 24 ``CtSettings``
     and the Meters with each CT's ``reverse`` and ``phase`` applied."""
     n_cts = 3 * len(meters)
     cts = [CtSettings()] * n_cts

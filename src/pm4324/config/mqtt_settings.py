@@ -94,7 +94,7 @@ def _topic_segment(r: Any, name: str, default: str) -> str:
 
 
 def read_mqtt(r: Any) -> MqttSettings:
-    """The ``[mqtt]`` table via settings.py's reader (``r``)."""
+    """The ``[mqtt]`` table via settings_parse.py's reader (``r``)."""
     url = r.text("url", "")
     if url and (problem := url_problem(url)):
         raise r.error("url", url, problem)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # settings.py imports this module; the reader is only a parameter here
-    from pm4324.config.settings import _Reader
+if TYPE_CHECKING:  # settings_parse.py imports this module; the reader is only a parameter here
+    from pm4324.config.settings_parse import _Reader
 
 EVENT_VOLTAGES = ("auto", "ln", "ll")
 

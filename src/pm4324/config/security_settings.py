@@ -12,7 +12,7 @@ Defaults (a settings file without ``[security]``), and why (docs/security.md):
 * ``profile = "vendor"`` restores what the PM-4324 ships with: every interface may write
   everything, energy reset included (explicit keys still override).
 
-Kept apart from settings.py like alarm_settings.py; the reader is settings.py's, so errors
+Kept apart from settings.py like alarm_settings.py; the reader is settings_parse.py's, so errors
 name file, key, value and what is allowed.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pm4324.config.settings import _Reader
+    from pm4324.config.settings_parse import _Reader
 
 WRITE_POLICIES = ("read-only", "relays", "all")
 RIGHTS = ("relays", "settings", "energy-reset")

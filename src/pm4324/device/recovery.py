@@ -31,17 +31,26 @@ class StoreError(Exception):
     """The state store cannot be used; the message says why and what to do."""
 
 
-def _read_id(id_path: Path) -> str | None:
+def read_identity(id_path: Path, owner: str) -> uuid.UUID | None:
+    """The identity (a UUID) kept in ``id_path``; None when the file does not exist.
+
+    ``owner`` ("meter", "fleet") names whose identity it is in the StoreError of an
+    unreadable file or of one that holds no UUID."""
     try:
         text = id_path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StoreError(f"cannot read the meter identity {id_path}: {exc.strerror}") from None
+        raise StoreError(f"cannot read the {owner} identity {id_path}: {exc.strerror}") from None
     try:
-        return str(uuid.UUID(text))
+        return uuid.UUID(text)
     except ValueError:
-        raise StoreError(f"{id_path} is not a meter identity (a UUID): {text[:40]!r}") from None
+        raise StoreError(f"{id_path} is not a {owner} identity (a UUID): {text[:40]!r}") from None
+
+
+def _read_id(id_path: Path) -> str | None:
+    found = read_identity(id_path, "meter")
+    return None if found is None else str(found)
 
 
 def _move_aside(paths: Sequence[Path], tag: str) -> list[Path]:

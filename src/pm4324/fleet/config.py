@@ -19,22 +19,17 @@ what is allowed, and ``pm4324 fleet`` turns it into one line and exit code 2.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pm4324.config.mqtt_settings import MqttSettings
-from pm4324.config.settings import (
-    BAUD_RATES,
-    DATA_FORMATS,
-    Settings,
-    SettingsError,
-    load_settings,
-    parse_settings,
-)
+from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, Settings, SettingsError
+from pm4324.config.settings_parse import load_settings, parse_settings
+from pm4324.config.toml_file import check_keys, number, read_toml, whole_number
 from pm4324.sources.base import SourceError
-from pm4324.sources.simulator import Scenario, load_scenario
+from pm4324.sources.scenario import Scenario
+from pm4324.sources.scenario_parse import load_scenario
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_METERS = 100_000
@@ -106,29 +101,6 @@ def _err(src: str, key: str, value: Any, allowed: str) -> SettingsError:
     return SettingsError(src, key, value, allowed)
 
 
-def _unknown(src: str, t: Any, allowed: set[str], prefix: str) -> None:
-    if not isinstance(t, dict):
-        raise _err(src, prefix.rstrip(".") or "(file)", t, "must be a table")
-    for k in t:
-        if k not in allowed:
-            raise _err(src, prefix + k, t[k], "is not a known key; known: "
-                       + ", ".join(sorted(allowed)))
-
-
-def _int(src: str, t: dict, key: str, default: int, lo: int, hi: int, prefix: str) -> int:
-    v = t.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _err(src, prefix + key, v, f"must be a whole number from {lo} to {hi}")
-    return v
-
-
-def _num(src: str, t: dict, key: str, default: float, lo: float, hi: float, prefix: str) -> float:
-    v = t.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-        raise _err(src, prefix + key, v, f"must be a number from {lo:g} to {hi:g}")
-    return float(v)
-
-
 def _file(src: str, base: Path, t: dict, key: str, prefix: str) -> Path | None:
     v = t.get(key)
     if v is None:
@@ -186,9 +158,9 @@ def scaled_scenario(base: Scenario, seed: int, scale: tuple[float, ...]) -> Scen
 def _group(src: str, base: Path, t: Any, g: int, start: int
            ) -> tuple[list[MemberConfig], Settings, Scenario]:
     p = f"meters.{g + 1}."
-    _unknown(src, t, {"key", "count", "settings", "scenario", "seeds", "ct_ratios",
+    check_keys(src, t, {"key", "count", "settings", "scenario", "seeds", "ct_ratios",
                       "load_scale"}, p)
-    count = _int(src, t, "count", 1, 1, MAX_METERS, p)
+    count = whole_number(src, t, "count", 1, 1, MAX_METERS, p)
     pattern = t.get("key", "meter-{n}" if count > 1 else "meter")
     if not isinstance(pattern, str):
         raise _err(src, p + "key", pattern, 'must be a key or a pattern like "bldg-{n:03}"')
@@ -231,19 +203,19 @@ def _group(src: str, base: Path, t: Any, g: int, start: int
 
 def _tcp(src: str, data: dict) -> TcpExposure:
     t = data.get("modbus", {})
-    _unknown(src, t, {"mode", "host", "port"}, "modbus.")
+    check_keys(src, t, {"mode", "host", "port"}, "modbus.")
     mode = t.get("mode", "ports")
     if mode not in TCP_MODES:
         raise _err(src, "modbus.mode", mode, "must be one of " + ", ".join(TCP_MODES))
     host = t.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
         raise _err(src, "modbus.host", host, "must be an address, e.g. 127.0.0.1")
-    return TcpExposure(mode, host, _int(src, t, "port", 5100, 0, 65535, "modbus."))
+    return TcpExposure(mode, host, whole_number(src, t, "port", 5100, 0, 65535, "modbus."))
 
 
 def _rtu(src: str, data: dict) -> RtuExposure:
     t = data.get("rtu", {})
-    _unknown(src, t, {"device", "baud", "format"}, "rtu.")
+    check_keys(src, t, {"device", "baud", "format"}, "rtu.")
     device = t.get("device", "")
     if not isinstance(device, str):
         raise _err(src, "rtu.device", device, "must be a serial device, e.g. /dev/ttyUSB0")
@@ -257,17 +229,17 @@ def _rtu(src: str, data: dict) -> RtuExposure:
 
 def _canopen(src: str, data: dict) -> CanopenExposure:
     t = data.get("canopen", {})
-    _unknown(src, t, {"interface", "channel", "bitrate"}, "canopen.")
+    check_keys(src, t, {"interface", "channel", "bitrate"}, "canopen.")
     s = parse_settings({"canopen": t}, src).canopen  # the meter's own checks and wording
     return CanopenExposure(s.interface, s.channel, s.bitrate)
 
 
 def parse_fleet(data: dict, source: str = "<fleet>", base: Path | None = None) -> FleetConfig:
     base = base or Path.cwd()
-    _unknown(source, data, {"fleet", "meters", "modbus", "rtu", "canopen", "http", "mqtt",
+    check_keys(source, data, {"fleet", "meters", "modbus", "rtu", "canopen", "http", "mqtt",
                             "faults"}, "")
     f = data.get("fleet", {})
-    _unknown(source, f, {"fidelity", "sample_rate_hz", "workers", "store", "fault_log"},
+    check_keys(source, f, {"fidelity", "sample_rate_hz", "workers", "store", "fault_log"},
              "fleet.")
     fidelity = f.get("fidelity", "truth")
     if fidelity not in FIDELITIES:
@@ -300,13 +272,13 @@ def parse_fleet(data: dict, source: str = "<fleet>", base: Path | None = None) -
             raise _err(source, "modbus.port", tcp.port, f"the last meter would need port {last}: "
                        "give a lower first port, or mode = \"gateway\"")
     http = data.get("http", {})
-    _unknown(source, http, {"listen"}, "http.")
+    check_keys(source, http, {"listen"}, "http.")
     listen = http.get("listen", "")
     if not isinstance(listen, str):
         raise _err(source, "http.listen", listen, "must be HOST:PORT, e.g. 127.0.0.1:8090")
     mqtt = parse_settings({"mqtt": data["mqtt"]}, source).mqtt if "mqtt" in data \
         else MqttSettings()
-    rate = _num(source, f, "sample_rate_hz", 3200.0, 1000.0, 12800.0, "fleet.")
+    rate = number(source, f, "sample_rate_hz", 3200.0, 1000.0, 12800.0, "fleet.")
     store_path = Path(store).expanduser()
     store_path = store_path if store_path.is_absolute() else base / store_path
     members, protocol_faults = _with_faults(source, data.get("faults", []), members)
@@ -318,7 +290,7 @@ def parse_fleet(data: dict, source: str = "<fleet>", base: Path | None = None) -
         members = [replace(m, settings=replace(m.settings, sample_rate_hz=rate)) for m in members]
     return FleetConfig(
         members=tuple(members), fidelity=fidelity, sample_rate_hz=rate,
-        workers=_int(source, f, "workers", 2, 1, 64, "fleet."),
+        workers=whole_number(source, f, "workers", 2, 1, 64, "fleet."),
         store=str(store_path),
         fault_log=str(log_path if log_path is None or log_path.is_absolute()
                       else base / log_path) if log_path else "",
@@ -385,12 +357,4 @@ def _with_faults(src: str, raw: Any, members: list[MemberConfig]
 
 def load_fleet(path: str | Path) -> FleetConfig:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _err(str(p), "(file)", str(p), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _err(str(p), "(file)", str(p), f"cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _err(str(p), "(syntax)", str(exc), "must be valid TOML") from None
-    return parse_fleet(data, str(p), p.resolve().parent)
+    return parse_fleet(read_toml(p), str(p), p.resolve().parent)

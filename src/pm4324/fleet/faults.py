@@ -23,7 +23,7 @@ from pm4324.faults.log import FaultLog
 from pm4324.fleet.store import FleetRegisters
 from pm4324.protocols.faults import FaultChange, ProtocolFaults
 from pm4324.sources.faults import Fault, FaultBook, plain_params
-from pm4324.sources.simulator import Scenario
+from pm4324.sources.scenario import Scenario
 
 ROLLOVER_KWH = 2**32 / 100  # the uint32 energy registers count 0.01 kWh
 

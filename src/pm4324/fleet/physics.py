@@ -29,7 +29,7 @@ from pm4324.fleet.clock import TruthFleet
 from pm4324.fleet.config import FleetConfig
 from pm4324.fleet.store import FleetStore
 from pm4324.fleet.truth import Second
-from pm4324.sources.simulator import Scenario
+from pm4324.sources.scenario import Scenario
 
 CT_KEYS = ("v_rms", "i_rms", "p_w", "q_var", "s_va", "pf", "thd_v_pct", "thd_i_pct",
            "frequency_hz")
@@ -95,12 +95,12 @@ class FastPhasors:
     scenario's own (the slow path is exact by construction)."""
 
     def __init__(self, scenario: Scenario, settings: Settings):
-        from pm4324.fleet.truth import _load_currents
+        from pm4324.sources.truth import load_currents
 
         self._scenario = scenario
         volts, _, orders = scenario.phasors(settings, 0.0, (), sags=False)
         self._volts, self._orders = volts, orders
-        self._lc = _load_currents(scenario, orders).reshape(len(scenario.loads), -1)
+        self._lc = load_currents(scenario, orders).reshape(len(scenario.loads), -1)
 
     def __getattr__(self, name: str):
         return getattr(self._scenario, name)

@@ -36,7 +36,7 @@ import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS
 from pm4324.device.energy import MICRO
-from pm4324.device.recovery import StoreError
+from pm4324.device.recovery import StoreError, read_identity
 from pm4324.snapshot import ENERGY_KINDS
 
 MAGIC = b"PM4F"
@@ -231,16 +231,8 @@ class FleetStore:
 
 
 def _read_id(id_path: Path) -> bytes | None:
-    try:
-        text = id_path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StoreError(f"cannot read the fleet identity {id_path}: {exc.strerror}") from None
-    try:
-        return uuid.UUID(text).bytes
-    except ValueError:
-        raise StoreError(f"{id_path} is not a fleet identity (a UUID): {text[:40]!r}") from None
+    found = read_identity(id_path, "fleet")
+    return None if found is None else found.bytes
 
 
 def _decode(data: bytes, fleet_id: bytes, path: Path):

@@ -18,7 +18,6 @@ milliseconds a second (docs/benchmarks.md, "Fleet").
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -28,11 +27,11 @@ from pm4324.config.settings import CT_SECONDARY_RATED_A, N_CTS, N_METERS, Settin
 from pm4324.metering.wiring import meter_wiring
 from pm4324.snapshot import Flag
 from pm4324.sources.faults import SAMPLE_KINDS, Fault
-from pm4324.sources.simulator import _PHASE_ANGLE, Scenario
+from pm4324.sources.scenario import Scenario
+from pm4324.sources.truth import energy, load_currents, ratio
 
 START_FRACTION = 0.0004  # anti-creep (metering/step_kernels.py)
 STARTING_FRACTION = 0.001  # THD_I reads 0 below the starting current
-HOUR_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -59,19 +58,6 @@ class Second:
         return self.ct_flags is not None
 
 
-def _load_currents(scenario: Scenario, orders: list[int]) -> np.ndarray:
-    """(loads, 24, H): each load's primary current phasors at level 1 (as Scenario.phasors)."""
-    out = np.zeros((len(scenario.loads), N_CTS, len(orders)), dtype=complex)
-    for n, ld in enumerate(scenario.loads):
-        for ct, ph in zip(ld.cts, ld.phases):
-            for j, h in enumerate(orders):
-                frac, deg = (1.0, 0.0) if h == 1 else ld.harmonics.get(h, (0.0, 0.0))
-                ang = h * _PHASE_ANGLE[ph] + (ld.angle if h == 1 else math.radians(deg)
-                                              + (math.pi if ld.export else 0.0))
-                out[n, ct - 1, j] += ld.current_a * frac * np.exp(1j * ang)
-    return out
-
-
 class GroupTruth:
     """Computes seconds of the members of one group."""
 
@@ -81,7 +67,7 @@ class GroupTruth:
         _, _, orders = scenario.phasors(settings, 0.0, ())
         self.orders = orders
         self.h1 = orders.index(1)
-        self.lc = _load_currents(scenario, orders)
+        self.lc = load_currents(scenario, orders)
         self.lc_flat = self.lc.reshape(len(scenario.loads), -1)
         wirings = [meter_wiring(m) for m in settings.meters]
         self.coeff = np.stack([wirings[(k - 1) // 3].coefficients[(k - 1) % 3]
@@ -171,13 +157,13 @@ class GroupTruth:
                                                / np.where(on, fund, 1)), 0.0)
         freq_ct = freq_main[self.main_of_ct]
         ct = {"v_rms": v_rms, "i_rms": i_rms, "p_w": p, "q_var": q, "s_va": s,
-              "pf": _ratio(p, s), "thd_v_pct": self._thd_v(v_el, h1), "thd_i_pct": thd_i,
+              "pf": ratio(p, s), "thd_v_pct": self._thd_v(v_el, h1), "thd_i_pct": thd_i,
               "frequency_hz": freq_ct}
         meter = self._meters(ct, i, volts)
         meter["frequency_hz"] = freq_ct[::3]
         main = self._mains(volts, freq_main, h1)
-        return Second(k, ct, meter, main, energy(p, q, s), energy(
-            meter["p_w"], meter["q_var"], meter["s_va"]), load_levels, gain)
+        return Second(k, ct, meter, main, energy(p, q, s, 1.0), energy(
+            meter["p_w"], meter["q_var"], meter["s_va"], 1.0), load_levels, gain)
 
     def _thd_v(self, v_el: np.ndarray, h1: int) -> np.ndarray:
         """THD_F of each element's voltage; 0 where it is under 10 % of its nominal value."""
@@ -209,7 +195,7 @@ class GroupTruth:
         v_m = np.where(used, ct["v_rms"].reshape(N_METERS, 3), 0.0).sum(axis=1) / n_used
         i_m = total(ct["i_rms"]) / n_used
         return {"v_rms": v_m, "i_rms": i_m, "p_w": p, "q_var": q, "s_va": s,
-                "s_arith_va": arith, "s_vector_va": np.hypot(p, q), "pf": _ratio(p, s)}
+                "s_arith_va": arith, "s_vector_va": np.hypot(p, q), "pf": ratio(p, s)}
 
     def _mains(self, volts: np.ndarray, freq: np.ndarray, h1: int) -> dict[str, np.ndarray]:
         n = self.settings.n_mains
@@ -237,23 +223,3 @@ class GroupTruth:
 def rated_currents(settings: Settings) -> np.ndarray:
     """(24,) rated primary current of each CT."""
     return np.repeat([m.ct_ratio * CT_SECONDARY_RATED_A for m in settings.meters], 3)
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
-
-
-def energy(p: np.ndarray, q: np.ndarray, s: np.ndarray, seconds: float = 1.0) -> np.ndarray:
-    """(..., 7) Wh in ``seconds`` of constant P, Q, S (quadrants as IEC 62053-23)."""
-    h = seconds / HOUR_S
-    imp = p >= 0
-    out = np.zeros((*p.shape, 7))
-    out[..., 0] = np.where(imp, p, 0.0) * h
-    out[..., 1] = np.where(imp, 0.0, -p) * h
-    out[..., 2] = np.where(imp & (q >= 0), q, 0.0) * h
-    out[..., 3] = np.where(~imp & (q >= 0), q, 0.0) * h
-    out[..., 4] = np.where(~imp & (q < 0), -q, 0.0) * h
-    out[..., 5] = np.where(imp & (q < 0), -q, 0.0) * h
-    out[..., 6] = s * h
-    return out

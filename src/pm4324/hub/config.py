@@ -6,15 +6,14 @@ settings file, and `pm4324 hub` turns it into one line and exit code 2.
 
 from __future__ import annotations
 
-import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pm4324.config.mqtt_settings import MqttSettings
 from pm4324.config.settings import BAUD_RATES, DATA_FORMATS, WORD_ORDERS, SettingsError
+from pm4324.config.toml_file import check_keys, number, read_toml, whole_number
 
 KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -60,26 +59,6 @@ def _err(src: str, key: str, value: Any, allowed: str) -> SettingsError:
     return SettingsError(src, key, value, allowed)
 
 
-def _number(src: str, t: dict, key: str, default: float, lo: float, hi: float, prefix: str) -> float:
-    v = t.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
-        raise _err(src, prefix + key, v, f"must be a number from {lo:g} to {hi:g}")
-    return float(v)
-
-
-def _integer(src: str, t: dict, key: str, default: int, lo: int, hi: int, prefix: str) -> int:
-    v = t.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _err(src, prefix + key, v, f"must be a whole number from {lo} to {hi}")
-    return v
-
-
-def _unknown(src: str, t: dict, allowed: set[str], prefix: str) -> None:
-    for k in t:
-        if k not in allowed:
-            raise _err(src, prefix + k, t[k], "is not a known key")
-
-
 def _names(src: str, raw: Any, prefix: str) -> dict:
     if not isinstance(raw, dict) or set(raw) - {"meters", "cts"}:
         raise _err(src, prefix + "names", raw, 'must be { meters = { "1" = "..." }, cts = { "7" = "..." } }')
@@ -99,7 +78,7 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
     p = f"meters.{n}."
     if not isinstance(t, dict):
         raise _err(src, f"meters.{n}", t, "must be a table [[meters]]")
-    _unknown(src, t, {"key", "tcp", "rtu", "canopen", "unit", "node", "poll_s", "gap_s", "timeout_s",
+    check_keys(src, t, {"key", "tcp", "rtu", "canopen", "unit", "node", "poll_s", "gap_s", "timeout_s",
                       "retries", "pipeline", "word_order", "baud", "format", "meters", "names", "web"}, p)
     key = t.get("key")
     if not isinstance(key, str) or not KEY.fullmatch(key):
@@ -113,9 +92,9 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
         raise _err(src, p + transport, address, "must be HOST:PORT, a serial device or "
                    "INTERFACE:CHANNEL")
     if transport == "canopen":
-        unit = _integer(src, t, "node", 1, 1, 127, p)
+        unit = whole_number(src, t, "node", 1, 1, 127, p)
     else:
-        unit = _integer(src, t, "unit", 1, 0 if transport == "tcp" else 1, 247 if transport == "rtu"
+        unit = whole_number(src, t, "unit", 1, 0 if transport == "tcp" else 1, 247 if transport == "rtu"
                         else 255, p)
     word_order = t.get("word_order", "low-first")
     if word_order not in WORD_ORDERS:
@@ -134,22 +113,22 @@ def _meter(src: str, t: dict, n: int) -> MeterConfig:
     if not isinstance(web, str) or (web and not re.fullmatch(r"https?://[^\s/]+/?", web)):
         raise _err(src, p + "web", web, "must be the meter's dashboard URL, e.g. http://10.0.0.21:8080")
     return MeterConfig(key, transport, address, unit,
-                       poll_s=_number(src, t, "poll_s", 1.0, 0.05, 86400, p),
-                       gap_s=_number(src, t, "gap_s", 0.0, 0.0, 86400, p),
-                       timeout_s=_number(src, t, "timeout_s", 1.0, 0.05, 60, p),
-                       retries=_integer(src, t, "retries", 1, 0, 10, p),
-                       pipeline=_integer(src, t, "pipeline", 4, 1, 16, p),
+                       poll_s=number(src, t, "poll_s", 1.0, 0.05, 86400, p),
+                       gap_s=number(src, t, "gap_s", 0.0, 0.0, 86400, p),
+                       timeout_s=number(src, t, "timeout_s", 1.0, 0.05, 60, p),
+                       retries=whole_number(src, t, "retries", 1, 0, 10, p),
+                       pipeline=whole_number(src, t, "pipeline", 4, 1, 16, p),
                        word_order=word_order, baud=baud, data_format=fmt,
                        meters=tuple(sorted(set(meters))), names=_names(src, t.get("names", {}), p),
                        web=web.rstrip("/"))
 
 
 def parse_hub(data: dict, source: str = "<hub>", base: Path | None = None) -> HubConfig:
-    _unknown(source, data, {"hub", "meters", "mqtt"}, "")
+    check_keys(source, data, {"hub", "meters", "mqtt"}, "")
     hub = data.get("hub", {})
     if not isinstance(hub, dict):
         raise _err(source, "hub", hub, "must be a table [hub]")
-    _unknown(source, hub, {"history", "time_zone", "raw_days", "flush_s", "max_backoff_s"}, "hub.")
+    check_keys(source, hub, {"history", "time_zone", "raw_days", "flush_s", "max_backoff_s"}, "hub.")
     history = hub.get("history", "hub-history.db")
     if not isinstance(history, str) or not history:
         raise _err(source, "hub.history", history, "must be a file name or a postgresql:// URL")
@@ -177,16 +156,16 @@ def parse_hub(data: dict, source: str = "<hub>", base: Path | None = None) -> Hu
             if len(lines) > 1:
                 raise _err(source, f"meters.{m.key}.baud", m.baud, "meters on one line share one baud rate")
     return HubConfig(history=history, time_zone=tz,
-                     raw_days=_number(source, hub, "raw_days", 7.0, 0, 3660, "hub."),
-                     flush_s=_number(source, hub, "flush_s", 60.0, 1, 3600, "hub."),
-                     max_backoff_s=_number(source, hub, "max_backoff_s", 60.0, 1, 3600, "hub."),
+                     raw_days=number(source, hub, "raw_days", 7.0, 0, 3660, "hub."),
+                     flush_s=number(source, hub, "flush_s", 60.0, 1, 3600, "hub."),
+                     max_backoff_s=number(source, hub, "max_backoff_s", 60.0, 1, 3600, "hub."),
                      meters=meters, source=source, mqtt=_mqtt(data, source),
                      base=str(base or Path.cwd()))
 
 
 def _mqtt(data: dict, source: str) -> MqttSettings:
     """``[mqtt]`` with the meter's own validation and error wording (docs/mqtt.md)."""
-    from pm4324.config.settings import parse_settings
+    from pm4324.config.settings_parse import parse_settings
 
     if "mqtt" not in data:
         return MqttSettings()
@@ -195,12 +174,4 @@ def _mqtt(data: dict, source: str) -> MqttSettings:
 
 def load_hub(path: str | Path) -> HubConfig:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _err(str(p), "(file)", str(p), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _err(str(p), "(file)", str(p), f"cannot be read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _err(str(p), "(syntax)", str(exc), "must be valid TOML") from None
-    return parse_hub(data, str(p), p.resolve().parent)
+    return parse_hub(read_toml(p), str(p), p.resolve().parent)

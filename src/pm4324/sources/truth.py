@@ -23,7 +23,7 @@ import numpy as np
 
 from pm4324.config.settings import N_CTS, N_METERS, PHASES, Settings
 from pm4324.metering.wiring import current_signs, meter_wiring
-from pm4324.sources.simulator import _PHASE_ANGLE, Scenario
+from pm4324.sources.scenario import _PHASE_ANGLE, Scenario
 
 ENERGY = ("wh_import", "wh_export", "varh_q1", "varh_q2", "varh_q3", "varh_q4", "vah")
 
@@ -50,14 +50,7 @@ class Truth:
         volts, _, orders = scenario.phasors(settings, 1e9)  # no sag that late
         self.orders = orders
         self.volts = volts  # (n_mains, 3, H)
-        self.load_currents = np.zeros((len(scenario.loads), N_CTS, len(orders)), dtype=complex)
-        for n, ld in enumerate(scenario.loads):
-            for ct, ph in zip(ld.cts, ld.phases):
-                for j, h in enumerate(orders):
-                    frac, deg = (1.0, 0.0) if h == 1 else ld.harmonics.get(h, (0.0, 0.0))
-                    ang = h * _PHASE_ANGLE[ph] + (ld.angle if h == 1 else math.radians(deg)
-                                                  + (math.pi if ld.export else 0.0))
-                    self.load_currents[n, ct - 1, j] += ld.current_a * frac * np.exp(1j * ang)
+        self.load_currents = load_currents(scenario, orders)
         wirings = [meter_wiring(m) for m in settings.meters]
         self.v_el = np.stack([wirings[(k - 1) // 3].coefficients[(k - 1) % 3]
                               @ volts[settings.main_of_ct(k)] for k in range(1, N_CTS + 1)])
@@ -89,12 +82,12 @@ class Truth:
         i_rms = np.sqrt((np.abs(i) ** 2).sum(axis=2))
         s_va = v_rms * i_rms
         ct = {"v_rms": v_rms, "i_rms": i_rms, "p_w": p, "q_var": q, "s_va": s_va,
-              "pf": _ratio(p, s_va), "thd_v_pct": _thd(self.v_el[None], h1).repeat(len(t), 0),
+              "pf": ratio(p, s_va), "thd_v_pct": _thd(self.v_el[None], h1).repeat(len(t), 0),
               "thd_i_pct": _thd(i, h1), "frequency_hz": self._ct_frequency(len(t))}
         meter = self._meters(ct)
         main = self._mains(len(t))
-        return MinuteTruth(t, ct, meter, main, _energy(p, q, s_va), _energy(
-            meter["p_w"], meter["q_var"], meter["s_va"]))
+        return MinuteTruth(t, ct, meter, main, energy(p, q, s_va, 60.0), energy(
+            meter["p_w"], meter["q_var"], meter["s_va"], 60.0))
 
     def _ct_frequency(self, n: int) -> np.ndarray:
         f = [self.scenario.mains[self.settings.main_of_ct(k)].frequency_hz for k in range(1, N_CTS + 1)]
@@ -109,7 +102,7 @@ class Truth:
 
         out = {k: per_meter(ct[k], "sum") for k in ("p_w", "q_var", "s_va")}
         out.update({k: per_meter(ct[k], "mean") for k in ("v_rms", "i_rms", "frequency_hz")})
-        out["pf"] = _ratio(out["p_w"], out["s_va"])
+        out["pf"] = ratio(out["p_w"], out["s_va"])
         return out
 
     def _mains(self, n: int) -> dict[str, np.ndarray]:
@@ -124,7 +117,22 @@ class Truth:
         return {k: np.tile(x, (n, 1)) for k, x in out.items()}
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def load_currents(scenario: Scenario, orders: list[int]) -> np.ndarray:
+    """(loads, 24, H): each load's primary current phasors at level 1 (as Scenario.phasors);
+    the history's minute truth and the fleet's second truth both scale these."""
+    out = np.zeros((len(scenario.loads), N_CTS, len(orders)), dtype=complex)
+    for n, ld in enumerate(scenario.loads):
+        for ct, ph in zip(ld.cts, ld.phases):
+            for j, h in enumerate(orders):
+                frac, deg = (1.0, 0.0) if h == 1 else ld.harmonics.get(h, (0.0, 0.0))
+                ang = h * _PHASE_ANGLE[ph] + (ld.angle if h == 1 else math.radians(deg)
+                                              + (math.pi if ld.export else 0.0))
+                out[n, ct - 1, j] += ld.current_a * frac * np.exp(1j * ang)
+    return out
+
+
+def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b where b > 0, else 0 (a power factor of no load)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
 
@@ -138,9 +146,12 @@ def _thd(x: np.ndarray, h1: int) -> np.ndarray:
                         np.nan)
 
 
-def _energy(p: np.ndarray, q: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """(n, k, 7) Wh in one minute of constant P, Q, S (quadrants as IEC 62053-23)."""
-    h = 60.0 / 3600.0
+def energy(p: np.ndarray, q: np.ndarray, s: np.ndarray, seconds: float) -> np.ndarray:
+    """(..., 7) Wh in ``seconds`` of constant P, Q, S, ENERGY order (quadrants as IEC 62053-23).
+
+    The one split of both truths: a minute of the history's (here) and a second of the fleet's.
+    """
+    h = seconds / 3600.0
     imp = p >= 0
     out = np.zeros((*p.shape, len(ENERGY)))
     out[..., 0] = np.where(imp, p, 0.0) * h

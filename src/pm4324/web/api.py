@@ -19,8 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pm4324.config.settings import Settings, SettingsError, parse_settings
+from pm4324.config.settings import Settings, SettingsError
 from pm4324.config.settings_file import settings_to_toml
+from pm4324.config.settings_parse import parse_settings
 from pm4324.config.settings_writeback import SettingsConflict
 from pm4324.registers.backend import ACK_WAIT_S, MeterControl, on_disk
 from pm4324.security.guard import Guard, Write

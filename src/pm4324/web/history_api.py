@@ -111,6 +111,15 @@ def _dates(first: date | None, last: date | None, today: date, default_days: int
     return first, last
 
 
+def _period_dates(period: str, first: date | None, last: date | None, today: date
+                  ) -> tuple[date, date]:
+    """The days of a per-day or per-month query; by default the last 31 days, or the last 12
+    months (from the first of the month eleven months back)."""
+    if period == "month":
+        first = first or (today.replace(day=1) - timedelta(days=335)).replace(day=1)
+    return _dates(first, last, today, 31)
+
+
 def history_router(service: Any, hist: WebHistory) -> APIRouter:
     """``service`` is the API's Service: the fleet's keys, live snapshots and names."""
     api = APIRouter(prefix="/api/history", responses=ERRORS, tags=["history"])
@@ -217,9 +226,7 @@ def history_router(service: Any, hist: WebHistory) -> APIRouter:
         key, e = key_of(device), _element(element, energy=True)
         meter = hist.meter(key)
         now = today(key, meter)
-        if period == "month":
-            first = first or (now.replace(day=1) - timedelta(days=335)).replace(day=1)
-        first, last = _dates(first, last, now, 31)
+        first, last = _period_dates(period, first, last, now)
         rows = run(query.energy, meter, e, first, last, period) if meter is not None else []
         return hm.Energy(element=e, label=label(names(key, meter), e), period=period,
                          units=hm.ENERGY_UNITS,
@@ -255,9 +262,7 @@ def history_router(service: Any, hist: WebHistory) -> APIRouter:
         key, e = key_of(device), _element(element, energy=True)
         meter = hist.meter(key)
         now = today(key, meter)
-        if period == "month":
-            first = first or (now.replace(day=1) - timedelta(days=335)).replace(day=1)
-        first, last = _dates(first, last, now, 31)
+        first, last = _period_dates(period, first, last, now)
         if (last - first).days > 4000:
             raise HTTPException(422, "at most 4000 days at once")
         rows = run(query.max_demand, meter, e, first, last, period) if meter is not None else []

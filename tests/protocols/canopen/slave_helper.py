@@ -21,7 +21,8 @@ from dataclasses import replace
 from pm4324.config.settings import CanopenSettings, Settings
 from pm4324.device.meter import Meter
 from pm4324.protocols.canopen import CanopenServer
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 
 async def serve(args: argparse.Namespace) -> None:

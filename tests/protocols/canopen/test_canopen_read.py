@@ -51,7 +51,8 @@ def test_a_real_meter_agrees_in_the_same_second(channel):
 
     from pm4324.config.settings import CanopenSettings, Settings
     from pm4324.device.meter import Meter
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = replace(Settings(), canopen=CanopenSettings(node_id=9, interface="virtual",
                                                            channel=channel))
@@ -143,7 +144,8 @@ def test_a_failing_relay_driver_shows_in_the_canopen_status(channel, tmp_path):
     from pm4324.config.settings import CanopenSettings, Settings
     from pm4324.device.meter import Meter
     from pm4324.device.relays import GpioSysfsDriver
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = replace(Settings(), canopen=CanopenSettings(node_id=9, interface="virtual",
                                                            channel=channel))

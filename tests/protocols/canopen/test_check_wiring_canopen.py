@@ -9,7 +9,8 @@ from pm4324.cli.cli import main
 from pm4324.config.settings import CanopenSettings, Settings
 from pm4324.device.meter import Meter
 from pm4324.protocols.canopen import CanopenServer
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 
 def test_check_wiring_over_canopen(channel, capsys):

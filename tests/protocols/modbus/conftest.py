@@ -12,8 +12,6 @@ Anything else is unmapped (-> 02), so a range that is only partly mapped fails.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from pm4324.registers.backend import AccessError, ExceptionCode
@@ -87,22 +85,6 @@ class FakeBackend:
 @pytest.fixture
 def backend() -> FakeBackend:
     return FakeBackend()
-
-
-@pytest.fixture
-def mbpoll() -> str:
-    path = shutil.which("mbpoll")
-    if path is None:
-        pytest.skip("mbpoll is not installed (apt-get install mbpoll; .ci/run installs it)")
-    return path
-
-
-@pytest.fixture
-def socat() -> str:
-    path = shutil.which("socat")
-    if path is None:
-        pytest.skip("socat is not installed (apt-get install socat; .ci/run installs it)")
-    return path
 
 
 @pytest.fixture(scope="session")

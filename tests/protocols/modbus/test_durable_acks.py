@@ -11,12 +11,13 @@ import struct
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from pm4324.config.settings import parse_settings
+from pm4324.config.settings_parse import parse_settings
 from pm4324.device.meter import Meter
 from pm4324.device.store import Store, peek
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
-from pm4324.sources.simulator import SimulatorSource, parse_scenario
+from pm4324.sources.scenario_parse import parse_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 LIMIT = 5.0
 RELAY1 = 0x1000

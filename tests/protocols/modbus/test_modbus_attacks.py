@@ -234,7 +234,8 @@ async def test_settings_write_storm_on_a_real_meter(tmp_path: Path) -> None:
     from pm4324.config.settings_file import save_settings
     from pm4324.device.meter import Meter
     from pm4324.registers.image import MapBackend
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     path = tmp_path / "settings.toml"
     settings = Settings()
@@ -301,7 +302,8 @@ async def test_reads_are_served_while_the_meter_measures() -> None:
     from pm4324.config.settings import Settings
     from pm4324.device.meter import Meter
     from pm4324.registers.image import MapBackend
-    from pm4324.sources.simulator import SimulatorSource, load_scenario
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
 
     settings = Settings()
     source = StuckSource(SimulatorSource(load_scenario(None), settings))

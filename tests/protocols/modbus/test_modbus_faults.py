@@ -12,15 +12,17 @@ import threading
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
-from test_modbus_peers import LIMIT, pty_pair, rtu_args, run_mbpoll  # noqa: F401  (fixture)
+from test_modbus_peers import rtu_args, run_mbpoll
 
+from peers import LIMIT
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.protocols.faults import FaultChange, ProtocolFaults, parse_params
 from pm4324.protocols.modbus.rtu import RtuServer
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 SEQ = 0x1006  # snapshot_seq, uint32 low word first (map.csv)
 SHORT = 0.5  # seconds: the client's timeout where no answer is the expected outcome
@@ -257,7 +259,7 @@ async def test_mbpoll_sees_tcp_faults(mbpoll, faulty) -> None:
 # -- Modbus RTU over a socat pty pair --------------------------------------------------------
 
 
-async def test_rtu_faults_with_pymodbus_and_mbpoll(mbpoll, backend, pty_pair) -> None:  # noqa: F811
+async def test_rtu_faults_with_pymodbus_and_mbpoll(mbpoll, backend, pty_pair) -> None:
     server_port, client_port = pty_pair
     faults = ProtocolFaults("m1")
     async with RtuServer(backend, server_port, address=1, baud=19200, faults=faults) as srv:

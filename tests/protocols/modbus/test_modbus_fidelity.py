@@ -17,7 +17,8 @@ from pm4324.protocols.modbus.pdu import FC_NAMES
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
 from pm4324.snapshot import Status
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 LIMIT = 5.0
 REGISTERS_MD = Path(__file__).resolve().parents[3] / "docs/registers.md"

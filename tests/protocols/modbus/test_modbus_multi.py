@@ -11,15 +11,18 @@ from dataclasses import replace
 
 import pytest
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from test_modbus_peers import LIMIT, pty_pair, rtu_args  # noqa: F401  (pty_pair: a fixture)
+from snapshot_factory import assert_same  # tests/registers, on pytest's pythonpath
+from test_modbus_peers import rtu_args
 
+from peers import LIMIT, run_peer
 from pm4324.cli.cli import main
 from pm4324.config.settings import Settings
 from pm4324.device.meter import Meter
 from pm4324.protocols.modbus.rtu import RtuServer
 from pm4324.protocols.modbus.tcp import TcpServer
 from pm4324.registers.image import MapBackend
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 FLOAT = re.compile(r"^\[(\d+)\]:\s+(-?[\d.]+(?:e[-+]?\d+)?)", re.M)
 V_AN = 0x1010  # main1_v_an .. main1_v_cn, float32 low word first (map.csv)
@@ -48,15 +51,8 @@ def v_ln(meter: Meter) -> list[float]:
 
 
 async def mbpoll_floats(*args: str) -> tuple[int, list[float], str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), LIMIT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, [float(v) for _, v in FLOAT.findall(out.decode())], err.decode()
+    rc, out, err = await run_peer(*args)
+    return rc, [float(v) for _, v in FLOAT.findall(out)], err
 
 
 async def read_json(*argv: str) -> dict:
@@ -72,27 +68,6 @@ async def read_json(*argv: str) -> dict:
 
     assert await asyncio.wait_for(asyncio.to_thread(run), 2 * LIMIT) == 0
     return json.loads(buf.getvalue())
-
-
-ENERGY_KEYS = {"kwh_import", "kwh_export", "kvarh_q1", "kvarh_q2", "kvarh_q3", "kvarh_q4", "kvah"}
-
-
-def assert_same(got, want, path: str = "d", key: str = "") -> None:
-    """Equal up to float32 (7 digits) and the 0.01 kWh of the integer energy registers
-    (as tests/cli/test_read_cmd.py)."""
-    if isinstance(want, dict):
-        assert got.keys() == want.keys(), path
-        for k in want:
-            assert_same(got[k], want[k], f"{path}.{k}", k)
-    elif isinstance(want, list):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            assert_same(g, w, f"{path}[{i}]", key)
-    elif isinstance(want, float):
-        tol = {"abs": 0.0051} if key in ENERGY_KEYS else {"rel": 1e-6}
-        assert got == pytest.approx(want, **tol), path
-    else:
-        assert got == want, path
 
 
 def same_floats(got: list[float], want: list[float]) -> bool:
@@ -163,7 +138,7 @@ def test_gateway_refuses_bad_arguments(backend) -> None:
 # -- RTU multi-drop --------------------------------------------------------------------------
 
 
-async def test_multidrop_with_mbpoll_and_pymodbus(mbpoll, pty_pair, meters) -> None:  # noqa: F811
+async def test_multidrop_with_mbpoll_and_pymodbus(mbpoll, pty_pair, meters) -> None:
     server_port, client_port = pty_pair
     backends = {unit: MapBackend(m) for unit, m in meters.items()}
     async with RtuServer(None, server_port, baud=19200, backends=backends) as srv:
@@ -187,7 +162,7 @@ async def test_multidrop_with_mbpoll_and_pymodbus(mbpoll, pty_pair, meters) -> N
         assert srv.replies > replies
 
 
-async def test_multidrop_broadcast_write_reaches_every_unit(backend_class, pty_pair) -> None:  # noqa: F811
+async def test_multidrop_broadcast_write_reaches_every_unit(backend_class, pty_pair) -> None:
     server_port, client_port = pty_pair
     a, b = backend_class(), backend_class()
     async with RtuServer(None, server_port, baud=19200, backends={1: a, 2: b}) as srv:

@@ -7,33 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusSerialClient
 
+from peers import LIMIT, run_peer
 from pm4324.protocols.modbus.rtu import RtuServer
 from pm4324.protocols.modbus.tcp import TcpServer
 
-LIMIT = 10.0
 VALUE = re.compile(r"^\[(\d+)\]:\s+(-?\d+)", re.M)
 
 
 async def run_mbpoll(*args: str) -> tuple[int, dict[int, int], str]:
     """Run mbpoll to completion (bounded); return rc, {reference: value}, stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), LIMIT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    values = {int(k): int(v) for k, v in VALUE.findall(out.decode())}
-    return proc.returncode or 0, values, err.decode()
+    rc, out, err = await run_peer(*args)
+    return rc, {int(k): int(v) for k, v in VALUE.findall(out)}, err
 
 
 # -- TCP ------------------------------------------------------------------------------------
@@ -89,30 +77,6 @@ async def test_mbpoll_tcp_exceptions(mbpoll, tcp) -> None:
 
 
 # -- RTU over a socat pty pair ---------------------------------------------------------------
-
-
-@pytest.fixture
-async def pty_pair(socat, tmp_path: Path):
-    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
-    proc = subprocess.Popen(
-        [socat, "pty,raw,echo=0,link=" + str(a), "pty,raw,echo=0,link=" + str(b)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LIMIT
-        while not (a.exists() and b.exists()):  # bounded poll for socat's links
-            if proc.poll() is not None or loop.time() > deadline:
-                pytest.fail(f"socat did not create {a} and {b} (rc {proc.poll()})")
-            await asyncio.sleep(0.01)
-        yield str(a), str(b)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=LIMIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

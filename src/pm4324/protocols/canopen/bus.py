@@ -125,14 +125,6 @@ class BusNode:
             raise CanopenBusError(f"CANopen: cannot open {co.interface}:{co.channel}: "
                                   f"{exc}") from exc
 
-    def _open_bus(self, bitrate: int) -> can.BusABC:
-        co = self.settings.canopen
-        try:
-            return can.Bus(interface=co.interface, channel=co.channel or None, bitrate=bitrate)
-        except (can.CanError, OSError, ValueError, ImportError) as exc:
-            raise CanopenBusError(f"CANopen: cannot open {co.interface}:{co.channel}: "
-                                  f"{exc}") from exc
-
     def __enter__(self) -> BusNode:
         self.open()
         return self
