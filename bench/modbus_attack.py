@@ -309,6 +309,7 @@ class RunningMeter:
 
 def attack_phase(name: str, port: int, samples: int, log_before: int, meter: RunningMeter) -> dict:
     attacker = None
+    cpu_attack0 = meter.cpu_s()  # the server's CPU over the attacker's whole life
     if name != "baseline":
         argv = [sys.executable, str(Path(__file__).resolve()), "--attack", name, "--port", str(port)]
         attacker = subprocess.Popen(pinned(ATTACKER_CPU, argv), stdout=subprocess.PIPE, text=True)
@@ -327,6 +328,8 @@ def attack_phase(name: str, port: int, samples: int, log_before: int, meter: Run
             attacker.terminate()
             out, _ = attacker.communicate(timeout=30)
             stats = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    if stats.get("writes"):  # the server's CPU per write answered (load blurs it least)
+        stats["server_cpu_ms_per_write"] = (meter.cpu_s() - cpu_attack0) * 1e3 / stats["writes"]
     result["attack"] = stats
     result["server_log_lines"] = meter.log_lines() - log_before
     return result
