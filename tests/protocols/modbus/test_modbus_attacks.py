@@ -277,6 +277,46 @@ async def test_settings_write_storm_on_a_real_meter(tmp_path: Path) -> None:
     assert meter.settings.meters[0].ct_ratio == 100 + (writes - 1) % 2
 
 
+async def test_writes_of_several_clients_at_once_are_all_applied_and_saved(tmp_path: Path
+                                                                           ) -> None:
+    """Four real clients write their own Meter's CT ratio at once (writes queue in the write
+    thread, each after a turn of the loop; saves are shared): every write is answered, and
+    the meter and the settings file end with each client's last value."""
+    from pm4324.config.settings import Settings, load_settings
+    from pm4324.config.settings_file import save_settings
+    from pm4324.device.meter import Meter
+    from pm4324.registers.image import MapBackend
+    from pm4324.sources.scenario_parse import load_scenario
+    from pm4324.sources.simulator import SimulatorSource
+
+    path = tmp_path / "settings.toml"
+    settings = Settings()
+    save_settings(settings, path)
+    meter = Meter(settings, SimulatorSource(load_scenario(None), settings),
+                  settings_path=str(path), start_time=0.0)
+    meter.step()
+    ratios = (60, 100, 200, 300, 400)
+    async with TcpServer(MapBackend(meter), port=0) as srv:
+        async def writer(m: int) -> int:
+            client = AsyncModbusTcpClient("127.0.0.1", port=srv.port, timeout=LIMIT, retries=0)
+            await client.connect()
+            try:
+                for k in range(12):  # CT ratio of Meter m+1: holding 0x1000 + m (map.csv)
+                    rr = await client.write_register(0x1000 + m, ratios[(k + m) % 5],
+                                                     device_id=1)
+                    assert not rr.isError(), rr
+            finally:
+                client.close()
+            return ratios[(11 + m) % 5]
+
+        last = await asyncio.wait_for(asyncio.gather(*(writer(m) for m in range(4))), LIMIT)
+    assert [meter.settings.meters[m].ct_ratio for m in range(4)] == last
+    assert meter.wait_settings_saved()
+    assert [load_settings(path).meters[m].ct_ratio for m in range(4)] == last
+    assert 1 <= meter._settings_file.saves <= 48
+    meter.close()
+
+
 class StuckSource:
     """Wraps a source: from the third second on, reading a block waits until released (a
     slow measurement), so the test knows a step is in progress."""
