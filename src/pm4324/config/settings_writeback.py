@@ -12,6 +12,12 @@ the file as it is now (the operator's edits take effect at the next start).
 The check reads the file before the write is acknowledged (a small file: ~1 ms); the save
 itself (write, fsync, rename) runs in a thread of its own, so no protocol reply and no read
 waits for the disk, and writes that arrive while a save runs share the next one.
+
+Saves are paced: one starts at most every ``SAVE_GAP_S``, and the writes queued meanwhile
+share it. Why: a save is pure-Python work (tomlkit edit and render, parsing the result),
+3-11 ms of CPU and of the GIL per save; under a storm of writes, saving back to back took
+45 % of the process's CPU and delayed every Modbus read (docs/benchmarks.md, "Modbus TCP
+under attack"). A lone write is saved at once; ``flush`` skips the wait.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,7 @@ from pm4324.config.settings_file import (
 
 log = logging.getLogger(__name__)
 
+SAVE_GAP_S = 0.1  # a save starts at most this often (from the start of the previous one)
 REMOVED = object()  # a key that goes back to its default (and out of the file)
 Changes = dict[Path_, Any]
 
@@ -103,8 +111,11 @@ class SettingsWriter:
     def __init__(self, path: Path, loaded: Settings):
         self.path = Path(path)
         self._seen = _stamp(self.path)  # the file as we last read or wrote it
+        self._text: str | None = None  # its text then (None: unknown, read it again)
         try:  # what the file says now is the base its later edits are found against
-            self._base = _disk_keys(self.path.read_text(encoding="utf-8"), str(self.path))
+            text = self.path.read_text(encoding="utf-8")
+            self._base = _disk_keys(text, str(self.path))
+            self._text = text
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, SettingsError):
             self._base = flatten(settings_table(loaded))
         self._pending: Changes = {}  # queued, not yet being saved
@@ -113,6 +124,7 @@ class SettingsWriter:
         self._saving: Changes = {}
         self._latest = loaded  # a deleted file is written anew, whole, from these
         self._busy = False
+        self._hurry = 0  # callers of flush waiting: save now, not after SAVE_GAP_S
         self._closed = False
         self._news: list[str] = []
         self._cond = threading.Condition()
@@ -137,9 +149,10 @@ class SettingsWriter:
                 raise SettingsConflict(str(self.path), ".".join(p), changes[p],
                                        "this key was changed in the file since the meter loaded "
                                        "it; the operator's edit is kept and this write refused")
-            edited = sorted(p for p in disk.keys() | self._base.keys() if p not in changes
-                            and disk.get(p, REMOVED) not in (self._base.get(p, REMOVED),
-                                                             self._saving.get(p, REMOVED)))
+            edited = [] if untouched else sorted(
+                p for p in disk.keys() | self._base.keys() if p not in changes
+                and disk.get(p, REMOVED) not in (self._base.get(p, REMOVED),
+                                                 self._saving.get(p, REMOVED)))
             self._pending.update(changes)
             self._latest = new
             self._cond.notify_all()
@@ -162,7 +175,13 @@ class SettingsWriter:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued change is on disk (or failed); False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout_s)
+            self._hurry += 1
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._pending and not self._busy,
+                                           timeout_s)
+            finally:
+                self._hurry -= 1
 
     def close(self, timeout_s: float = 10.0) -> None:
         self.flush(timeout_s)
@@ -196,19 +215,25 @@ class SettingsWriter:
                                                        self._saving.get(p, REMOVED), value))
 
     def _run(self) -> None:
+        next_save = 0.0  # monotonic time before which no save starts (SAVE_GAP_S)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending or self._closed)
                 if not self._pending:
                     return
+                # the pace: writes that come during the gap are saved together after it
+                self._cond.wait_for(lambda: self._hurry or self._closed,
+                                    next_save - time.monotonic())
                 changes, self._pending = self._pending, {}
                 self._saving = dict(changes)
                 self._busy = True
-            news, base = self._save(changes)
+            next_save = time.monotonic() + SAVE_GAP_S
+            news, base, text = self._save(changes)
             with self._cond:
                 if base is not None:
                     self._base = base
                     self._seen = _stamp(self.path)
+                    self._text = text
                     self.saves += 1
                 self._saving = {}
                 if news:
@@ -217,16 +242,23 @@ class SettingsWriter:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _save(self, changes: Changes) -> tuple[str | None, dict[Path_, Any] | None]:
-        """Merge ``changes`` into the file as it is now; (a line for the log, the new base)."""
+    def _save(self, changes: Changes
+              ) -> tuple[str | None, dict[Path_, Any] | None, str | None]:
+        """Merge ``changes`` into the file as it is now; (a line for the log, the new base,
+        the new text)."""
         try:
-            try:
-                text = self.path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                text = ""
-            with self._cond:
+            with self._cond:  # untouched since we last wrote it: its text and keys are known
+                known = self._seen is not None and _stamp(self.path) == self._seen
+                text = self._text if known else None
+            late: list[Path_] = []
+            if text is None:
+                try:
+                    text = self.path.read_text(encoding="utf-8")
+                except FileNotFoundError:
+                    text = ""
                 disk = _disk_keys(text, str(self.path)) if text else {}
-                late = self._clashes(changes, disk)  # edited between the check and now
+                with self._cond:
+                    late = self._clashes(changes, disk)  # edited between the check and now
             for p in late:
                 del changes[p]
             with self._cond:
@@ -245,11 +277,13 @@ class SettingsWriter:
             base = _disk_keys(new_text, str(self.path))
         except (OSError, TOMLKitError, tomllib.TOMLDecodeError, SettingsError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            return f"settings not saved to {self.path}: {reason} (they apply until a restart)", None
+            return (f"settings not saved to {self.path}: {reason} (they apply until a restart)",
+                    None, None)
         if late:
             return (f"settings file {self.path} was edited meanwhile at "
-                    f"{', '.join('.'.join(p) for p in late)}: the operator's values kept"), base
-        return None, base
+                    f"{', '.join('.'.join(p) for p in late)}: the operator's values kept"), \
+                base, new_text
+        return None, base, new_text
 
 
 def _numeric_order(path: Path_) -> tuple:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 import struct
+import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, cast
 
@@ -333,8 +334,8 @@ class Connection(FaultyAnswers, asyncio.Protocol):
             if done:
                 self._deliver(tid, unit, rsp, faults)
                 return
-        future = server._writer.submit(handle_pdu, backend, pdu)  # type: ignore[union-attr]
         loop = server._loop
+        future = server._writer.submit(_after_a_turn, loop, backend, pdu)  # type: ignore[union-attr]
 
         def finished(f: Future) -> None:
             try:
@@ -376,3 +377,22 @@ class Connection(FaultyAnswers, asyncio.Protocol):
 
 
 _unpack = MBAP.unpack_from
+TURN_WAIT_S = 0.05  # the most a write waits for the loop's turn (a stopped loop: not at all)
+
+
+def _after_a_turn(loop: asyncio.AbstractEventLoop, backend: RegisterBackend, pdu: bytes
+                  ) -> bytes | Deferred | None:
+    """``handle_pdu`` in the write thread, once the loop has gone through one turn.
+
+    Why: a write holds the GIL for ~0.5 ms of Python, and a read that arrives meanwhile waits
+    for it (and for the other threads that take the GIL first). Under a storm of writes the
+    write thread was always busy; now it starts the next write only after the loop has
+    served what was already waiting, reads included (docs/benchmarks.md, "Modbus TCP under
+    attack")."""
+    turn = threading.Event()
+    try:
+        loop.call_soon_threadsafe(turn.set)
+    except RuntimeError:  # the loop is closed: nothing to give way to
+        turn.set()
+    turn.wait(TURN_WAIT_S)
+    return handle_pdu(backend, pdu)
