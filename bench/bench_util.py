@@ -1,11 +1,12 @@
 """Small pieces the benchmarks share (Linux): a process's CPU time, reading exactly n bytes
-from a socket, stopping a server process. Imported as ``bench_util`` (a script's own folder
-is on its path)."""
+from a socket, stopping a server process, the table of ms CPU per meter-second. Imported as
+``bench_util`` (a script's own folder is on its path)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -35,3 +36,12 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def print_ms_table(first_column: str, ms: dict[str, list[float]]) -> None:
+    """A Markdown table of ms CPU per meter-second: min, median and its inverse per row."""
+    print(f"| {first_column} | min | median | meter-s per CPU-s (median) |")
+    print("|---|---:|---:|---:|")
+    for name, values in ms.items():
+        med = statistics.median(values)
+        print(f"| {name} | {min(values):.3f} | {med:.3f} | {1000 / med:.0f} |")

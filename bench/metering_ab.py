@@ -36,6 +36,8 @@ import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bench_util import print_ms_table  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ROOT / "src" / "pm4324" / "data" / "building-settings.toml"
 N_BLOCKS = 20
@@ -111,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 ms[name].append(1000 * (time.process_time() - t0) / CHUNK)
 
     print(f"# analysis, ms CPU per meter-second ({args.rounds} chunks of {CHUNK} steps each)")
-    print("| engine | min | median | meter-s per CPU-s (median) |")
-    print("|---|---:|---:|---:|")
-    for name, values in ms.items():
-        med = statistics.median(values)
-        print(f"| {name} | {min(values):.3f} | {med:.3f} | {1000 / med:.0f} |")
+    print_ms_table("engine", ms)
     base, new = (statistics.median(v) for v in ms.values())
     print(f"\nworking tree / {args.revision}: {new / base:.3f} of the CPU time")
     return 0

@@ -24,7 +24,6 @@ if hasattr(os, "sched_setaffinity"):
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -32,6 +31,7 @@ import tomllib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_util import print_ms_table  # noqa: E402
 from metering_ab import ROOT, extract  # noqa: E402
 
 DATA = ROOT / "src" / "pm4324" / "data"
@@ -80,11 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     s.read(n)
                 ms[name].append(1000 * (time.process_time() - t0) / CHUNK)
     print(f"# simulator, ms CPU per meter-second ({args.rounds} chunks of {CHUNK} s each)")
-    print("| source | min | median | meter-s per CPU-s (median) |")
-    print("|---|---:|---:|---:|")
-    for name, values in ms.items():
-        med = statistics.median(values)
-        print(f"| {name} | {min(values):.3f} | {med:.3f} | {1000 / med:.0f} |")
+    print_ms_table("source", ms)
     return 0
 
 

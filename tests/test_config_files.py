@@ -61,3 +61,14 @@ def test_a_number_must_be_finite(parse, data, key, value):
     with pytest.raises(SettingsError, match="must be a number from") as exc:
         parse(data(value), "x.toml")
     assert exc.value.key == key
+
+
+def test_the_scenario_file_checks_its_tables_the_same_way():
+    from pm4324.sources.scenario import ScenarioError
+    from pm4324.sources.scenario_parse import parse_scenario
+
+    with pytest.raises(ScenarioError, match=r"mains\.1\.colour = 'red': is not a known scenario "
+                       r"key; known: drift_hz, "):
+        parse_scenario({"mains": {"1": {"colour": "red"}}}, "s.toml")
+    with pytest.raises(ScenarioError, match=r"mains\.1\.voltage_v = inf: must be a number from 0"):
+        parse_scenario({"mains": {"1": {"voltage_v": float("inf")}}}, "s.toml")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pm4324.config.settings import N_CTS, PHASES, file_problem
+from pm4324.config.toml_file import check_keys, number
 from pm4324.sources.base import SourceError
 from pm4324.sources.faults import FaultError, parse_faults
 from pm4324.sources.scenario import (
@@ -40,19 +41,11 @@ def _harmonics(src: str, key: str, raw: Any) -> dict[int, tuple[float, float]]:
 
 def _num(src: str, table: dict, key: str, default: float, lo: float, hi: float,
          prefix: str) -> float:
-    v = table.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-        raise ScenarioError(src, prefix + key, v, f"must be a number from {lo:g} to {hi:g}")
-    return float(v)
+    return number(src, table, key, default, lo, hi, prefix, ScenarioError)
 
 
 def _check_keys(src: str, table: Any, allowed: set[str], prefix: str) -> None:
-    if not isinstance(table, dict):
-        raise ScenarioError(src, prefix.rstrip(".") or "(file)", table, "must be a table")
-    for k in table:
-        if k not in allowed:
-            raise ScenarioError(src, prefix + k, table[k], "is not a known scenario key; known: "
-                                + ", ".join(sorted(allowed)))
+    check_keys(src, table, allowed, prefix, ScenarioError, "scenario key")
 
 
 def parse_scenario(data: dict[str, Any], src: str = "<scenario>") -> Scenario:
