@@ -27,11 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pm4324.config.settings import load_settings
+from pm4324.config.settings_parse import load_settings
 from pm4324.config.settings_writeback import SettingsWriter
 from pm4324.device.meter import Meter
 from pm4324.registers.image import MapBackend
-from pm4324.sources.simulator import SimulatorSource, load_scenario
+from pm4324.sources.scenario_parse import load_scenario
+from pm4324.sources.simulator import SimulatorSource
 
 SETTINGS = Path(__file__).resolve().parents[1] / "src/pm4324/data/building-settings.toml"
 

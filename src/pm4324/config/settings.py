@@ -316,16 +316,3 @@ def voltage_range_warnings(s: Settings) -> list[str]:
                        f"inputs' {lo:g}..{hi:g} V")
     return out
 
-
-# The reader moved to settings_parse, which imports this module: a module-level import back
-# would be circular. Files that still import these two from here get them on first use.
-_MOVED = ("parse_settings", "load_settings")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from pm4324.config import settings_parse
-
-        return getattr(settings_parse, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

@@ -33,7 +33,7 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
-from pm4324.config.settings import CT_TYPES_A, Settings, SettingsError, parse_settings
+from pm4324.config.settings import CT_TYPES_A, Settings, SettingsError
 from pm4324.config.settings_file import (
     Path_,
     flatten,
@@ -41,6 +41,7 @@ from pm4324.config.settings_file import (
     settings_to_toml,
     write_atomic,
 )
+from pm4324.config.settings_parse import parse_settings
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,6 @@ from pm4324.sources.base import SampleBlock, Source
 from pm4324.sources.faults import Fault, FaultBook
 from pm4324.sources.scenario import CtError, LoadSpec, Scenario
 
-# bench/settings_write_bench.py (owned elsewhere) still imports load_scenario from here
-from pm4324.sources.scenario_parse import load_scenario as load_scenario
-
 NOISE_TABLE = 1 << 18
 
 

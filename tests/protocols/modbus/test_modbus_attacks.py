@@ -282,8 +282,9 @@ async def test_writes_of_several_clients_at_once_are_all_applied_and_saved(tmp_p
     """Four real clients write their own Meter's CT ratio at once (writes queue in the write
     thread, each after a turn of the loop; saves are shared): every write is answered, and
     the meter and the settings file end with each client's last value."""
-    from pm4324.config.settings import Settings, load_settings
+    from pm4324.config.settings import Settings
     from pm4324.config.settings_file import save_settings
+    from pm4324.config.settings_parse import load_settings
     from pm4324.device.meter import Meter
     from pm4324.registers.image import MapBackend
     from pm4324.sources.scenario_parse import load_scenario
