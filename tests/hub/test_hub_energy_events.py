@@ -108,6 +108,16 @@ def published(reading: tuple[float, float], truth: dict[int, float], tol: float,
     return found[0]
 
 
+def until_the_counter_drops(readings: queue.Queue, before: list, most: int) -> list:
+    """Take readings into ``before`` until one shows a lower counter (a reset or a wrap,
+    within ``most`` readings); return that one and the four after it."""
+    for _ in range(most):
+        if (r := readings.get(timeout=WAIT))[1] < before[-1][1]:
+            return [r] + [readings.get(timeout=WAIT) for _ in range(4)]
+        before.append(r)
+    raise AssertionError(f"the counter did not drop within {most} readings")
+
+
 def client_wh(port: int) -> float:
     """Meter 1's import counter read by a real client (`pm4324 read`, pymodbus), in Wh."""
     out = io.StringIO()
@@ -125,11 +135,7 @@ def test_reset_energy_mid_run_keeps_the_pre_reset_value_and_counts_from_zero(tmp
             # at once after the hub's reading: the value a client reads, then the reset
             just_before = client_wh(meter.port)
             assert main(["reset-energy", "--tcp", f"127.0.0.1:{meter.port}", "--meter", "1"]) == 0
-            for _ in range(30):  # readings up to the first one after the reset
-                if (r := readings.get(timeout=WAIT))[1] < before[-1][1]:
-                    break
-                before.append(r)
-            after = [r] + [readings.get(timeout=WAIT) for _ in range(4)]
+            after = until_the_counter_drops(readings, before, 30)
     finally:
         meter.stop()
     while not readings.empty():  # what the hub read until it stopped
@@ -180,11 +186,7 @@ def test_uint32_rollover_while_polled_is_energy_not_a_reset(tmp_path):
         with polling(tmp_path, meter, poll_s=0.25, gap_s=30) as (_, readings):
             before = [readings.get(timeout=WAIT)]
             assert before[0][1] > ROLLOVER_WH - 2000, "the counter wrapped before the hub read it"
-            for _ in range(1000):  # readings up to the first one after the wrap
-                if (r := readings.get(timeout=WAIT))[1] < before[-1][1]:
-                    break
-                before.append(r)
-            after = [r] + [readings.get(timeout=WAIT) for _ in range(4)]
+            after = until_the_counter_drops(readings, before, 1000)
     finally:
         meter.stop()
     while not readings.empty():  # what the hub read until it stopped

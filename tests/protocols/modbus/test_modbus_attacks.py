@@ -228,21 +228,28 @@ async def test_reads_are_served_while_a_write_is_saving(backend) -> None:
             writer.close()
 
 
-async def test_settings_write_storm_on_a_real_meter(tmp_path: Path) -> None:
-    """Changing CT-ratio writes, saved to the settings file each, while a client reads."""
+def meter_with_a_settings_file(path: Path):
+    """A real meter on the built-in building, default settings saved to ``path`` (where its
+    settings writes go), one second measured."""
     from pm4324.config.settings import Settings
     from pm4324.config.settings_file import save_settings
     from pm4324.device.meter import Meter
-    from pm4324.registers.image import MapBackend
     from pm4324.sources.scenario_parse import load_scenario
     from pm4324.sources.simulator import SimulatorSource
 
-    path = tmp_path / "settings.toml"
     settings = Settings()
     save_settings(settings, path)
     meter = Meter(settings, SimulatorSource(load_scenario(None), settings),
                   settings_path=str(path), start_time=0.0)
     meter.step()
+    return meter
+
+
+async def test_settings_write_storm_on_a_real_meter(tmp_path: Path) -> None:
+    """Changing CT-ratio writes, saved to the settings file each, while a client reads."""
+    from pm4324.registers.image import MapBackend
+
+    meter = meter_with_a_settings_file(tmp_path / "settings.toml")
     writes = 0
     async with TcpServer(MapBackend(meter), port=0) as srv:
         async def storm(stop: asyncio.Event) -> None:
@@ -282,20 +289,11 @@ async def test_writes_of_several_clients_at_once_are_all_applied_and_saved(tmp_p
     """Four real clients write their own Meter's CT ratio at once (writes queue in the write
     thread, each after a turn of the loop; saves are shared): every write is answered, and
     the meter and the settings file end with each client's last value."""
-    from pm4324.config.settings import Settings
-    from pm4324.config.settings_file import save_settings
     from pm4324.config.settings_parse import load_settings
-    from pm4324.device.meter import Meter
     from pm4324.registers.image import MapBackend
-    from pm4324.sources.scenario_parse import load_scenario
-    from pm4324.sources.simulator import SimulatorSource
 
     path = tmp_path / "settings.toml"
-    settings = Settings()
-    save_settings(settings, path)
-    meter = Meter(settings, SimulatorSource(load_scenario(None), settings),
-                  settings_path=str(path), start_time=0.0)
-    meter.step()
+    meter = meter_with_a_settings_file(path)
     ratios = (60, 100, 200, 300, 400)
     async with TcpServer(MapBackend(meter), port=0) as srv:
         async def writer(m: int) -> int:
