@@ -129,7 +129,8 @@ def test_broker_outage_buffers_minutes_and_sends_them_to_history_in_order(broker
     assert live_seqs == sorted(live_seqs), "a live topic carried an old second"
     before = max(p["time"] for p in live if p["seq"] <= outage_from)
     after = min(p["time"] for p in live if p["seq"] > last)
-    assert all(before < t < after for t in times)
+    # at least once: a second the outage cut short may have reached the broker in part
+    assert all(before <= t < after for t in times)
     # the same seconds in the --json output: the buffered values are those of that second
     by_seq = {line["seq"]: line for line in meter.lines}
     for p in history:

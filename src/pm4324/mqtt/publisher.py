@@ -59,6 +59,7 @@ class MqttPublisher:
         self._sent: dict[str, dict[str, Any]] = {}  # topic -> last published payload
         self._sent_at: dict[str, float] = {}
         self._last_publish_time = float("-inf")
+        self._published_time: float | None = None  # the last second whose topics all went out
         self._last_buffered_minute: int | None = None
         self._discovered_shape: Any = None
 
@@ -113,7 +114,7 @@ class MqttPublisher:
                     _say(f"cannot reach the broker at {where} ({exc}); retrying, keeping one "
                          "reading a minute")
                 self.connected, self._outage = False, True
-            if self._latest is not None:
+            if self._latest is not None and self._latest.get("time") != self._published_time:
                 self._buffer_minute(self._latest)
             try:
                 await asyncio.wait_for(stop.wait(), delay)
@@ -139,28 +140,42 @@ class MqttPublisher:
         await client.publish(f"{self.root}/status", "online", qos=1, retain=True)
         self._sent.clear()
         self._discovered_shape = None
-        commands = None
         if self.discovery.commands:
             await client.subscribe(f"{self.root}/relay/+/set", qos=1)
             await client.subscribe(f"{self.root}/alarm/ack", qos=1)
-            commands = asyncio.create_task(self._commands(client))
+        # aiomqtt fails a publish cut off by a lost broker only at its timeout (10 s, seconds
+        # of readings neither sent nor buffered); its message iterator ends at once, so every
+        # step of the session races the listener and an outage is noticed at once
+        listener = asyncio.create_task(self._listen(client))
         try:
-            await self._send_backlog(client)
+            await self._unless_lost(listener, self._send_backlog(client))
             while True:
-                waiter = asyncio.create_task(self._fresh.wait())
-                stopper = asyncio.create_task(stop.wait())
-                _, pending = await asyncio.wait({waiter, stopper},
-                                                return_when=asyncio.FIRST_COMPLETED)
-                for task in pending:
-                    task.cancel()
+                await self._unless_lost(listener, self._fresh_or(stop))
                 if self._fresh.is_set() and self._latest is not None:
                     self._fresh.clear()
-                    await self._publish(client, self._latest)
+                    await self._unless_lost(listener, self._publish(client, self._latest))
                 if stop.is_set():  # after the last second went out
                     break
         finally:
-            if commands is not None:
-                commands.cancel()
+            listener.cancel()
+
+    @staticmethod
+    async def _unless_lost(listener: asyncio.Task, step: Any) -> None:
+        work = asyncio.ensure_future(step)
+        await asyncio.wait({work, listener}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            work.result()
+            return
+        work.cancel()
+        listener.result()  # raises the MqttError of the lost connection
+        raise aiomqtt.MqttError("the connection to the broker ended")
+
+    async def _fresh_or(self, stop: asyncio.Event) -> None:
+        waiter = asyncio.create_task(self._fresh.wait())
+        stopper = asyncio.create_task(stop.wait())
+        _, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
 
     async def _send_backlog(self, client: aiomqtt.Client) -> None:
         total = len(self.buffer)
@@ -197,9 +212,13 @@ class MqttPublisher:
                     continue
                 self._sent[topic], self._sent_at[topic] = body, t
             await client.publish(topic, payload, qos=s.qos, retain=s.retain)
+        self._published_time = t
 
-    async def _commands(self, client: aiomqtt.Client) -> None:
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        """Apply commands as they come; raises MqttError the moment the broker is lost."""
         async for message in client.messages:
+            if not self.discovery.commands:
+                continue
             topic, text = str(message.topic), message.payload
             text = text.decode(errors="replace").strip() if isinstance(text, bytes) else str(text)
             try:
