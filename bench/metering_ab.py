@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         extract(args.revision, Path(tmp))
         sys.path.insert(0, tmp)
-        other_settings = importlib.import_module("pm4324_ab.config.settings")
+        # the settings file reader moved to settings_parse; older revisions have it in settings
+        other_settings = importlib.import_module(
+            "pm4324_ab.config.settings_parse"
+            if (Path(tmp) / "pm4324_ab/config/settings_parse.py").exists()
+            else "pm4324_ab.config.settings")
         other_engine = importlib.import_module("pm4324_ab.metering.engine")
         settings = load_settings(SETTINGS)
         source = SimulatorSource(load_scenario(None), settings)

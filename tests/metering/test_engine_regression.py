@@ -1,8 +1,8 @@
 """The fast metering path against a slow, straightforward reference of the same math.
 
 The engine's per-sample work runs in compiled kernels and a vectorised tracker
-(metering/cycles.py); the collector reorganises the per-cycle arithmetic. None of that may
-change a result beyond 1e-9 relative. This file keeps an independent, cycle-by-cycle
+(metering/cycles.py, resample.py); the collector reorganises the per-cycle arithmetic. None of
+that may change a result beyond 1e-9 relative. This file keeps an independent, cycle-by-cycle
 reference written from the docstrings (plain trapezoids, textbook Lagrange basis,
 np.convolve filter, the tracker's original one-boundary-at-a-time loop, numpy FFTs of the
 windows' mean grids and of each cycle, the interpolation gain from its definition)
@@ -24,16 +24,19 @@ import pytest
 from pm4324.config.settings import N_CTS, Settings, Wiring
 from pm4324.config.settings_parse import load_settings
 from pm4324.metering import engine as E
+from pm4324.metering import step_kernels as K
 from pm4324.metering.cycles import (
     F_MAX_HZ,
     F_MIN_HZ,
-    N_MOMENTS,
     CycleTracker,
     cycle_integrals,
     filtered_crossings,
+    product_integrals,
+)
+from pm4324.metering.resample import (
+    N_MOMENTS,
     fundamental_products,
     harmonic_sums,
-    product_integrals,
     synchronous_resample,
     window_weights,
 )
@@ -86,7 +89,7 @@ def ref_gain(bounds: np.ndarray, orders: int) -> np.ndarray:
     """Mean over a window's grid points of the interpolation's complex gain at each order,
     straight from its definition: H_t(w) = sum_k w_k(t) exp(j w (k - 1 - t)), with w the
     order's angle per sample at the window's mean cycle length; 1 from Nyquist (pi) on."""
-    pos = np.concatenate([a + (b - a) * np.arange(E.GRID) / E.GRID
+    pos = np.concatenate([a + (b - a) * np.arange(K.GRID) / K.GRID
                           for a, b in zip(bounds[:-1], bounds[1:])])
     t = pos - np.floor(pos)
     basis = ref_lagrange_basis(t)
@@ -171,7 +174,7 @@ class RefTracker:
 
 def _route(p: float, q: float, s: float) -> np.ndarray:
     """One cycle's W*s, var*s, VA*s to the seven registers (in W*s, var*s, VA*s)."""
-    reg = np.zeros(E.N_ENERGY)
+    reg = np.zeros(K.N_ENERGY)
     reg[0 if p > 0 else 1] = abs(p)
     reg[2 + (0 if p >= 0 and q >= 0 else 1 if q >= 0 else 2 if p < 0 else 3)] = abs(q)
     reg[6] = s
@@ -184,13 +187,13 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
     per_main = N_CTS // settings.n_mains
     ct_ratio = np.repeat([m.ct_ratio for m in settings.meters], 3)
     out = {k: np.zeros(N_CTS) for k in ("v2", "i2", "p", "q")}
-    out.update(vh2=np.zeros((N_CTS, E.MAX_ORDER + 1)), ih2=np.zeros((N_CTS, E.MAX_ORDER + 1)),
-               ct_energy=np.zeros((N_CTS, E.N_ENERGY)),
-               meter_energy=np.zeros((len(settings.meters), E.N_ENERGY)),
+    out.update(vh2=np.zeros((N_CTS, K.MAX_ORDER + 1)), ih2=np.zeros((N_CTS, K.MAX_ORDER + 1)),
+               ct_energy=np.zeros((N_CTS, K.N_ENERGY)),
+               meter_energy=np.zeros((len(settings.meters), K.N_ENERGY)),
                v_ln2=np.zeros((settings.n_mains, 3)), v_ll2=np.zeros((settings.n_mains, 3)),
                cycles=np.zeros(settings.n_mains), t_main=np.zeros(settings.n_mains),
                synced=np.ones(settings.n_mains, dtype=bool))
-    scale = np.r_[1.0, np.full(E.MAX_ORDER, 2.0)] / E.GRID**2  # |bin|^2 -> rms^2
+    scale = np.r_[1.0, np.full(K.MAX_ORDER, 2.0)] / K.GRID**2  # |bin|^2 -> rms^2
     for m in range(settings.n_mains):
         main = settings.mains[m]
         bad = ~np.isfinite(np.concatenate((volts[3 * m : 3 * m + 3],
@@ -199,7 +202,7 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
         cur = np.nan_to_num(currents[m * per_main : (m + 1) * per_main], nan=0.0, posinf=0.0,
                             neginf=0.0)
         tracker = RefTracker(fs, main.nominal_frequency_hz,
-                             E.ABSENT_FRACTION * main.nominal_voltage_v / main.pt_ratio * 2**0.5)
+                             K.ABSENT_FRACTION * main.nominal_voltage_v / main.pt_ratio * 2**0.5)
         bounds, real = tracker.update(v, 0)
         usable = bounds <= n - 3
         bounds = bounds[usable]
@@ -220,14 +223,14 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
         windows = ref_windows(bounds.size - 1, main.nominal_frequency_hz)
         gains = []
         for w0, w1 in zip(windows[:-1], windows[1:]):
-            gain = ref_gain(bounds[w0 : w1 + 1], E.MAX_ORDER)
+            gain = ref_gain(bounds[w0 : w1 + 1], K.MAX_ORDER)
             gains += [gain] * (w1 - w0)
             grids = [ref_lagrange(np.concatenate((v, cur)),
-                                 t0 + (t1 - t0) * np.arange(E.GRID) / E.GRID)
+                                 t0 + (t1 - t0) * np.arange(K.GRID) / K.GRID)
                      for t0, t1 in zip(bounds[w0:w1], bounds[w0 + 1 : w1 + 1])]
-            spec = np.fft.rfft(np.mean(grids, axis=0))[:, : E.MAX_ORDER + 1] / gain
+            spec = np.fft.rfft(np.mean(grids, axis=0))[:, : K.MAX_ORDER + 1] / gain
             period = (bounds[w1] - bounds[w0]) / (w1 - w0)
-            spec[:, 2 * np.arange(E.MAX_ORDER + 1) >= period] = 0  # at or above Nyquist
+            spec[:, 2 * np.arange(K.MAX_ORDER + 1) >= period] = 0  # at or above Nyquist
             seconds = (bounds[w1] - bounds[w0]) / fs
             rows = slice(k0, k0 + per_main)
             out["vh2"][rows] += np.abs(coeff @ spec[:3]) ** 2 * scale * pt**2 * seconds
@@ -235,7 +238,7 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
         for c, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:])):
             dt = (t1 - t0) / fs
             support = slice(math.floor(t0), math.ceil(t1) + 1)
-            phases = t0 + (t1 - t0) * np.arange(E.GRID) / E.GRID
+            phases = t0 + (t1 - t0) * np.arange(K.GRID) / K.GRID
             fund = np.fft.rfft(ref_lagrange(np.concatenate((v, cur)), phases))[:, 1] / gains[c][1]
             el1, i1 = coeff @ fund[:3], fund[3:]
             integ = ref_integral(y, t0, t1) / fs
@@ -256,7 +259,7 @@ def reference_step(settings: Settings, volts: np.ndarray, currents: np.ndarray) 
             for j in range(per_main):
                 invalid = bad[3 + j, support].any() or bad[:3, support][coeff[j] != 0].any()
                 irms = math.sqrt(i2[j] / dt)
-                if used[j] and not invalid and irms >= E.START_FRACTION * ct[j]:
+                if used[j] and not invalid and irms >= K.START_FRACTION * ct[j]:
                     s = math.sqrt(max(v2[j], 0) / dt) * irms * dt
                     out["ct_energy"][k0 + j] += _route(p[j], q[j], s)
                     meter_cycle[j // 3] += (p[j], q[j], s, 1)
@@ -367,7 +370,7 @@ def test_one_block_matches_reference(case):
     close(r.ct["i_rms"], np.sqrt(ref["i2"] / t), 1e-6, f"{name}: I")
     # below the anti-creep current a CT reads P = Q = 0 (docs/metering.md)
     rated = np.repeat([m.ct_ratio for m in settings.meters], 3)
-    live = np.sqrt(ref["i2"] / t) >= E.START_FRACTION * rated
+    live = np.sqrt(ref["i2"] / t) >= K.START_FRACTION * rated
     close(r.ct["p_w"], np.where(live, ref["p"] / t, 0.0), s, f"{name}: P")
     close(r.ct["q_var"], np.where(live, ref["q"] / t, 0.0), s, f"{name}: Q1")
     vh, ih = np.sqrt(ref["vh2"] / t[:, None]), np.sqrt(ref["ih2"] / t[:, None])
@@ -389,8 +392,8 @@ def test_streaming_sums_match_reference(case, sizes):
     name, settings, v, i, ref = case
     sizes = sizes or (int(settings.sample_rate_hz),)
     engine = E.Engine(settings)
-    ct_e = np.zeros((N_CTS, E.N_ENERGY))
-    m_e = np.zeros((len(settings.meters), E.N_ENERGY))
+    ct_e = np.zeros((N_CTS, K.N_ENERGY))
+    m_e = np.zeros((len(settings.meters), K.N_ENERGY))
     start, k = 0, 0
     while start < v.shape[1]:
         end = min(start + sizes[k % len(sizes)], v.shape[1])
@@ -436,16 +439,16 @@ def test_product_integrals(signal):
 def test_synchronous_resample(signal):
     x, bounds = signal
     groups = np.array([0, 4, 11, 26])  # unequal windows
-    out = np.empty((3, x.shape[0], E.GRID))
+    out = np.empty((3, x.shape[0], K.GRID))
     fundamental = np.empty((26, x.shape[0]), dtype=complex)
     moments = np.empty((3, N_MOMENTS))
     synchronous_resample(x, bounds, groups, out, fundamental, moments)
     for g in range(3):
         grids, powers = [], []
         for c in range(groups[g], groups[g + 1]):
-            pos = bounds[c] + (bounds[c + 1] - bounds[c]) * np.arange(E.GRID) / E.GRID
+            pos = bounds[c] + (bounds[c + 1] - bounds[c]) * np.arange(K.GRID) / K.GRID
             grid = np.array([ref_lagrange(row, pos) for row in x])
-            close(fundamental[c], np.fft.rfft(grid)[:, 1], np.abs(x).max() * E.GRID,
+            close(fundamental[c], np.fft.rfft(grid)[:, 1], np.abs(x).max() * K.GRID,
                   f"bin 1 of cycle {c}")
             grids.append(grid)
             powers.append((pos - np.floor(pos) - 0.5)[:, None] ** np.arange(N_MOMENTS))
@@ -453,25 +456,25 @@ def test_synchronous_resample(signal):
         close(moments[g], np.concatenate(powers).sum(axis=0), 0, f"moments {g}")
     # exact on cubics, whatever the phase
     cubic = np.polyval([1e-6, -2e-3, 0.5, 3.0], np.arange(6000.0))[None, :]
-    one = np.empty((26, 1, E.GRID))
+    one = np.empty((26, 1, K.GRID))
     synchronous_resample(np.ascontiguousarray(cubic), bounds, np.arange(27), one,
                          np.empty((26, 1), dtype=complex), np.empty((26, N_MOMENTS)))
-    pos = bounds[:-1, None] + np.diff(bounds)[:, None] * np.arange(E.GRID) / E.GRID
+    pos = bounds[:-1, None] + np.diff(bounds)[:, None] * np.arange(K.GRID) / K.GRID
     close(one[:, 0], np.polyval([1e-6, -2e-3, 0.5, 3.0], pos), 0, "cubic")
 
 
 def test_window_weights_and_gain(signal):
     x, bounds = signal
     groups = np.array([0, 4, 11, 26])
-    out = np.empty((3, x.shape[0], E.GRID))
+    out = np.empty((3, x.shape[0], K.GRID))
     fundamental = np.empty((26, x.shape[0]), dtype=complex)
     moments = np.empty((3, N_MOMENTS))
     synchronous_resample(x, bounds, groups, out, fundamental, moments)
     raw = fundamental.copy()
-    weight = window_weights(bounds, groups, moments, 12800.0, E.MAX_ORDER, fundamental)
+    weight = window_weights(bounds, groups, moments, 12800.0, K.MAX_ORDER, fundamental)
     for g in range(3):
         edges = bounds[groups[g] : groups[g + 1] + 1]
-        gain = ref_gain(edges, E.MAX_ORDER)
+        gain = ref_gain(edges, K.MAX_ORDER)
         assert np.abs(gain[1:]).min() < 0.99  # the signal's cycles are 205-220 samples
         n = groups[g + 1] - groups[g]
         close(weight[g], (edges[-1] - edges[0]) / 12800.0 / n**2 / np.abs(gain) ** 2, 0,
@@ -490,22 +493,22 @@ def test_corrected_windows_read_true_harmonic_amplitudes(samples_per_cycle):
     amps = {1: 1.0, 7: 0.3, 25: 0.1, 40: 0.05, 50: 0.05}
     x = sum(a * np.cos(2 * np.pi * h * (t - bounds[0]) / samples_per_cycle + 0.1 * h)
             for h, a in amps.items())[None, :]
-    out = np.empty((1, 1, E.GRID))
+    out = np.empty((1, 1, K.GRID))
     fundamental = np.empty((n_cycles, 1), dtype=complex)
     moments = np.empty((1, N_MOMENTS))
     groups = np.array([0, n_cycles])
     synchronous_resample(np.ascontiguousarray(x), bounds, groups, out, fundamental, moments)
-    weight = window_weights(bounds, groups, moments, 1.0, E.MAX_ORDER, fundamental)
+    weight = window_weights(bounds, groups, moments, 1.0, K.MAX_ORDER, fundamental)
     seconds = bounds[-1] - bounds[0]
-    power = np.abs(np.fft.rfft(out[0, 0])[: E.MAX_ORDER + 1]) ** 2 * weight[0] / seconds
-    amplitude = np.sqrt(power) * 2 / E.GRID
-    raw = np.abs(np.fft.rfft(out[0, 0])[: E.MAX_ORDER + 1]) * 2 / E.GRID / n_cycles
+    power = np.abs(np.fft.rfft(out[0, 0])[: K.MAX_ORDER + 1]) ** 2 * weight[0] / seconds
+    amplitude = np.sqrt(power) * 2 / K.GRID
+    raw = np.abs(np.fft.rfft(out[0, 0])[: K.MAX_ORDER + 1]) * 2 / K.GRID / n_cycles
     for h, a in amps.items():
         assert amplitude[h] == pytest.approx(a, rel=3e-4), f"order {h}"
     if samples_per_cycle != 256.0:
         assert raw[50] < 0.05 * 0.99  # what the correction undoes
     # per cycle, the other orders leak up to 1e-4 into bin 1; that averages out over cycles
-    fundamental_amplitude = np.abs(fundamental[:, 0]) * 2 / E.GRID
+    fundamental_amplitude = np.abs(fundamental[:, 0]) * 2 / K.GRID
     assert fundamental_amplitude == pytest.approx(1.0, rel=2e-4)
     assert fundamental_amplitude.mean() == pytest.approx(1.0, rel=2e-5)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-KERNEL_MODULES = ("pm4324.metering.cycles", "pm4324.metering.step_kernels",
+KERNEL_MODULES = ("pm4324.metering.cycles", "pm4324.metering.resample",
+                  "pm4324.metering.step_kernels",
                   "pm4324.metering.pq.kernels", "pm4324.metering.pq.aggregate",
                   "pm4324.metering.pq.flicker",
                   "pm4324.sources.simulator")

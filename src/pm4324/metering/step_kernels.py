@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pm4324.metering.cycles import (
+from pm4324.metering.cycles import product_integrals
+from pm4324.metering.resample import (
     fundamental_products,
     harmonic_sums,
-    product_integrals,
     synchronous_resample,
     window_weights,
 )
