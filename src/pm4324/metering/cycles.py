@@ -20,6 +20,7 @@ integrals 6.9 -> 0.13 ms, tracker filter 0.30 -> 0.08 ms. One voltage row for si
 elements in the product integrals gave -10 to -15 % with bit-identical results. The
 resampling onto each cycle's grid and the harmonic sums over it are in ``resample``.
 """
+
 from __future__ import annotations
 
 import math

@@ -167,6 +167,7 @@ class MqttPublisher:
             work.result()
             return
         work.cancel()
+        await asyncio.gather(work, return_exceptions=True)  # the step is over before a reconnect
         listener.result()  # raises the MqttError of the lost connection
         raise aiomqtt.MqttError("the connection to the broker ended")
 
